@@ -1,0 +1,49 @@
+"""The ChatModel contract every backend implements.
+
+It is batched by design: agents hand over many conversations at once and get
+``n`` completions for each, so a backend can fill a GPU batch, a vLLM
+scheduler or an HTTP connection pool instead of being called in a loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Literal, TypedDict
+
+from pydantic import BaseModel, Field
+
+
+class Message(TypedDict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+Conversation = Sequence[Message]
+
+
+class SamplingParams(BaseModel):
+    n: int = Field(1, ge=1, le=64, description="completions per conversation")
+    max_new_tokens: int = Field(160, ge=1, le=8192)
+    temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 = greedy")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class ChatModel(ABC):
+    """Many conversations in, ``n`` completions each out, in input order."""
+
+    name: str
+
+    @abstractmethod
+    def generate(self, conversations: Sequence[Conversation], params: SamplingParams, *,
+                 adapter: str | None = None) -> list[list[str]]:
+        """``adapter`` names a loaded LoRA adapter (a rewriter version); None means the base model."""
+
+    def chat(self, messages: Conversation, params: SamplingParams | None = None, *,
+             adapter: str | None = None) -> list[str]:
+        return self.generate([messages], params or SamplingParams(), adapter=adapter)[0]

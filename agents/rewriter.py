@@ -1,0 +1,73 @@
+"""The rewriter: a short user prompt in, n candidate video prompts out.
+
+The instruction lives in ``templates/`` and is the same text at inference and
+in exported training data (``messages_for``), so fine-tuning teaches the
+model the exact task it is later asked to do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from importlib import resources
+
+from pydantic import BaseModel, Field
+
+from promptloop.agents.llm.base import ChatModel, Message, SamplingParams
+
+_META_PREFIX = re.compile(
+    r"^\s*(?:(?:sure|okay|ok|certainly|of course)[,!. ]+)?"
+    r"(?:here(?:'s| is| are)\s+(?:the|a|an|your|my)?\s*(?:rewritten|improved|enhanced|detailed|final|new)?\s*"
+    r"(?:video\s+)?(?:prompt|description|version|caption)s?[^:\n]*:|(?:video\s+)?prompt\s*:|"
+    r"(?:rewritten|enhanced|improved)\s+prompt\s*:)\s*",
+    re.IGNORECASE,
+)
+
+
+def template(name: str) -> str:
+    return resources.files("promptloop.agents").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def clean_rewrite(text: str) -> str:
+    """Strip meta-text and wrapping that models add around the prompt itself."""
+    text = text.strip()
+    for _ in range(2):
+        text = _META_PREFIX.sub("", text, count=1).strip()
+    text = text.strip().strip('"“”\'`').strip()
+    text = re.sub(r"^\*+|\*+$", "", text).strip()
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    text = paragraphs[0] if paragraphs else ""
+    return " ".join(text.split())
+
+
+class RewriteRequest(BaseModel):
+    prompt: str = Field(min_length=1)
+    n: int = Field(1, ge=1, le=64)
+
+
+class RewriteResult(BaseModel):
+    prompt: str
+    candidates: list[str]
+
+
+class Rewriter:
+    def __init__(self, model: ChatModel, *, min_words: int = 40, max_words: int = 120,
+                 language: str = "the same language as the request", adapter: str | None = None):
+        self.model = model
+        self.min_words, self.max_words = min_words, max_words
+        self.language = language
+        self.adapter = adapter
+        self._system = template("rewrite_system.txt")
+        self._user = template("rewrite_user.txt")
+
+    def messages_for(self, prompt: str) -> list[Message]:
+        system = self._system.format(min_words=self.min_words, max_words=self.max_words, language=self.language)
+        return [{"role": "system", "content": system.strip()},
+                {"role": "user", "content": self._user.format(prompt=prompt.strip()).strip()}]
+
+    def rewrite(self, prompts: Sequence[str], params: SamplingParams) -> list[RewriteResult]:
+        """All prompts go to the model in one batched call."""
+        requests = [RewriteRequest(prompt=p, n=params.n) for p in prompts]
+        outputs = self.model.generate([self.messages_for(r.prompt) for r in requests], params, adapter=self.adapter)
+        return [RewriteResult(prompt=r.prompt, candidates=[clean_rewrite(o) for o in outs])
+                for r, outs in zip(requests, outputs, strict=True)]

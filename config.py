@@ -1,0 +1,146 @@
+"""One Settings object for the whole of promptloop.
+
+Precedence, lowest first: field defaults < a ``promptloop.toml`` file <
+environment variables ``PROMPTLOOP_*`` < explicit keyword arguments (which is
+how CLI flags arrive). Everything promptloop writes lives under ``home``
+unless a flag names another place, so one folder can be backed up, moved or
+deleted as a unit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "PROMPTLOOP_CONFIG"
+DEFAULT_CONFIG_NAME = "promptloop.toml"
+
+
+class GenerationSettings(BaseModel):
+    """Sampling defaults for the rewriter; per-call params override them."""
+
+    max_new_tokens: int = Field(160, ge=1, le=4096)
+    temperature: float = Field(0.8, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    batch_size: int = Field(16, ge=1, description="conversations per forward batch")
+
+
+class RewriteSettings(BaseModel):
+    """What the video model likes: a prompt of roughly this many words."""
+
+    target_words_min: int = Field(40, ge=1)
+    target_words_max: int = Field(120, ge=1)
+    keep_user_language: bool = True
+
+    @model_validator(mode="after")
+    def _window(self) -> RewriteSettings:
+        if self.target_words_min > self.target_words_max:
+            raise ValueError("rewrite.target_words_min must not exceed rewrite.target_words_max")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROMPTLOOP_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    config_file: Path | None = Field(None, description="TOML file read below env vars; default ./promptloop.toml")
+    home: Path = Field(Path("~/.promptloop"), description="database, model cache, adapters, videos, reports")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite file in home")
+    base_model: str = Field(
+        "smollm2-135m-instruct",
+        description="rewriter base: an embedded model name, a hub id, a local folder or a .gguf file",
+    )
+    embedder_model: str = Field("all-minilm-l6-v2", description="embedded name, hub id or local folder")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    seed: int = 0
+    max_prompt_chars: int = Field(1000, ge=1, description="longer user prompts are rejected on import")
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home / 'promptloop.db'}"
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+        toml_path = _config_path(init_kwargs.get("config_file"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    # Folders under home. Properties, not fields: they follow home.
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def adapters_dir(self) -> Path:
+        return self.home / "adapters"
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.home / "videos"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.home / "checkpoints.sqlite"
+
+    def ensure_home(self) -> Path:
+        for d in (self.home, self.models_dir, self.adapters_dir, self.videos_dir, self.reports_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+def _config_path(explicit: str | Path | None) -> Path | None:
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return path
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{CONFIG_ENV} points to a missing file: {path}")
+        return path
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    return local if local.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, dropping overrides that are None (unset CLI flags)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,1 @@
+"""LangGraph graphs that wire the agents together."""

@@ -1,0 +1,1 @@
+"""Learners: SFT, DPO, critic and reward-weighted trainers."""

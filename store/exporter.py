@@ -1,0 +1,83 @@
+"""Export training data in TRL's conversational formats.
+
+SFT rows are ``{"messages": [...]}``; DPO rows are ``{"prompt": [...],
+"chosen": [assistant], "rejected": [assistant]}``. The prompt side is built
+by the same function the rewriter uses at inference (passed in as
+``build_messages``), so what the model is trained on is what it later sees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
+from sqlmodel import Session, select
+
+from promptloop.store.models import Candidate, PreferencePair, Prompt, SFTExample
+
+Messages = list[dict[str, str]]
+BuildMessages = Callable[[str], Messages]
+Format = Literal["jsonl", "hf"]
+
+
+def sft_rows(session: Session, build_messages: BuildMessages, *, round_id: int | None = None) -> Iterator[dict]:
+    q = (select(SFTExample, Prompt).join(Prompt, Prompt.id == SFTExample.prompt_id)
+         .where(SFTExample.status == "accepted").order_by(SFTExample.id))
+    if round_id is not None:
+        q = q.where(SFTExample.round_id == round_id)
+    for ex, prompt in session.exec(q):
+        yield {"messages": [*build_messages(prompt.text), {"role": "assistant", "content": ex.target}],
+               "prompt_id": prompt.id, "example_id": ex.id}
+
+
+def dpo_rows(session: Session, build_messages: BuildMessages, *, round_id: int | None = None) -> Iterator[dict]:
+    chosen, rejected = aliased(Candidate), aliased(Candidate)
+    q = (select(PreferencePair, Prompt, chosen, rejected)
+         .join(Prompt, Prompt.id == PreferencePair.prompt_id)
+         .join(chosen, chosen.id == PreferencePair.chosen_id)
+         .join(rejected, rejected.id == PreferencePair.rejected_id)
+         .order_by(PreferencePair.id))
+    if round_id is not None:
+        q = q.where(PreferencePair.round_id == round_id)
+    for pair, prompt, c, r in session.exec(q):
+        yield {"prompt": build_messages(prompt.text),
+               "chosen": [{"role": "assistant", "content": c.text}],
+               "rejected": [{"role": "assistant", "content": r.text}],
+               "margin": pair.margin, "pair_id": pair.id}
+
+
+def export(engine: Engine, kind: Literal["sft", "dpo"], out: Path, build_messages: BuildMessages, *,
+           fmt: Format = "jsonl", round_id: int | None = None) -> int:
+    """Write the dataset to ``out`` atomically (temp then rename); returns the number of rows."""
+    rows_of = {"sft": sft_rows, "dpo": dpo_rows}[kind]
+    with Session(engine) as session:
+        rows = list(rows_of(session, build_messages, round_id=round_id))
+    if not rows:
+        raise ValueError(f"no {kind} data in the store" + (f" for round {round_id}" if round_id else "")
+                         + "; collect some first")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, out)
+    elif fmt == "hf":
+        from datasets import Dataset
+
+        tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        Dataset.from_list(rows).save_to_disk(str(tmp_dir))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp_dir, out)
+    else:
+        raise ValueError(f"unknown format '{fmt}'; expected jsonl or hf")
+    return len(rows)

@@ -1,0 +1,211 @@
+"""Import user prompts from .txt, .jsonl, .csv or a `datasets` folder.
+
+The whole file is read and validated before anything is written: a file
+with any bad row is rejected with a per-row report, and the database is left
+exactly as it was. A valid file is written in one transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from promptloop.store.engine import session_scope
+from promptloop.store.models import Split
+from promptloop.store.repository import add_prompt
+
+TEXT_COLUMNS = ("prompt", "text")
+SUPPORTED = ".txt, .jsonl, .csv, or a folder written by datasets' save_to_disk"
+MAX_REPORTED_ERRORS = 50
+
+
+class PromptImportError(ValueError):
+    """A file that cannot be imported; nothing from it was stored."""
+
+
+@dataclass
+class RowError:
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}"
+
+
+class ImportValidationError(PromptImportError):
+    def __init__(self, path: Path, errors: list[RowError]):
+        self.path = path
+        self.errors = errors
+        shown = "\n".join(f"  {e}" for e in errors[:MAX_REPORTED_ERRORS])
+        more = f"\n  ... and {len(errors) - MAX_REPORTED_ERRORS} more" if len(errors) > MAX_REPORTED_ERRORS else ""
+        super().__init__(f"{path}: {len(errors)} invalid row(s); nothing was imported\n{shown}{more}")
+
+
+@dataclass
+class PromptRow:
+    line: int
+    text: str
+    split: str | None = None
+    category: str | None = None
+    source: str | None = None
+    harmful: bool | None = None
+
+
+@dataclass
+class ImportReport:
+    path: str
+    rows: int = 0
+    created: int = 0
+    existing: int = 0
+    by_split: dict[str, int] = field(default_factory=dict)
+
+
+def read_prompt_file(path: Path, *, max_chars: int) -> list[PromptRow]:
+    """Parse and validate; raises PromptImportError for file-level problems, ImportValidationError for rows."""
+    path = Path(path)
+    if not path.exists():
+        raise PromptImportError(f"{path}: no such file or folder")
+    if path.is_dir():
+        rows, errors = _read_datasets_folder(path)
+    else:
+        suffix = path.suffix.lower()
+        if suffix not in (".txt", ".jsonl", ".csv"):
+            raise PromptImportError(f"{path}: unsupported file type '{suffix or path.name}'; expected {SUPPORTED}")
+        text, errors = _decode(path)
+        if errors:
+            raise ImportValidationError(path, errors)
+        reader = {".txt": _read_txt, ".jsonl": _read_jsonl, ".csv": _read_csv}[suffix]
+        rows, errors = reader(path, text)
+    errors += _validate(rows, max_chars)
+    if errors:
+        raise ImportValidationError(path, sorted(errors, key=lambda e: e.line))
+    if not rows:
+        raise PromptImportError(f"{path}: the file holds no prompts")
+    return rows
+
+
+def import_prompts(engine: Engine, path: Path, *, split: str | None = None, source: str | None = None,
+                   category: str | None = None, max_chars: int = 1000) -> ImportReport:
+    """Validate the whole file, then store it in one transaction (idempotent per prompt)."""
+    if split is not None and split not in Split.__members__:
+        raise PromptImportError(f"unknown split '{split}'; expected one of {', '.join(Split.__members__)}")
+    rows = read_prompt_file(path, max_chars=max_chars)
+    report = ImportReport(path=str(path), rows=len(rows))
+    default_source = source or Path(path).stem
+    with session_scope(engine) as session:
+        for row in rows:
+            row_split = split or row.split or Split.train
+            _, created = add_prompt(session, row.text, source=row.source or default_source, split=row_split,
+                                    category=row.category or category, harmful=row.harmful)
+            report.created += created
+            report.existing += not created
+            report.by_split[row_split] = report.by_split.get(row_split, 0) + 1
+    return report
+
+
+def _decode(path: Path) -> tuple[str, list[RowError]]:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig"), []
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        return "", [RowError(line, f"invalid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                                   "save the file as UTF-8")]
+
+
+def _read_txt(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():  # trailing blank lines are just file endings
+        lines.pop()
+    return [PromptRow(i, line) for i, line in enumerate(lines, start=1)], []
+
+
+def _read_jsonl(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:
+    rows, errors = [], []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            errors.append(RowError(i, "empty line"))
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(RowError(i, f"not valid JSON ({exc.msg})"))
+            continue
+        if not isinstance(obj, dict):
+            errors.append(RowError(i, "expected a JSON object"))
+            continue
+        row = _row_from_mapping(i, obj)
+        if row is None:
+            errors.append(RowError(i, f"missing key: one of {' / '.join(TEXT_COLUMNS)}"))
+        else:
+            rows.append(row)
+    return rows, errors
+
+
+def _read_csv(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+    if not any(c in TEXT_COLUMNS for c in columns):
+        raise PromptImportError(f"{path}: missing column: the CSV header needs a 'prompt' or 'text' column "
+                           f"(found: {', '.join(columns) or 'no header'})")
+    rows = []
+    for rec in reader:
+        mapping = {(k or "").strip().lower(): v for k, v in rec.items()}
+        rows.append(_row_from_mapping(reader.line_num, mapping) or PromptRow(reader.line_num, ""))
+    return rows, []
+
+
+def _read_datasets_folder(path: Path) -> tuple[list[PromptRow], list[RowError]]:
+    if not ((path / "dataset_info.json").exists() or (path / "state.json").exists()
+            or (path / "dataset_dict.json").exists()):
+        raise PromptImportError(f"{path}: a folder must be written by datasets' save_to_disk; expected {SUPPORTED}")
+    try:
+        from datasets import Dataset, DatasetDict, load_from_disk
+    except ImportError as exc:  # pragma: no cover - depends on extras
+        raise PromptImportError("importing a datasets folder needs the 'datasets' package: "
+                           "pip install 'promptloop[train]'") from exc
+    ds = load_from_disk(str(path))
+    if isinstance(ds, DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    assert isinstance(ds, Dataset)
+    columns = [c.lower() for c in ds.column_names]
+    if not any(c in TEXT_COLUMNS for c in columns):
+        raise PromptImportError(f"{path}: missing column: the dataset needs a 'prompt' or 'text' column "
+                           f"(found: {', '.join(ds.column_names)})")
+    rows = [_row_from_mapping(i, {k.lower(): v for k, v in rec.items()}) or PromptRow(i, "")
+            for i, rec in enumerate(ds, start=1)]
+    return rows, []
+
+
+def _row_from_mapping(line: int, obj: dict) -> PromptRow | None:
+    text = next((obj[c] for c in TEXT_COLUMNS if c in obj), None)
+    if text is None:
+        return None
+    harmful = obj.get("harmful")
+    if isinstance(harmful, str):
+        harmful = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(
+            harmful.strip().lower())
+    return PromptRow(line, text if isinstance(text, str) else str(text), split=_opt(obj.get("split")),
+                     category=_opt(obj.get("category")), source=_opt(obj.get("source")), harmful=harmful)
+
+
+def _opt(v: object) -> str | None:
+    return str(v).strip() or None if v is not None else None
+
+
+def _validate(rows: list[PromptRow], max_chars: int) -> list[RowError]:
+    errors = []
+    for row in rows:
+        if not row.text or not row.text.strip():
+            errors.append(RowError(row.line, "empty prompt"))
+        elif len(row.text) > max_chars:
+            errors.append(RowError(row.line, f"prompt is {len(row.text)} characters, over the limit of "
+                                             f"{max_chars} (Settings.max_prompt_chars)"))
+        if row.split is not None and row.split not in Split.__members__:
+            errors.append(RowError(row.line, f"unknown split '{row.split}'"))
+    return errors

@@ -1,0 +1,236 @@
+"""SQLModel tables for the whole design.
+
+Every row that a step of the loop can produce twice (after a crash, on a
+re-run) carries a ``content_hash`` with a unique constraint, so writes are
+idempotent: the repository looks the hash up before inserting. Lists and
+score maps live in JSON columns; large artifacts (videos, adapters) are paths.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Split(StrEnum):
+    train = "train"
+    eval = "eval"
+    test = "test"
+    redteam = "redteam"
+
+
+class Origin(StrEnum):
+    sample = "sample"
+    refine = "refine"
+    evolve = "evolve"
+    baseline = "baseline"
+    imported = "imported"
+
+
+class VersionStatus(StrEnum):
+    candidate = "candidate"
+    champion = "champion"
+    rejected = "rejected"
+    archived = "archived"
+
+
+class FeedbackLevel(StrEnum):
+    text = "text"
+    video = "video"
+    both = "both"
+
+
+def _json(default: Any = None) -> Any:
+    factory = (lambda: dict(default)) if isinstance(default, dict) else (lambda: list(default or []))
+    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+
+
+class Prompt(SQLModel, table=True):
+    __tablename__ = "prompts"
+    id: int | None = Field(default=None, primary_key=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = Field(default="user", index=True)
+    split: str = Field(default=Split.train, index=True)
+    category: str | None = Field(default=None, index=True)
+    harmful: bool | None = Field(default=None, description="red-team label: harmful or benign look-alike")
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Round(SQLModel, table=True):
+    __tablename__ = "rounds"
+    id: int | None = Field(default=None, primary_key=True)
+    index: int = Field(unique=True)
+    status: str = Field(default="running")
+    stage: str | None = None
+    notes: dict = _json({})
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class ModelVersion(SQLModel, table=True):
+    __tablename__ = "model_versions"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    base_model: str
+    adapter_path: str | None = None
+    parent_id: int | None = Field(default=None, foreign_key="model_versions.id")
+    algorithm: str = Field(default="base", description="base | sft | dpo | ...")
+    round_id: int | None = Field(default=None, foreign_key="rounds.id")
+    status: str = Field(default=VersionStatus.candidate, index=True)
+    metrics: dict = _json({})
+    data_provenance: dict = _json({})
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Candidate(SQLModel, table=True):
+    __tablename__ = "candidates"
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompts.id", index=True)
+    model_version_id: int | None = Field(default=None, foreign_key="model_versions.id", index=True)
+    round_id: int | None = Field(default=None, foreign_key="rounds.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    origin: str = Field(default=Origin.sample)
+    sampling_params: dict = _json({})
+    lineage: dict = _json({})
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Critique(SQLModel, table=True):
+    __tablename__ = "critiques"
+    id: int | None = Field(default=None, primary_key=True)
+    candidate_id: int = Field(foreign_key="candidates.id", index=True)
+    critic_id: str
+    harmless: float
+    accurate: float
+    helpful: float
+    issues: list = _json([])
+    suggestion: str | None = Field(default=None, sa_column=Column(Text))
+    fallback: bool = Field(default=False, description="LLM critique failed; deterministic checks only")
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SafetyVerdict(SQLModel, table=True):
+    __tablename__ = "safety_verdicts"
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int | None = Field(default=None, foreign_key="prompts.id", index=True)
+    candidate_id: int | None = Field(default=None, foreign_key="candidates.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    guard_id: str
+    safe: bool
+    action: str = Field(description="allow | sanitize | block")
+    categories: dict = _json({})
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Video(SQLModel, table=True):
+    __tablename__ = "videos"
+    id: int | None = Field(default=None, primary_key=True)
+    candidate_id: int | None = Field(default=None, foreign_key="candidates.id", index=True)
+    renderer: str
+    model: str
+    seed: int
+    params: dict = _json({})
+    path: str | None = None
+    thumbnail_path: str | None = None
+    frames: int | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    status: str = Field(default="ok", description="ok | failed")
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    content_hash: str = Field(unique=True, index=True, max_length=64, description="render cache key")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Reward(SQLModel, table=True):
+    __tablename__ = "rewards"
+    id: int | None = Field(default=None, primary_key=True)
+    candidate_id: int | None = Field(default=None, foreign_key="candidates.id", index=True)
+    video_id: int | None = Field(default=None, foreign_key="videos.id", index=True)
+    judge: str
+    dimension: str = Field(index=True)
+    score: float | None = Field(default=None, description="None = dimension unavailable here")
+    details: dict = _json({})
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SFTExample(SQLModel, table=True):
+    __tablename__ = "sft_examples"
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompts.id", index=True)
+    candidate_id: int | None = Field(default=None, foreign_key="candidates.id")
+    round_id: int | None = Field(default=None, foreign_key="rounds.id", index=True)
+    target: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="accepted", index=True, description="accepted | rejected")
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    source: str = Field(default="vpo", description="vpo | evolve | import")
+    critique_trail: list = _json([])
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PreferencePair(SQLModel, table=True):
+    __tablename__ = "preference_pairs"
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompts.id", index=True)
+    chosen_id: int = Field(foreign_key="candidates.id")
+    rejected_id: int = Field(foreign_key="candidates.id")
+    round_id: int | None = Field(default=None, foreign_key="rounds.id", index=True)
+    margin: float
+    feedback_level: str = Field(default=FeedbackLevel.text)
+    rule: str = Field(default="margin")
+    chosen_scores: dict = _json({})
+    rejected_scores: dict = _json({})
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class HumanRating(SQLModel, table=True):
+    __tablename__ = "human_ratings"
+    __table_args__ = (UniqueConstraint("video_id", "candidate_id", "rater", "dimension", name="uq_rating"),)
+    id: int | None = Field(default=None, primary_key=True)
+    video_id: int | None = Field(default=None, foreign_key="videos.id", index=True)
+    candidate_id: int | None = Field(default=None, foreign_key="candidates.id", index=True)
+    rater: str
+    dimension: str
+    score: float
+    scale_min: float = 1.0
+    scale_max: float = 5.0
+    rationale: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TraceEvent(SQLModel, table=True):
+    __tablename__ = "trace_events"
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: str = Field(index=True)
+    run_id: str | None = Field(default=None, index=True)
+    graph: str = Field(index=True)
+    node: str
+    model_version: str | None = None
+    started_at: datetime = Field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    duration_ms: float | None = None
+    input: dict = _json({})
+    output: dict = _json({})
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+ALL_TABLES = [
+    Prompt, Round, ModelVersion, Candidate, Critique, SafetyVerdict, Video, Reward,
+    SFTExample, PreferencePair, HumanRating, TraceEvent,
+]

@@ -1,0 +1,120 @@
+"""Idempotent writes: inserting a row whose content hash exists returns the stored row.
+
+Each helper computes the row's identity (its content hash) from what makes it
+the same thing twice, e.g. a candidate is the same if the prompt, model
+version, origin and text are; sampling params or timestamps do not matter.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, select
+
+from promptloop.store.hashing import content_hash, normalize_text, prompt_hash
+from promptloop.store.models import (
+    Candidate,
+    Critique,
+    ModelVersion,
+    PreferencePair,
+    Prompt,
+    Reward,
+    SafetyVerdict,
+    SFTExample,
+    Video,
+)
+
+T = TypeVar("T", bound=SQLModel)
+
+
+def get_or_create(session: Session, model: type[T], content_hash: str, **fields: Any) -> tuple[T, bool]:
+    """Return (row, created). A concurrent insert of the same hash is caught and re-read."""
+    existing = session.exec(select(model).where(model.content_hash == content_hash)).first()
+    if existing is not None:
+        return existing, False
+    row = model(content_hash=content_hash, **fields)
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        existing = session.exec(select(model).where(model.content_hash == content_hash)).first()
+        if existing is None:
+            raise
+        return existing, False
+    return row, True
+
+
+def add_prompt(session: Session, text: str, *, source: str = "user", split: str = "train",
+               category: str | None = None, harmful: bool | None = None) -> tuple[Prompt, bool]:
+    return get_or_create(session, Prompt, prompt_hash(text), text=normalize_text(text), source=source,
+                         split=split, category=category, harmful=harmful)
+
+
+def add_candidate(session: Session, prompt_id: int, text: str, *, model_version_id: int | None = None,
+                  round_id: int | None = None, origin: str = "sample", sampling_params: dict | None = None,
+                  lineage: dict | None = None) -> tuple[Candidate, bool]:
+    key = content_hash("candidate", prompt_id, model_version_id, round_id, origin, text.strip())
+    return get_or_create(session, Candidate, key, prompt_id=prompt_id, text=text.strip(),
+                         model_version_id=model_version_id, round_id=round_id, origin=origin,
+                         sampling_params=sampling_params or {}, lineage=lineage or {})
+
+
+def add_critique(session: Session, candidate_id: int, critic_id: str, *, harmless: float, accurate: float,
+                 helpful: float, issues: list[str] | None = None, suggestion: str | None = None,
+                 fallback: bool = False) -> tuple[Critique, bool]:
+    key = content_hash("critique", candidate_id, critic_id)
+    return get_or_create(session, Critique, key, candidate_id=candidate_id, critic_id=critic_id,
+                         harmless=harmless, accurate=accurate, helpful=helpful, issues=issues or [],
+                         suggestion=suggestion, fallback=fallback)
+
+
+def add_verdict(session: Session, text: str, guard_id: str, *, safe: bool, action: str,
+                categories: dict[str, float] | None = None, reason: str | None = None,
+                prompt_id: int | None = None, candidate_id: int | None = None) -> tuple[SafetyVerdict, bool]:
+    key = content_hash("verdict", guard_id, prompt_id, candidate_id, normalize_text(text))
+    return get_or_create(session, SafetyVerdict, key, text=text, guard_id=guard_id, safe=safe, action=action,
+                         categories=categories or {}, reason=reason, prompt_id=prompt_id,
+                         candidate_id=candidate_id)
+
+
+def add_reward(session: Session, judge: str, dimension: str, score: float | None, *,
+               candidate_id: int | None = None, video_id: int | None = None,
+               details: dict | None = None) -> tuple[Reward, bool]:
+    if candidate_id is None and video_id is None:
+        raise ValueError("a reward belongs to a candidate or a video")
+    key = content_hash("reward", candidate_id, video_id, judge, dimension)
+    return get_or_create(session, Reward, key, judge=judge, dimension=dimension, score=score,
+                         candidate_id=candidate_id, video_id=video_id, details=details or {})
+
+
+def add_video(session: Session, cache_key: str, **fields: Any) -> tuple[Video, bool]:
+    return get_or_create(session, Video, cache_key, **fields)
+
+
+def add_sft_example(session: Session, prompt_id: int, target: str, *, status: str = "accepted",
+                    source: str = "vpo", **fields: Any) -> tuple[SFTExample, bool]:
+    key = content_hash("sft", prompt_id, source, normalize_text(target))
+    return get_or_create(session, SFTExample, key, prompt_id=prompt_id, target=target.strip(), status=status,
+                         source=source, **fields)
+
+
+def add_pair(session: Session, prompt_id: int, chosen_id: int, rejected_id: int, *, margin: float,
+             feedback_level: str = "text", **fields: Any) -> tuple[PreferencePair, bool]:
+    if chosen_id == rejected_id:
+        raise ValueError("a preference pair needs two different candidates")
+    key = content_hash("pair", prompt_id, chosen_id, rejected_id, feedback_level)
+    return get_or_create(session, PreferencePair, key, prompt_id=prompt_id, chosen_id=chosen_id,
+                         rejected_id=rejected_id, margin=margin, feedback_level=feedback_level, **fields)
+
+
+def get_or_create_version(session: Session, name: str, **fields: Any) -> tuple[ModelVersion, bool]:
+    """Model versions are keyed by their unique name rather than a hash."""
+    existing = session.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
+    if existing is not None:
+        return existing, False
+    row = ModelVersion(name=name, **fields)
+    session.add(row)
+    session.flush()
+    return row, True
