@@ -28,18 +28,18 @@ from promptloop.store.models import (
 T = TypeVar("T", bound=SQLModel)
 
 
-def get_or_create(session: Session, model: type[T], content_hash: str, **fields: Any) -> tuple[T, bool]:
+def get_or_create(session: Session, table: type[T], key: str, /, **fields: Any) -> tuple[T, bool]:
     """Return (row, created). A concurrent insert of the same hash is caught and re-read."""
-    existing = session.exec(select(model).where(model.content_hash == content_hash)).first()
+    existing = session.exec(select(table).where(table.content_hash == key)).first()
     if existing is not None:
         return existing, False
-    row = model(content_hash=content_hash, **fields)
+    row = table(content_hash=key, **fields)
     try:
         with session.begin_nested():
             session.add(row)
             session.flush()
     except IntegrityError:
-        existing = session.exec(select(model).where(model.content_hash == content_hash)).first()
+        existing = session.exec(select(table).where(table.content_hash == key)).first()
         if existing is None:
             raise
         return existing, False

