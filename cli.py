@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from promptloop.config import load_settings
+from promptloop.errors import PromptloopError
+from promptloop.runtime import Runtime
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
-
-from promptloop.config import load_settings
-from promptloop.runtime import Runtime
 
 app = typer.Typer(help="promptloop: a self-improving prompt rewriter for text-to-video models.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -35,7 +35,7 @@ console = Console(stderr=True)
 out = Console()
 
 
-class UserError(Exception):
+class UserError(PromptloopError):
     """Bad input or a missing prerequisite: reported in one line, exit code 2."""
 
 
@@ -124,11 +124,10 @@ def models_prepare(
 @models_app.command("list")
 def models_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Embedded models, prepared models and rewriter versions."""
-    from sqlmodel import Session, select
-
     from promptloop.agents.embedder import EMBEDDED_EMBEDDERS
     from promptloop.agents.llm.prepare import EMBEDDED_LLMS, list_prepared
     from promptloop.store.models import ModelVersion
+    from sqlmodel import Session, select
 
     rt = _rt(ctx)
     prepared = {p["reference"]: p for p in list_prepared(rt.settings.models_dir)}
@@ -183,9 +182,8 @@ def prompts_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List stored prompts."""
-    from sqlmodel import Session, select
-
     from promptloop.store.models import Prompt
+    from sqlmodel import Session, select
 
     rt = _rt(ctx)
     rt.upgrade_db()
@@ -207,10 +205,9 @@ def prompts_list(
 @prompts_app.command("stats")
 def prompts_stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Counts by split, source and category."""
+    from promptloop.store.models import Prompt
     from sqlalchemy import func
     from sqlmodel import Session, select
-
-    from promptloop.store.models import Prompt
 
     rt = _rt(ctx)
     rt.upgrade_db()
@@ -297,12 +294,9 @@ def rewrite(
 
 
 def main() -> None:
-    from promptloop.agents.llm.prepare import ModelNotAvailable
-    from promptloop.store.importer import PromptImportError
-
     try:
         app(standalone_mode=True)
-    except (UserError, PromptImportError, ModelNotAvailable, FileNotFoundError) as exc:
+    except (PromptloopError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         sys.exit(2)
 

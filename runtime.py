@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from sqlalchemy.engine import Engine
-
 from promptloop.config import Settings
+from sqlalchemy.engine import Engine
 
 
 class Runtime:

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from promptloop.agents.llm.device import pick_device
 from promptloop.agents.llm.prepare import ModelNotAvailable
 

@@ -11,9 +11,8 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 
-from pydantic import BaseModel, Field
-
 from promptloop.agents.llm.base import ChatModel, Message, SamplingParams
+from pydantic import BaseModel, Field
 
 _META_PREFIX = re.compile(
     r"^\s*(?:(?:sure|okay|ok|certainly|of course)[,!. ]+)?"

@@ -16,15 +16,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
+from promptloop.errors import PromptloopError
+from promptloop.store.models import Candidate, PreferencePair, Prompt, SFTExample
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
-from promptloop.store.models import Candidate, PreferencePair, Prompt, SFTExample
-
 Messages = list[dict[str, str]]
 BuildMessages = Callable[[str], Messages]
 Format = Literal["jsonl", "hf"]
+
+
+class NothingToExport(PromptloopError, ValueError):
+    """The store holds no rows of the requested kind."""
 
 
 def sft_rows(session: Session, build_messages: BuildMessages, *, round_id: int | None = None) -> Iterator[dict]:
@@ -60,7 +64,7 @@ def export(engine: Engine, kind: Literal["sft", "dpo"], out: Path, build_message
     with Session(engine) as session:
         rows = list(rows_of(session, build_messages, round_id=round_id))
     if not rows:
-        raise ValueError(f"no {kind} data in the store" + (f" for round {round_id}" if round_id else "")
+        raise NothingToExport(f"no {kind} data in the store" + (f" for round {round_id}" if round_id else "")
                          + "; collect some first")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

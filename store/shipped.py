@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from sqlalchemy.engine import Engine
-
 from promptloop.store.importer import ImportReport, import_prompts
+from sqlalchemy.engine import Engine
 
 
 def data_dir() -> Path:

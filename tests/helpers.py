@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, func, select
-
 from promptloop.store.models import ALL_TABLES
+from sqlmodel import Session, func, select
 
 
 def table_counts(engine) -> dict[str, int]:

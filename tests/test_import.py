@@ -2,12 +2,10 @@ import json
 from pathlib import Path
 
 import pytest
-from sqlmodel import Session, select
-
+from helpers import table_snapshot
 from promptloop.store.importer import ImportValidationError, PromptImportError, import_prompts
 from promptloop.store.models import Prompt
-
-from helpers import table_snapshot
+from sqlmodel import Session, select
 
 
 def _texts(engine) -> list[tuple[str, str, str | None]]:

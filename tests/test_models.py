@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.llm.prepare import (
     EMBEDDED_LLMS,

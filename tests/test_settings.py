@@ -1,9 +1,8 @@
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
-
 from promptloop.config import Settings, load_settings
+from pydantic import ValidationError
 
 
 def test_defaults_put_everything_under_home(tmp_path: Path):

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from promptloop.errors import PromptloopError
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 MARKER = "promptloop_model.json"
@@ -43,7 +44,7 @@ EMBEDDED_LLMS = {
 }
 
 
-class ModelNotAvailable(RuntimeError):
+class ModelNotAvailable(PromptloopError, RuntimeError):
     """The reference names nothing this machine has."""
 
 

@@ -1,0 +1,98 @@
+"""The real `promptloop` command in a subprocess, on an isolated PROMPTLOOP_HOME."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite"]
+
+
+def run(home: Path, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
+    env.update(PROMPTLOOP_HOME=str(home), HF_HUB_OFFLINE="1", COLUMNS="200")
+    proc = subprocess.run([sys.executable, "-m", "promptloop.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd or home.parent, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "plhome"
+
+
+def test_help_lists_every_command(home):
+    out = run(home, "--help").stdout
+    for cmd in COMMANDS:
+        assert cmd in out
+    assert "upgrade" in run(home, "db", "--help").stdout
+    models = run(home, "models", "--help").stdout
+    assert "prepare" in models and "list" in models
+    prompts = run(home, "prompts", "--help").stdout
+    assert all(c in prompts for c in ("import", "list", "stats"))
+    assert "export" in run(home, "data", "--help").stdout
+    assert not home.exists()  # --help writes nothing
+
+
+def test_init_import_list_stats(home, tmp_path):
+    run(home, "init", "--no-models")
+    assert (home / "promptloop.db").is_file()
+    stats = json.loads(run(home, "prompts", "stats", "--json").stdout)
+    by = {}
+    for g in stats["groups"]:
+        by[(g["split"], g["source"])] = by.get((g["split"], g["source"]), 0) + g["count"]
+    assert by[("train", "shipped")] == 240 and by[("eval", "shipped")] == 60
+    assert by[("redteam", "redteam")] == 112 and by[("test", "vbench")] == 943  # 3 VBench prompts repeat
+    f = tmp_path / "mine.txt"
+    f.write_text("a lighthouse in a storm\na cat playing piano\n")
+    res = run(home, "prompts", "import", str(f), "--split", "eval", "--source", "mine")
+    assert "1 new" in res.stderr and "1 already stored" in res.stderr
+    listed = json.loads(run(home, "prompts", "list", "--source", "mine", "--json").stdout)
+    assert [p["text"] for p in listed] == ["a lighthouse in a storm"]
+    assert listed[0]["split"] == "eval"
+
+
+def test_bad_input_exit_code_and_message(home, tmp_path):
+    run(home, "init", "--no-models", "--no-data")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("caption\nhello\n")
+    res = run(home, "prompts", "import", str(bad), check=False)
+    assert res.returncode == 2 and "missing column" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = run(home, "prompts", "import", str(tmp_path / "nope.txt"), check=False)
+    assert res.returncode == 2 and "no such file" in res.stderr
+    res = run(home, "data", "export", "sft", str(tmp_path / "x.jsonl"), check=False)
+    assert res.returncode == 2 and "no sft data" in res.stderr
+    res = run(home, "data", "export", "ppo", str(tmp_path / "x.jsonl"), check=False)
+    assert res.returncode == 2 and "unknown export kind" in res.stderr
+    res = run(home, "--device", "tpu", "prompts", "list", check=False)
+    assert res.returncode == 2 and "device" in res.stderr
+    assert json.loads(run(home, "prompts", "stats", "--json").stdout)["total"] == 0
+
+
+def test_toml_and_env_reach_the_command(home, tmp_path):
+    (tmp_path / "promptloop.toml").write_text("max_prompt_chars = 10\n")
+    f = tmp_path / "p.txt"
+    f.write_text("a very long prompt indeed\n")
+    res = run(home, "prompts", "import", str(f), check=False, cwd=tmp_path)
+    assert res.returncode == 2 and "over the limit of 10" in res.stderr
+
+
+def test_models_prepare_list_and_rewrite(home, smollm_path):
+    res = run(home, "models", "prepare", str(smollm_path))
+    assert "already prepared" in res.stderr
+    listed = json.loads(run(home, "models", "list", "--json").stdout)
+    names = {m["name"] for m in listed}
+    assert {"smollm2-135m-instruct", "all-minilm-l6-v2"} <= names
+    res = run(home, "--base-model", str(smollm_path), "rewrite", "a cat playing piano", "a red car",
+              "--n", "2", "--max-new-tokens", "30", "--json")
+    out = json.loads(res.stdout)
+    assert [o["prompt"] for o in out] == ["a cat playing piano", "a red car"]
+    assert all(len(o["candidates"]) == 2 and o["final_prompt"] == o["candidates"][0] for o in out)
+    res = run(home, "rewrite", "   ", check=False)
+    assert res.returncode == 2 and "empty prompt" in res.stderr
