@@ -120,3 +120,20 @@ def test_embedder_ranks_kitten_near_cat(embedder):
     assert abs(float((vecs[0] ** 2).sum()) - 1.0) < 1e-4
     pw = embedder.pairwise(["a cat playing piano"], ["a cat plays the piano"])
     assert pw[0] > 0.8
+
+
+def test_shared_prefill_matches_plain_generate(chat_model):
+    """Prefilling once and repeating the KV cache gives the same tokens as transformers' own generate."""
+    ours = chat_model.generate(CONVERSATIONS, SamplingParams(n=2, max_new_tokens=12, temperature=0.0))
+    tok = chat_model.tokenizer
+    enc = tok([chat_model.render(c) for c in CONVERSATIONS], return_tensors="pt", padding=True,
+              add_special_tokens=False)
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    with torch.no_grad():
+        if chat_model.adapters:
+            with chat_model.model.disable_adapter():
+                ref = chat_model.model.generate(**enc, **kw)
+        else:
+            ref = chat_model.model.generate(**enc, **kw)
+    decoded = [d.strip() for d in tok.batch_decode(ref[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    assert ours == [[d, d] for d in decoded]

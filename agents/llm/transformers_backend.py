@@ -79,23 +79,46 @@ class TransformersChatModel(ChatModel):
 
     def _generate_chunk(self, texts: list[str], params: SamplingParams, adapter: str | None) -> list[list[str]]:
         enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        kwargs = dict(max_new_tokens=params.max_new_tokens, num_return_sequences=params.n,
-                      pad_token_id=self.tokenizer.pad_token_id)
+        kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
         if params.greedy:
             kwargs.update(do_sample=False)
         else:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-        out = self._call_generate(enc, kwargs, adapter)
+        out = self._run(lambda: self._generate_shared_prefill(enc, params.n, kwargs), adapter)
         new_tokens = out[:, enc["input_ids"].shape[1]:]
         decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         n = params.n
         return [[d.strip() for d in decoded[i * n:(i + 1) * n]] for i in range(len(texts))]
 
-    def _call_generate(self, enc, kwargs: dict, adapter: str | None) -> torch.Tensor:  # noqa: ANN001
+    def _generate_shared_prefill(self, enc, n: int, kwargs: dict) -> torch.Tensor:  # noqa: ANN001
+        """Prefill each prompt once, then sample n continuations from copies of its KV cache.
+
+        ``generate(num_return_sequences=n)`` would repeat every prompt n times
+        before the forward pass, so the (long, instruction-heavy) prefill cost
+        is paid n times. Here it is paid once; only the last prompt token is
+        left for generate, which continues from the repeated cache.
+        """
+        from transformers import DynamicCache
+
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        cache = None
+        if ids.shape[1] > 1:
+            cache = DynamicCache(config=self.model.config)
+            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at each row's first token
+            self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
+                       past_key_values=cache, use_cache=True)
+            if n > 1:
+                cache.batch_repeat_interleave(n)
+        if n > 1:
+            ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+        return self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
+
+    def _run(self, fn, adapter: str | None):  # noqa: ANN001
+        """Call ``fn`` with the requested adapter active (None = the bare base model)."""
         if not self.adapters:
-            return self.model.generate(**enc, **kwargs)
+            return fn()
         if adapter is None:
             with self.model.disable_adapter():
-                return self.model.generate(**enc, **kwargs)
+                return fn()
         self.model.set_adapter(adapter)
-        return self.model.generate(**enc, **kwargs)
+        return fn()

