@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from promptloop.config import load_settings
-from promptloop.errors import PromptloopError
-from promptloop.runtime import Runtime
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
+
+from promptloop.config import load_settings
+from promptloop.errors import PromptloopError
+from promptloop.runtime import Runtime
 
 app = typer.Typer(help="promptloop: a self-improving prompt rewriter for text-to-video models.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -124,10 +125,11 @@ def models_prepare(
 @models_app.command("list")
 def models_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Embedded models, prepared models and rewriter versions."""
+    from sqlmodel import Session, select
+
     from promptloop.agents.embedder import EMBEDDED_EMBEDDERS
     from promptloop.agents.llm.prepare import EMBEDDED_LLMS, list_prepared
     from promptloop.store.models import ModelVersion
-    from sqlmodel import Session, select
 
     rt = _rt(ctx)
     prepared = {p["reference"]: p for p in list_prepared(rt.settings.models_dir)}
@@ -182,8 +184,9 @@ def prompts_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List stored prompts."""
-    from promptloop.store.models import Prompt
     from sqlmodel import Session, select
+
+    from promptloop.store.models import Prompt
 
     rt = _rt(ctx)
     rt.upgrade_db()
@@ -205,9 +208,10 @@ def prompts_list(
 @prompts_app.command("stats")
 def prompts_stats(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Counts by split, source and category."""
-    from promptloop.store.models import Prompt
     from sqlalchemy import func
     from sqlmodel import Session, select
+
+    from promptloop.store.models import Prompt
 
     rt = _rt(ctx)
     rt.upgrade_db()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from promptloop.config import Settings
 from sqlalchemy.engine import Engine
+
+from promptloop.config import Settings
 
 
 class Runtime:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from promptloop.agents.llm.device import pick_device
 from promptloop.agents.llm.prepare import ModelNotAvailable
 

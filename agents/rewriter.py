@@ -11,8 +11,9 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 
-from promptloop.agents.llm.base import ChatModel, Message, SamplingParams
 from pydantic import BaseModel, Field
+
+from promptloop.agents.llm.base import ChatModel, Message, SamplingParams
 
 _META_PREFIX = re.compile(
     r"^\s*(?:(?:sure|okay|ok|certainly|of course)[,!. ]+)?"

@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
-from promptloop.errors import PromptloopError
-from promptloop.store.models import Candidate, PreferencePair, Prompt, SFTExample
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
+
+from promptloop.errors import PromptloopError
+from promptloop.store.models import Candidate, PreferencePair, Prompt, SFTExample
 
 Messages = list[dict[str, str]]
 BuildMessages = Callable[[str], Messages]

@@ -13,11 +13,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
 from promptloop.errors import PromptloopError
 from promptloop.store.engine import session_scope
 from promptloop.store.models import Split
 from promptloop.store.repository import add_prompt
-from sqlalchemy.engine import Engine
 
 TEXT_COLUMNS = ("prompt", "text")
 SUPPORTED = ".txt, .jsonl, .csv, or a folder written by datasets' save_to_disk"

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, select
+
 from promptloop.store.hashing import content_hash, normalize_text, prompt_hash
 from promptloop.store.models import (
     Candidate,
@@ -21,8 +24,6 @@ from promptloop.store.models import (
     SFTExample,
     Video,
 )
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, select
 
 T = TypeVar("T", bound=SQLModel)
 

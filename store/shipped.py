@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from promptloop.store.importer import ImportReport, import_prompts
 from sqlalchemy.engine import Engine
+
+from promptloop.store.importer import ImportReport, import_prompts
 
 
 def data_dir() -> Path:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from promptloop.config import Settings
 from promptloop.store.engine import make_engine
 from promptloop.store.migrate import upgrade

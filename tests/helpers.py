@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from promptloop.store.models import ALL_TABLES
 from sqlmodel import Session, func, select
+
+from promptloop.store.models import ALL_TABLES
 
 
 def table_counts(engine) -> dict[str, int]:

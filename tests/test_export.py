@@ -4,6 +4,7 @@ import copy
 from pathlib import Path
 
 import pytest
+
 from promptloop.agents.rewriter import Rewriter
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope

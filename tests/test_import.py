@@ -3,9 +3,10 @@ from pathlib import Path
 
 import pytest
 from helpers import table_snapshot
+from sqlmodel import Session, select
+
 from promptloop.store.importer import ImportValidationError, PromptImportError, import_prompts
 from promptloop.store.models import Prompt
-from sqlmodel import Session, select
 
 
 def _texts(engine) -> list[tuple[str, str, str | None]]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.llm.prepare import (
     EMBEDDED_LLMS,

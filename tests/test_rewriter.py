@@ -1,4 +1,5 @@
 import pytest
+
 from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.rewriter import Rewriter, clean_rewrite
 

@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
-from promptloop.config import Settings, load_settings
 from pydantic import ValidationError
+
+from promptloop.config import Settings, load_settings
 
 
 def test_defaults_put_everything_under_home(tmp_path: Path):

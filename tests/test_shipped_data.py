@@ -1,6 +1,7 @@
 from collections import Counter
 
 from helpers import table_counts
+
 from promptloop.store.importer import read_prompt_file
 from promptloop.store.shipped import SHIPPED, data_dir, import_shipped, vbench_rewrites
 

@@ -2,6 +2,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from helpers import table_counts
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel, select
+
 from promptloop.store import repository as repo
 from promptloop.store.engine import make_engine, session_scope
 from promptloop.store.migrate import current_revision, head_revision, upgrade
@@ -15,9 +19,6 @@ from promptloop.store.models import (
     Round,
     TraceEvent,
 )
-from sqlalchemy import inspect, text
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, SQLModel, select
 
 
 def test_migrations_create_exactly_the_models_schema(engine):

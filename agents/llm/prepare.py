@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptloop.errors import PromptloopError
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from promptloop.errors import PromptloopError
 
 MARKER = "promptloop_model.json"
 

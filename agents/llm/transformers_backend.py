@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
 from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams
 from promptloop.agents.llm.device import pick_device, pick_dtype
 

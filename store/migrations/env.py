@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from alembic import context
-from promptloop.store import models  # noqa: F401  (registers the tables)
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
+
+from promptloop.store import models  # noqa: F401  (registers the tables)
 
 config = context.config
 target_metadata = SQLModel.metadata
