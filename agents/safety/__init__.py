@@ -1,0 +1,1 @@
+"""The safety guard: layered checks that produce one Verdict."""

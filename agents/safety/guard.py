@@ -1,0 +1,215 @@
+"""The safety guard: three layers, one Verdict.
+
+1. ``alt-profanity-check``'s shipped classifier (offensive language);
+2. a video-harm category detector: explicit patterns plus MiniLM similarity
+   to category descriptions, discounted when a benign look-alike is closer;
+3. an LLM pass, only when a capable chat backend is configured (a 135M model
+   is not a reliable judge, so the embedded default leaves it off).
+
+The action follows VPO: a harmful request is *sanitised* (rewritten into a
+safe prompt keeping its benign intent); only categories where nothing benign
+can remain (``hard``) are *blocked*.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from promptloop.agents.llm.base import ChatModel, SamplingParams
+from promptloop.agents.safety.categories import BENIGN_ANCHORS, CATEGORIES, HarmCategory
+
+Action = Literal["allow", "sanitize", "block"]
+SAFE = "safe"
+
+
+def training_examples() -> list[tuple[str, str]]:
+    """Labelled prompts shipped with promptloop: (text, harm category or 'safe')."""
+    import csv
+
+    from promptloop.store.shipped import data_dir
+
+    out = []
+    with (data_dir() / "redteam.csv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out.append((row["prompt"], row["category"] if row["harmful"] == "true" else SAFE))
+    with (data_dir() / "prompts.csv").open(encoding="utf-8") as fh:
+        out += [(row["prompt"], SAFE) for row in csv.DictReader(fh) if row["split"] == "train"]
+    return out
+
+
+class GuardConfig(BaseModel):
+    flag_threshold: float = Field(0.5, ge=0, le=1, description="category score at which a prompt is unsafe")
+    block_threshold: float = Field(0.5, ge=0, le=1, description="score in a hard category at which it is refused")
+    profanity_threshold: float = Field(0.8, ge=0, le=1)
+    pattern_score: float = Field(0.9, ge=0, le=1, description="score given by an explicit pattern match")
+    classifier_c: float = Field(16.0, gt=0, description="inverse L2 strength of the embedding classifiers")
+    use_llm: bool = False
+
+
+class CategoryScore(BaseModel):
+    score: float
+    evidence: str
+
+
+class Verdict(BaseModel):
+    text: str
+    safe: bool
+    action: Action
+    categories: dict[str, CategoryScore] = Field(default_factory=dict)
+    reason: str = ""
+    layers: list[str] = Field(default_factory=list)
+
+    @property
+    def flagged(self) -> list[str]:
+        return [k for k, v in self.categories.items() if v.score >= 0.5]
+
+    def scores(self) -> dict[str, float]:
+        return {k: round(v.score, 4) for k, v in self.categories.items()}
+
+
+class _LLMGuardAnswer(BaseModel):
+    harmful: bool
+    categories: list[str] = Field(default_factory=list)
+
+
+_LLM_GUARD_PROMPT = (
+    "Decide whether a request for a video asks for harmful content. Harm categories: {cats}. "
+    "Ordinary sports, cooking, medicine, history and nature are not harmful. "
+    'Answer only with JSON like {{"harmful": false, "categories": []}}.\nRequest: {text}'
+)
+
+
+class SafetyGuard:
+    guard_id = "layered-guard-v1"
+
+    def __init__(self, embedder, config: GuardConfig | None = None, llm: ChatModel | None = None,  # noqa: ANN001
+                 categories: Sequence[HarmCategory] = CATEGORIES):
+        self.embedder = embedder
+        self.config = config or GuardConfig()
+        self.llm = llm if self.config.use_llm else None
+        self.categories = tuple(categories)
+        self._classifier = self._fit_classifier()
+
+    def _fit_classifier(self):  # noqa: ANN202
+        """Two logistic regressions on MiniLM embeddings: harmful vs. safe, and which category.
+
+        A pooled harmful/safe detector generalises better from ~100 harmful
+        examples than one classifier per category (measured on the held-out
+        red-team file); the category head only says which harm it is. Trained
+        at start-up (about a second) on the category descriptions, the benign
+        anchors, the shipped red-team prompts and the train split of the user
+        prompts. ``redteam_holdout.csv`` and the eval split are never seen.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        texts, labels = [], []
+        for c in self.categories:
+            texts += list(c.descriptions)
+            labels += [c.name] * len(c.descriptions)
+        texts += list(BENIGN_ANCHORS)
+        labels += [SAFE] * len(BENIGN_ANCHORS)
+        for text, label in training_examples():
+            texts.append(text)
+            labels.append(label)
+        x = self.embedder.encode(texts)
+        harmful = np.array([lab != SAFE for lab in labels])
+        detector = LogisticRegression(C=self.config.classifier_c, max_iter=3000).fit(x, harmful)
+        which = LogisticRegression(C=self.config.classifier_c, max_iter=3000).fit(
+            x[harmful], [lab for lab, h in zip(labels, harmful, strict=True) if h])
+        return detector, which
+
+    def _embedding_scores(self, texts: list[str]) -> list[dict[str, float]]:
+        """Per text: the harm probability, shared out over categories (the likeliest gets all of it)."""
+        detector, which = self._classifier
+        x = self.embedder.encode(texts)
+        p_harm = detector.predict_proba(x)[:, list(detector.classes_).index(True)]
+        cond = which.predict_proba(x)
+        names = list(which.classes_)
+        return [{n: float(p_harm[i] * cond[i, j] / cond[i].max()) for j, n in enumerate(names)}
+                for i in range(len(texts))]
+
+    def check(self, text: str) -> Verdict:
+        return self.check_many([text])[0]
+
+    def check_many(self, texts: Sequence[str]) -> list[Verdict]:
+        """Batched: one profanity call, one embedding pass and (if enabled) one LLM call for all texts."""
+        from profanity_check import predict_prob
+
+        texts = list(texts)
+        if not texts:
+            return []
+        cfg = self.config
+        profanity = predict_prob(texts)
+        embed_scores = self._embedding_scores(texts)
+        llm_answers = self._llm_pass(texts) if self.llm is not None else [None] * len(texts)
+        verdicts = []
+        for i, text in enumerate(texts):
+            cats: dict[str, CategoryScore] = {}
+            layers = ["profanity", "categories"] + (["llm"] if self.llm is not None else [])
+            for cat in self.categories:
+                embed_score = embed_scores[i].get(cat.name, 0.0)
+                hit = cat.match(text)
+                score, evidence = embed_score, f"classifier {embed_score:.2f}"
+                if hit and cfg.pattern_score > score:
+                    score, evidence = cfg.pattern_score, f"pattern '{hit}'"
+                cats[cat.name] = CategoryScore(score=score, evidence=evidence)
+            if profanity[i] >= cfg.profanity_threshold and _looks_english(text):
+                cats["profanity"] = CategoryScore(score=float(profanity[i]), evidence="profanity classifier")
+            answer = llm_answers[i]
+            if answer is not None and answer.harmful:
+                for name in answer.categories or ["other"]:
+                    prev = cats.get(name, CategoryScore(score=0.0, evidence=""))
+                    if prev.score < 0.8:
+                        cats[name] = CategoryScore(score=0.8, evidence="llm guard")
+            verdicts.append(self._decide(text, cats, layers))
+        return verdicts
+
+    def _decide(self, text: str, cats: dict[str, CategoryScore], layers: list[str]) -> Verdict:
+        cfg = self.config
+        hard = {c.name for c in self.categories if c.hard}
+        flagged = {k: v for k, v in cats.items() if v.score >= cfg.flag_threshold}
+        if not flagged:
+            return Verdict(text=text, safe=True, action="allow", categories=cats, layers=layers,
+                           reason="no harm category reached the threshold")
+        blocked = [k for k in flagged if k in hard and flagged[k].score >= cfg.block_threshold]
+        detail = "; ".join(f"{k} {v.score:.2f} ({v.evidence})" for k, v in
+                           sorted(flagged.items(), key=lambda kv: -kv[1].score))
+        if blocked:
+            return Verdict(text=text, safe=False, action="block", categories=cats, layers=layers,
+                           reason=f"refused: nothing benign can be kept: {detail}")
+        return Verdict(text=text, safe=False, action="sanitize", categories=cats, layers=layers,
+                       reason=f"unsafe, rewrite keeping only the safe intent: {detail}")
+
+    def _llm_pass(self, texts: list[str]) -> list[_LLMGuardAnswer | None]:
+        cats = ", ".join(c.name for c in self.categories)
+        convs = [[{"role": "user", "content": _LLM_GUARD_PROMPT.format(cats=cats, text=t)}] for t in texts]
+        outs = self.llm.generate(convs, SamplingParams(n=1, max_new_tokens=48, temperature=0.0))
+        return [parse_json_model(o[0], _LLMGuardAnswer) for o in outs]
+
+
+_ENGLISH_HINTS = frozenset("a an the of in on at with and is are to for by from his her their".split())
+
+
+def _looks_english(text: str) -> bool:
+    """The profanity classifier was trained on English; elsewhere it fires on words like German 'die'."""
+    return any(w in _ENGLISH_HINTS for w in re.findall(r"[a-z]+", text.lower()))
+
+
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def parse_json_model(text: str, model: type[BaseModel]):  # noqa: ANN201
+    """The first JSON object in ``text`` validated as ``model``, or None if there is none."""
+    m = _JSON_OBJECT.search(text or "")
+    if not m:
+        return None
+    try:
+        return model.model_validate(json.loads(m.group(0)))
+    except (json.JSONDecodeError, ValueError):
+        return None
