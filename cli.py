@@ -27,10 +27,12 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 models_app = typer.Typer(help="Prepare and list models in the local cache.", no_args_is_help=True)
 prompts_app = typer.Typer(help="User prompts: import, list, statistics.", no_args_is_help=True)
 data_app = typer.Typer(help="Training data export (TRL formats).", no_args_is_help=True)
+traces_app = typer.Typer(help="What the agents did: graph runs and their node calls.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(data_app, name="data")
+app.add_typer(traces_app, name="traces")
 
 console = Console(stderr=True)
 out = Console()
@@ -261,40 +263,235 @@ def _rewriter_template(rt: Runtime):
     return Rewriter(model=None, min_words=r.target_words_min, max_words=r.target_words_max)  # type: ignore[arg-type]
 
 
-# --- rewrite ------------------------------------------------------------------------
+# --- rewrite / guard ----------------------------------------------------------------
+def _read_prompt_lines(rt: Runtime, file: Path) -> list[str]:
+    from promptloop.store.importer import read_prompt_file
+
+    return [r.text.strip() for r in read_prompt_file(file, max_chars=rt.settings.max_prompt_chars)]
+
+
+def _resume_point(out_path: Path, prompts: list[str]) -> int:
+    """Lines already written for the same prompts in the same order (a crashed run continues there)."""
+    if not out_path.exists():
+        return 0
+    done = 0
+    for line in out_path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if done >= len(prompts) or row.get("prompt") != prompts[done]:
+            raise UserError(f"{out_path} holds results for other prompts; choose another --out or delete it")
+        done += 1
+    return done
+
+
+def _append_jsonl(out_path: Path, rows: list[dict], keep: int) -> None:
+    """Rewrite the file with the first ``keep`` valid lines plus ``rows``, atomically."""
+    import os
+    import tempfile
+
+    old = out_path.read_text(encoding="utf-8").splitlines()[:keep] if out_path.exists() else []
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        for line in old:
+            fh.write(line + "\n")
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, out_path)
+
+
 @app.command()
 def rewrite(
     ctx: typer.Context,
-    prompts: Annotated[list[str], typer.Argument(help="One or more user prompts (batched in one call)")],
-    n: Annotated[int, typer.Option(min=1, max=64, help="Candidates per prompt")] = 1,
+    prompts: Annotated[list[str] | None, typer.Argument(help="User prompt(s); several are batched in one run")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="Prompts file (.txt one per line, .jsonl, .csv)")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="With --file: JSONL output, one object per input line")] = None,
+    n: Annotated[int, typer.Option(min=1, max=64, help="Candidates sampled per prompt")] = 4,
+    model_version: Annotated[str, typer.Option(help="base | champion | a version name")] = "base",
+    max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="0 = greedy")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="With --file: prompts per graph run")] = 16,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Rewrite prompts with the base rewriter (plain version: one model call, no agents)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """Rewrite prompts with the agent graph: guard, n candidates, critique, refine, final guard."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from promptloop.api import rewrite_many, stream_rewrite
 
     rt = _rt(ctx)
-    if any(not p.strip() for p in prompts):
-        raise UserError("empty prompt")
-    too_long = [p for p in prompts if len(p) > rt.settings.max_prompt_chars]
-    if too_long:
-        raise UserError(f"prompt of {len(too_long[0])} characters is over the limit of {rt.settings.max_prompt_chars}")
-    params = rt.sampling(n=n, max_new_tokens=max_new_tokens, temperature=temperature)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
-        progress.add_task("loading the rewriter", total=None)
-        rewriter = rt.rewriter()
-        progress.add_task(f"rewriting {len(prompts)} prompt(s) x {n}", total=None)
-        results = rewriter.rewrite(prompts, params)
+    overrides = dict(n=n, max_refine_steps=max_refine_steps, max_new_tokens=max_new_tokens, temperature=temperature)
+    if file is not None:
+        if prompts:
+            raise UserError("give prompts as arguments or with --file, not both")
+        if out_path is None:
+            raise UserError("--file needs --out OUT.jsonl")
+        lines = _read_prompt_lines(rt, file)
+        start = _resume_point(out_path, lines)
+        if start:
+            console.print(f"{out_path}: {start} of {len(lines)} already done, continuing")
+        cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*cols, console=console) as progress:
+            task = progress.add_task("rewriting", total=len(lines), completed=start)
+            for i in range(start, len(lines), batch_size):
+                chunk = lines[i:i + batch_size]
+                results = rewrite_many(chunk, runtime=rt, model_version=model_version, **overrides)
+                _append_jsonl(out_path, [r.model_dump(include=_LINE_KEYS) for r in results], keep=i)
+                progress.advance(task, len(chunk))
+        console.print(f"wrote {len(lines)} results to {out_path}")
+        return
+    if not prompts:
+        raise UserError("give a prompt, or --file PROMPTS --out OUT.jsonl")
+    results = []
+    with console.status("loading models") as status:
+        for kind, value in stream_rewrite(prompts, runtime=rt, model_version=model_version, **overrides):
+            if kind == "node":
+                status.update(f"[bold]{value}[/] done")
+                console.print(f"  [dim]node[/] {value}")
+            else:
+                results = value
     if as_json:
-        _print_json([{"prompt": r.prompt, "final_prompt": r.candidates[0], "candidates": r.candidates,
-                      "model": rt.settings.base_model} for r in results])
+        _print_json([r.model_dump() for r in results] if len(results) > 1 else results[0].model_dump())
         return
     for r in results:
         out.print(f"[bold cyan]{r.prompt}[/]")
-        for i, c in enumerate(r.candidates, 1):
-            out.print(f"  [dim]{i}.[/] {c}")
+        if r.refused:
+            out.print(f"  [red]refused[/]: {r.reason}")
+        else:
+            out.print(f"  {r.final_prompt}")
+            sc = "  ".join(f"{k} {v:.2f}" for k, v in r.scores.items())
+            out.print(f"  [dim]{sc}  reward {r.reward.get('total', 0):.2f}  refine steps {r.refine_steps}[/]")
+        out.print(f"  [dim]trace {r.trace_id}[/]")
+
+
+_LINE_KEYS = {"prompt", "final_prompt", "refused", "reason", "scores", "reward", "trace_id", "model_version",
+              "refine_steps"}
+
+
+@app.command()
+def guard(
+    ctx: typer.Context,
+    text: Annotated[str | None, typer.Argument(help="Text to check")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="One text per line (.txt/.jsonl/.csv)")] = None,
+    out_path: Annotated[Path | None, typer.Option("--out", help="With --file: JSONL, one verdict per input line")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The safety guard's verdict: allow, sanitize (rewrite safely) or block, with category scores."""
+    rt = _rt(ctx)
+    if file is not None:
+        if out_path is None:
+            raise UserError("--file needs --out OUT.jsonl")
+        lines = _read_prompt_lines(rt, file)
+        verdicts = []
+        for i in range(0, len(lines), 64):
+            verdicts += rt.guard.check_many(lines[i:i + 64])
+        _append_jsonl(out_path, [_verdict_row(v) for v in verdicts], keep=0)
+        flagged = sum(not v.safe for v in verdicts)
+        console.print(f"{len(verdicts)} verdicts written to {out_path}: {flagged} unsafe")
+        return
+    if not text or not text.strip():
+        raise UserError("give a text to check, or --file F --out OUT.jsonl")
+    v = rt.guard.check(text)
+    if as_json:
+        _print_json(_verdict_row(v))
+        return
+    color = {"allow": "green", "sanitize": "yellow", "block": "red"}[v.action]
+    out.print(f"[{color}]{v.action}[/]  safe={v.safe}  {v.reason}")
+    for k, c in sorted(v.categories.items(), key=lambda kv: -kv[1].score):
+        out.print(f"  {k:16s} {c.score:.2f}  {c.evidence}")
+
+
+def _verdict_row(v) -> dict:  # noqa: ANN001
+    return {"text": v.text, "safe": v.safe, "action": v.action, "reason": v.reason, "categories": v.scores(),
+            "evidence": {k: c.evidence for k, c in v.categories.items()}}
+
+
+# --- traces -------------------------------------------------------------------------
+@traces_app.command("list")
+def traces_list(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+    graph: Annotated[str | None, typer.Option(help="Only runs of this graph (e.g. rewrite)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recent graph runs, newest first."""
+    from promptloop.store.traces import list_runs
+
+    rt = _rt(ctx)
+    rt.upgrade_db()
+    runs = list_runs(rt.engine, limit=limit, graph=graph)
+    if as_json:
+        _print_json(runs)
+        return
+    table = Table("trace id", "graph", "started", "nodes", "node time", "errors")
+    for r in runs:
+        table.add_row(r["trace_id"], r["graph"], str(r["started_at"])[:19], str(r["nodes"]),
+                      f"{r['node_ms'] / 1000:.1f} s", str(r["errors"]))
+    out.print(table)
+
+
+@traces_app.command("show")
+def traces_show(
+    ctx: typer.Context,
+    trace_id: Annotated[str, typer.Argument(help="Trace id (a unique prefix is enough)")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One run as a tree: each node with timing, candidates, critique scores, verdicts and the output."""
+    from rich.tree import Tree
+
+    from promptloop.store.traces import run_events
+
+    rt = _rt(ctx)
+    rt.upgrade_db()
+    events = run_events(rt.engine, trace_id)
+    if as_json:
+        _print_json([e.model_dump() for e in events])
+        return
+    tree = Tree(f"[bold]{events[0].graph}[/] run {events[0].thread_id}  ({sum(e.duration_ms or 0 for e in events) / 1000:.1f} s)")
+    for e in events:
+        label = f"[bold]{e.node}[/]  {(e.duration_ms or 0) / 1000:.2f} s"
+        if e.model_version:
+            label += f"  [dim]model {e.model_version}[/]"
+        node = tree.add(label + (f"  [red]error: {e.error}[/]" if e.error else ""))
+        for it in (e.output or {}).get("items", []):
+            _trace_item(node, e.node, it)
+    out.print(tree)
+
+
+def _trace_item(node, name: str, it: dict) -> None:  # noqa: ANN001
+    br = node.add(f"[cyan]{it.get('prompt', '')}[/]")
+    if name in ("guard_input", "guard_output"):
+        v = it.get("verdict" if name == "guard_input" else "final_verdict") or {}
+        if v:
+            br.add(f"verdict: {v.get('action')} (safe={v.get('safe')}) {v.get('reason', '')}")
+        if it.get("refused"):
+            br.add(f"[red]refused[/]: {it.get('reason', '')}")
+        if name == "guard_output" and it.get("final_prompt"):
+            br.add(f"[green]final[/]: {it['final_prompt']}")
+    elif name == "rewrite":
+        for i, c in enumerate(it.get("candidates", []), 1):
+            br.add(f"{i}. {c}")
+    elif name == "critique":
+        for c, k, r in zip(it.get("candidates", []), it.get("critiques", []), it.get("rewards", []), strict=False):
+            br.add(f"harmless {k['harmless']:.2f} accurate {k['accurate']:.2f} helpful {k['helpful']:.2f} "
+                   f"reward {r['total']:.2f}  [dim]{c[:80]}[/]")
+    elif name in ("pick_best", "refine"):
+        if it.get("trail"):
+            t = it["trail"][-1]
+            br.add(f"step {t['step']} ({t['origin']}) reward {t['reward']:.2f}: {t['text'][:120]}")
 
 
 def main() -> None:

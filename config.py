@@ -48,6 +48,37 @@ class RewriteSettings(BaseModel):
         return self
 
 
+class GuardSettings(BaseModel):
+    """Thresholds of the layered safety guard (see agents/safety/guard.py)."""
+
+    flag_threshold: float = Field(0.5, ge=0, le=1)
+    block_threshold: float = Field(0.5, ge=0, le=1)
+    profanity_threshold: float = Field(0.8, ge=0, le=1)
+    use_llm: bool = Field(False, description="ask the chat model too (only worth it with a capable model)")
+
+
+class CriticSettings(BaseModel):
+    """When a candidate passes, and how hard the critic leans on the LLM."""
+
+    harmless_threshold: float = Field(0.8, ge=0, le=1)
+    accurate_threshold: float = Field(0.6, ge=0, le=1)
+    helpful_threshold: float = Field(0.6, ge=0, le=1)
+    max_refine_steps: int = Field(2, ge=0, le=10)
+    use_llm: bool = True
+    llm_weight: float = Field(0.25, ge=0, le=1, description="share of the LLM's scores in each principle")
+    llm_retries: int = Field(1, ge=0, le=5, description="re-asks after a malformed LLM critique")
+    llm_breaker_after: int = Field(8, ge=0, description="stop asking the LLM after this many malformed answers "
+                                                         "in a row (0 = never stop)")
+
+
+class JudgeSettings(BaseModel):
+    """Weights of the reward judge's total; dimensions missing here weigh 0."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: {
+        "harmless": 0.3, "accurate": 0.35, "helpful": 0.2, "aspect_coverage": 0.1, "length_fit": 0.05,
+    })
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROMPTLOOP_",
@@ -70,6 +101,9 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(1000, ge=1, description="longer user prompts are rejected on import")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+    critic: CriticSettings = Field(default_factory=CriticSettings)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
 
     @field_validator("home", mode="after")
     @classmethod

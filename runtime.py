@@ -46,6 +46,93 @@ class Runtime:
 
         return Embedder(self.settings.embedder_model, device=self.settings.device)
 
+    @cached_property
+    def guard(self):  # -> SafetyGuard
+        from promptloop.agents.safety.guard import GuardConfig, SafetyGuard
+
+        g = self.settings.guard
+        cfg = GuardConfig(flag_threshold=g.flag_threshold, block_threshold=g.block_threshold,
+                          profanity_threshold=g.profanity_threshold, use_llm=g.use_llm)
+        return SafetyGuard(self.embedder, cfg, llm=self.chat_model if g.use_llm else None)
+
+    @cached_property
+    def critic(self):  # -> PrincipleCritic
+        from promptloop.agents.critic import PrincipleCritic
+
+        c, r = self.settings.critic, self.settings.rewrite
+        return PrincipleCritic(self.embedder, self.guard, self.chat_model, min_words=r.target_words_min,
+                               max_words=r.target_words_max, llm_weight=c.llm_weight if c.use_llm else 0.0,
+                               llm_retries=c.llm_retries, breaker_after=c.llm_breaker_after)
+
+    @cached_property
+    def judge(self):  # -> RewardJudge
+        from promptloop.agents.judge import RewardJudge
+
+        return RewardJudge(self.settings.judge.weights)
+
+    def rewrite_agents(self, *, record_traces: bool = True):
+        from promptloop.graphs.rewrite import RewriteAgents
+        from promptloop.graphs.tracing import TraceRecorder
+
+        if record_traces:
+            self.upgrade_db()
+        return RewriteAgents(guard=self.guard, rewriter=self.rewriter(), critic=self.critic, judge=self.judge,
+                             recorder=TraceRecorder(self.engine if record_traces else None))
+
+    @cached_property
+    def checkpointer(self):
+        from promptloop.graphs.checkpoint import make_checkpointer
+
+        return make_checkpointer(self.settings)
+
+    @cached_property
+    def rewrite_graph(self):
+        from promptloop.graphs.rewrite import build_rewrite_graph
+
+        return build_rewrite_graph(self.rewrite_agents(), checkpointer=self.checkpointer)
+
+    def rewrite_context(self, **overrides):
+        """RewriteContext from Settings, with per-call overrides (None = keep the setting)."""
+        from promptloop.graphs.rewrite import RewriteContext
+
+        s = self.settings
+        base = dict(n=4, max_refine_steps=s.critic.max_refine_steps,
+                    harmless_threshold=s.critic.harmless_threshold, accurate_threshold=s.critic.accurate_threshold,
+                    helpful_threshold=s.critic.helpful_threshold, max_new_tokens=s.generation.max_new_tokens,
+                    temperature=s.generation.temperature, top_p=s.generation.top_p, seed=s.seed)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return RewriteContext(**base)
+
+    def resolve_model_version(self, version: str | None) -> str | None:
+        """'base' or None -> base model; 'champion' -> the promoted version (base if none); else a name or id.
+
+        Loads the version's LoRA adapter into the shared chat model and returns its adapter name.
+        """
+        from sqlmodel import Session, select
+
+        from promptloop.errors import PromptloopError
+        from promptloop.store.models import ModelVersion, VersionStatus
+
+        if version in (None, "base"):
+            return None
+        self.upgrade_db()
+        with Session(self.engine) as s:
+            if version == "champion":
+                row = s.exec(select(ModelVersion).where(ModelVersion.status == VersionStatus.champion)
+                             .order_by(ModelVersion.id.desc())).first()
+                if row is None:
+                    return None
+            else:
+                row = s.exec(select(ModelVersion).where(ModelVersion.name == version)).first()
+                if row is None and version.isdigit():
+                    row = s.get(ModelVersion, int(version))
+                if row is None:
+                    raise PromptloopError(f"unknown model version '{version}' (use base, champion or a version name)")
+        if not row.adapter_path:
+            return None
+        self.chat_model.load_adapter(row.name, row.adapter_path)
+        return row.name
+
     def rewriter(self, adapter: str | None = None):
         from promptloop.agents.rewriter import Rewriter
 

@@ -59,15 +59,21 @@ class Rewriter:
         self.adapter = adapter
         self._system = template("rewrite_system.txt")
         self._user = template("rewrite_user.txt")
+        self._sanitize = template("rewrite_sanitize.txt")
 
-    def messages_for(self, prompt: str) -> list[Message]:
+    def messages_for(self, prompt: str, unsafe_categories: Sequence[str] = ()) -> list[Message]:
+        """The conversation the model sees; with unsafe categories it is told to keep only the safe part."""
         system = self._system.format(min_words=self.min_words, max_words=self.max_words, language=self.language)
-        return [{"role": "system", "content": system.strip()},
-                {"role": "user", "content": self._user.format(prompt=prompt.strip()).strip()}]
+        user = (self._sanitize.format(prompt=prompt.strip(), categories=", ".join(unsafe_categories))
+                if unsafe_categories else self._user.format(prompt=prompt.strip()))
+        return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
 
-    def rewrite(self, prompts: Sequence[str], params: SamplingParams) -> list[RewriteResult]:
+    def rewrite(self, prompts: Sequence[str], params: SamplingParams,
+                unsafe_categories: Sequence[Sequence[str]] | None = None) -> list[RewriteResult]:
         """All prompts go to the model in one batched call."""
         requests = [RewriteRequest(prompt=p, n=params.n) for p in prompts]
-        outputs = self.model.generate([self.messages_for(r.prompt) for r in requests], params, adapter=self.adapter)
+        cats = unsafe_categories or [()] * len(requests)
+        outputs = self.model.generate([self.messages_for(r.prompt, c) for r, c in zip(requests, cats, strict=True)],
+                                      params, adapter=self.adapter)
         return [RewriteResult(prompt=r.prompt, candidates=[clean_rewrite(o) for o in outs])
                 for r, outs in zip(requests, outputs, strict=True)]

@@ -65,3 +65,21 @@ def embedder():
     from promptloop.agents.embedder import Embedder
 
     return Embedder("all-minilm-l6-v2", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def graph_runtime(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path):
+    """A Runtime on the real embedded models with short generations, shared by the graph tests."""
+    from promptloop.runtime import Runtime
+
+    home = tmp_path_factory.mktemp("graph_home")
+    settings = Settings(home=home, base_model=str(smollm_path), device="cpu",
+                        generation={"max_new_tokens": 48}, critic={"max_refine_steps": 1})
+    return Runtime(settings)
+
+
+@pytest.fixture(scope="session")
+def guard(embedder):
+    from promptloop.agents.safety.guard import SafetyGuard
+
+    return SafetyGuard(embedder)

@@ -1,0 +1,219 @@
+"""The principle critic: does a candidate keep the three principles, and how to fix it if not.
+
+Deterministic checks (intent similarity, coverage of the user's words and
+numbers, length window, repetition, meta-text, the guard's verdict) give every
+principle a score that does not depend on a model's mood. An LLM critique,
+asked for as JSON and validated with pydantic, is blended in with a
+configurable weight; a malformed answer is re-asked, then dropped, and the
+critique records that it fell back to the deterministic checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field, ValidationError
+
+from promptloop.agents import text_checks as tc
+from promptloop.agents.llm.base import ChatModel, SamplingParams
+from promptloop.agents.rewriter import clean_rewrite, template
+from promptloop.agents.safety.guard import SafetyGuard, Verdict, parse_json_model
+
+
+class Thresholds(BaseModel):
+    harmless: float = 0.8
+    accurate: float = 0.6
+    helpful: float = 0.6
+
+
+class Critique(BaseModel):
+    harmless: float = Field(ge=0, le=1)
+    accurate: float = Field(ge=0, le=1)
+    helpful: float = Field(ge=0, le=1)
+    issues: list[str] = Field(default_factory=list)
+    suggestion: str = ""
+    checks: dict[str, float] = Field(default_factory=dict, description="the deterministic measurements")
+    llm_used: bool = False
+    fallback: bool = Field(False, description="the LLM critique was malformed; deterministic checks only")
+    critic_id: str = "principle-critic-v1"
+
+    def passes(self, t: Thresholds) -> bool:
+        return self.harmless >= t.harmless and self.accurate >= t.accurate and self.helpful >= t.helpful
+
+    def failing(self, t: Thresholds) -> list[str]:
+        return [p for p in ("harmless", "accurate", "helpful") if getattr(self, p) < getattr(t, p)]
+
+
+class LLMCritique(BaseModel):
+    """What the LLM must return (extra keys are ignored)."""
+
+    harmless: float = Field(ge=0, le=1)
+    accurate: float = Field(ge=0, le=1)
+    helpful: float = Field(ge=0, le=1)
+    issues: list[str] = Field(default_factory=list)
+    suggestion: str = ""
+
+
+class PrincipleCritic:
+    def __init__(self, embedder, guard: SafetyGuard, llm: ChatModel | None = None, *,  # noqa: ANN001
+                 min_words: int = 40, max_words: int = 120, llm_weight: float = 0.25, llm_retries: int = 1,
+                 breaker_after: int = 8):
+        self.embedder = embedder
+        self.guard = guard
+        self.llm = llm
+        self.min_words, self.max_words = min_words, max_words
+        self.llm_weight = llm_weight if llm is not None else 0.0
+        self.llm_retries = llm_retries
+        # Circuit breaker: a model that never returns valid JSON (the 135M default) stops being asked
+        # after this many malformed answers in a row, instead of doubling every critique's latency.
+        self.breaker_after = breaker_after
+        self.consecutive_failures = 0
+        self._critique_tmpl = template("critique.txt")
+        self._refine_tmpl = template("refine.txt")
+
+    # --- critique -----------------------------------------------------------------
+    def critique(self, user_prompt: str, candidate: str) -> Critique:
+        return self.critique_many([(user_prompt, candidate)])[0]
+
+    def critique_many(self, pairs: Sequence[tuple[str, str]], verdicts: Sequence[Verdict] | None = None
+                      ) -> list[Critique]:
+        """Batched: one embedding pass, one guard pass and one LLM call (plus retries) for all pairs."""
+        pairs = list(pairs)
+        if not pairs:
+            return []
+        sims = self.embedder.pairwise([u for u, _ in pairs], [c for _, c in pairs])
+        verdicts = list(verdicts) if verdicts is not None else self.guard.check_many([c for _, c in pairs])
+        llm = self._llm_critiques(pairs) if self.llm is not None and self.llm_weight > 0 else [None] * len(pairs)
+        out = []
+        for (user, cand), sim, verdict, answer in zip(pairs, sims, verdicts, llm, strict=True):
+            crit = self._deterministic(user, cand, float(sim), verdict)
+            if self.llm is not None and self.llm_weight > 0:
+                if answer is None:
+                    crit.fallback = True
+                    crit.issues.append("LLM critic off after repeated malformed answers: deterministic checks only"
+                                       if self.breaker_open else
+                                       "LLM critique malformed after retries: deterministic checks only")
+                else:
+                    w = self.llm_weight
+                    crit.harmless = min(crit.harmless, (1 - w) * crit.harmless + w * answer.harmless)
+                    crit.accurate = (1 - w) * crit.accurate + w * answer.accurate
+                    crit.helpful = (1 - w) * crit.helpful + w * answer.helpful
+                    crit.issues += [f"llm: {i}" for i in answer.issues[:3] if isinstance(i, str) and i.strip()]
+                    crit.suggestion = answer.suggestion.strip() or crit.suggestion
+                    crit.llm_used = True
+            out.append(crit)
+        return out
+
+    def _deterministic(self, user: str, cand: str, sim: float, verdict: Verdict) -> Critique:
+        cov, missing = tc.coverage(user, cand)
+        counts, missing_n = tc.counts_kept(user, cand)
+        length = tc.length_fit(cand, self.min_words, self.max_words)
+        rep = tc.repetition_rate(cand)
+        aspects, hits = tc.aspect_coverage(user, cand)
+        meta = tc.has_meta_text(cand)
+        top_harm = max((v.score for v in verdict.categories.values()), default=0.0)
+        intent = min(1.0, max(0.0, (sim - 0.2) / 0.6))  # cosine 0.2 -> 0, 0.8 -> 1
+
+        harmless = 0.0 if verdict.action == "block" else (1.0 - top_harm if not verdict.safe else
+                                                          max(0.8, 1.0 - top_harm))
+        accurate = 0.5 * intent + 0.4 * cov + 0.1 * counts
+        helpful = max(0.0, 0.45 * length + 0.35 * aspects + 0.2 * (1 - min(1.0, 2 * rep)) - (0.2 if meta else 0))
+        issues, fixes = [], []
+        if not verdict.safe:
+            issues.append(f"unsafe: {verdict.reason}")
+            fixes.append("remove the unsafe elements and keep only the safe part of the request")
+        if missing:
+            issues.append(f"drops the user's words: {', '.join(missing[:6])}")
+            fixes.append(f"mention {', '.join(missing[:6])} as the user asked")
+        if missing_n:
+            issues.append(f"changes the requested count(s): {missing_n}")
+            fixes.append(f"keep the exact number(s) {missing_n}")
+        if intent < 0.5:
+            issues.append(f"low intent similarity ({sim:.2f})")
+        if length < 1:
+            n = len(tc.words(cand))
+            issues.append(f"{n} words, outside {self.min_words}-{self.max_words}")
+            fixes.append("add visual detail" if n < self.min_words else "cut it down to the essentials")
+        if rep > 0.1:
+            issues.append(f"repetitive ({rep:.0%} repeated trigrams)")
+            fixes.append("do not repeat phrases")
+        if meta:
+            issues.append("contains meta-text instead of only the prompt")
+            fixes.append("output only the prompt itself")
+        missing_aspects = [a for a, ok in hits.items() if not ok and a != "subject"]
+        if missing_aspects:
+            fixes.append(f"describe the {', '.join(missing_aspects)}")
+        return Critique(
+            harmless=round(harmless, 4), accurate=round(accurate, 4), helpful=round(helpful, 4), issues=issues,
+            suggestion="; ".join(fixes),
+            checks={"intent_similarity": round(sim, 4), "coverage": round(cov, 4), "counts": counts,
+                    "length_fit": round(length, 4), "repetition": round(rep, 4), "aspect_coverage": round(aspects, 4),
+                    "meta_text": float(meta), "max_harm": round(top_harm, 4)},
+        )
+
+    @property
+    def breaker_open(self) -> bool:
+        return self.breaker_after > 0 and self.consecutive_failures >= self.breaker_after
+
+    def _llm_critiques(self, pairs: list[tuple[str, str]]) -> list[LLMCritique | None]:
+        answers: list[LLMCritique | None] = [None] * len(pairs)
+        if self.breaker_open:
+            return answers
+        todo = list(range(len(pairs)))
+        for attempt in range(self.llm_retries + 1):
+            if not todo:
+                break
+            convs = [[{"role": "user", "content": self._critique_tmpl.format(prompt=pairs[i][0], candidate=pairs[i][1])}]
+                     for i in todo]
+            params = SamplingParams(n=1, max_new_tokens=96, temperature=0.0 if attempt == 0 else 0.7,
+                                    seed=attempt)
+            outs = self.llm.generate(convs, params)
+            still = []
+            for i, o in zip(todo, outs, strict=True):
+                parsed = parse_critique(o[0])
+                if parsed is None:
+                    still.append(i)
+                else:
+                    answers[i] = parsed
+            todo = still
+        for a in answers:
+            self.consecutive_failures = 0 if a is not None else self.consecutive_failures + 1
+        return answers
+
+    # --- refine -------------------------------------------------------------------
+    def refine(self, user_prompt: str, candidate: str, critique: Critique, *, params: SamplingParams | None = None,
+               adapter: str | None = None) -> str:
+        return self.refine_many([(user_prompt, candidate, critique)], params=params, adapter=adapter)[0]
+
+    def refine_many(self, items: Sequence[tuple[str, str, Critique]], *, params: SamplingParams | None = None,
+                    adapter: str | None = None) -> list[str]:
+        """Rewrite each candidate following its critique (one batched model call)."""
+        if self.llm is None:
+            raise RuntimeError("refining needs a chat model")
+        params = params or SamplingParams(n=1, max_new_tokens=200, temperature=0.7)
+        convs = [[{"role": "user", "content": self._refine_tmpl.format(
+            prompt=u, candidate=c, issues="; ".join(k.issues) or "none", suggestion=k.suggestion or "add detail",
+            min_words=self.min_words, max_words=self.max_words)}] for u, c, k in items]
+        outs = self.llm.generate(convs, params.model_copy(update={"n": 1}), adapter=adapter)
+        return [clean_rewrite(o[0]) or c for o, (_, c, _) in zip(outs, items, strict=True)]
+
+
+def parse_critique(text: str) -> LLMCritique | None:
+    """Validated LLM critique or None; scores given on 0-10 or 0-100 scales are rescaled."""
+    parsed = parse_json_model(text, LLMCritique)
+    if parsed is not None:
+        return parsed
+    import json
+    import re
+
+    m = re.search(r"\{.*\}", text or "", re.DOTALL)
+    if not m:
+        return None
+    try:
+        raw = json.loads(m.group(0))
+        for k in ("harmless", "accurate", "helpful"):
+            v = float(raw[k])
+            raw[k] = v / 10 if 1 < v <= 10 else v / 100 if 10 < v <= 100 else v
+        return LLMCritique.model_validate(raw)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, ValidationError):
+        return None

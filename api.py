@@ -1,0 +1,115 @@
+"""The Python API apps embed: ``rewrite``, ``rewrite_many``, ``arewrite`` and ``stream_rewrite``.
+
+Each call is one run of the rewrite graph on a new checkpointed thread whose
+id is returned as ``trace_id`` (the key of `promptloop traces show`). Pass a
+``Runtime`` to share loaded models between calls; without one, a default
+Runtime built from Settings() is created once and reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from promptloop.config import Settings
+from promptloop.runtime import Runtime
+
+
+class RewriteOutput(BaseModel):
+    prompt: str
+    final_prompt: str
+    refused: bool = False
+    reason: str = ""
+    scores: dict[str, float] = Field(default_factory=dict, description="harmless/accurate/helpful of the final prompt")
+    reward: dict[str, Any] = Field(default_factory=dict, description="reward dimensions and total")
+    critique: dict[str, Any] = Field(default_factory=dict)
+    verdict: dict[str, Any] = Field(default_factory=dict, description="the guard's verdict on the user prompt")
+    final_verdict: dict[str, Any] = Field(default_factory=dict)
+    candidates: list[str] = Field(default_factory=list)
+    refine_steps: int = 0
+    trail: list[dict] = Field(default_factory=list)
+    model_version: str | None = None
+    trace_id: str
+
+
+@functools.cache
+def _default_runtime() -> Runtime:
+    return Runtime(Settings())
+
+
+def _prepare(prompts: Sequence[str], runtime: Runtime | None, model_version: str | None, thread_id: str | None,
+             overrides: dict) -> tuple[Runtime, dict, dict, Any]:
+    from promptloop.errors import PromptloopError
+
+    rt = runtime or _default_runtime()
+    for p in prompts:
+        if not isinstance(p, str) or not p.strip():
+            raise PromptloopError("empty prompt")
+        if len(p) > rt.settings.max_prompt_chars:
+            raise PromptloopError(f"prompt of {len(p)} characters is over the limit of {rt.settings.max_prompt_chars}")
+    adapter = rt.resolve_model_version(model_version)
+    ctx = rt.rewrite_context(model_version=adapter, **overrides)
+    tid = thread_id or uuid.uuid4().hex
+    config = {"configurable": {"thread_id": tid, "run_id": uuid.uuid4().hex}}
+    state = {"items": [{"prompt": p.strip()} for p in prompts]}
+    return rt, config, state, ctx
+
+
+def _outputs(values: dict, trace_id: str, version: str | None) -> list[RewriteOutput]:
+    out = []
+    for it in values["items"]:
+        crit = it.get("current_critique") or {}
+        out.append(RewriteOutput(
+            prompt=it["prompt"], final_prompt=it.get("final_prompt", ""), refused=bool(it.get("refused")),
+            reason=it.get("reason", ""), critique=crit, reward=it.get("current_reward") or {},
+            scores={k: crit[k] for k in ("harmless", "accurate", "helpful") if k in crit},
+            verdict=it.get("verdict") or {}, final_verdict=it.get("final_verdict") or {},
+            candidates=it.get("candidates") or [], refine_steps=it.get("steps", 0), trail=it.get("trail") or [],
+            model_version=version, trace_id=trace_id))
+    return out
+
+
+def rewrite_many(prompts: Sequence[str], *, runtime: Runtime | None = None, model_version: str | None = None,
+                 thread_id: str | None = None, **overrides: Any) -> list[RewriteOutput]:
+    """Rewrite a batch in one graph run (model calls batched across prompts), results in input order."""
+    rt, config, state, ctx = _prepare(prompts, runtime, model_version, thread_id, overrides)
+    values = rt.rewrite_graph.invoke(state, config, context=ctx)
+    return _outputs(values, config["configurable"]["thread_id"], model_version)
+
+
+def rewrite(prompt: str, **kwargs: Any) -> RewriteOutput:
+    """Rewrite one prompt; keyword arguments as for ``rewrite_many`` (n=, max_refine_steps=, ...)."""
+    return rewrite_many([prompt], **kwargs)[0]
+
+
+async def arewrite(prompt: str, **kwargs: Any) -> RewriteOutput:
+    """Async variant: runs the graph off the event loop so an async app keeps serving."""
+    return await asyncio.to_thread(rewrite, prompt, **kwargs)
+
+
+def stream_rewrite(prompts: str | Sequence[str], *, runtime: Runtime | None = None,
+                   model_version: str | None = None, thread_id: str | None = None,
+                   **overrides: Any) -> Iterator[tuple[str, Any]]:
+    """Yield ("node", name) after each node finishes, then ("result", [RewriteOutput, ...])."""
+    batch = [prompts] if isinstance(prompts, str) else list(prompts)
+    rt, config, state, ctx = _prepare(batch, runtime, model_version, thread_id, overrides)
+    for update in rt.rewrite_graph.stream(state, config, context=ctx, stream_mode="updates"):
+        for node in update:
+            yield "node", node
+    values = rt.rewrite_graph.get_state(config).values
+    yield "result", _outputs(values, config["configurable"]["thread_id"], model_version)
+
+
+def resume_rewrite(thread_id: str, *, runtime: Runtime | None = None, model_version: str | None = None,
+                   **overrides: Any) -> list[RewriteOutput]:
+    """Continue an interrupted run from its last checkpoint; finished nodes are not run again."""
+    rt = runtime or _default_runtime()
+    adapter = rt.resolve_model_version(model_version)
+    config = {"configurable": {"thread_id": thread_id, "run_id": uuid.uuid4().hex}}
+    values = rt.rewrite_graph.invoke(None, config, context=rt.rewrite_context(model_version=adapter, **overrides))
+    return _outputs(values, thread_id, model_version)

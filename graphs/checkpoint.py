@@ -1,0 +1,29 @@
+"""The LangGraph checkpointer that matches the store: SQLite beside the database, or Postgres by URL."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from promptloop.config import Settings
+
+
+def make_checkpointer(settings: Settings):  # noqa: ANN201
+    url = settings.database_url or ""
+    if url.startswith(("postgresql", "postgres")):
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg import Connection
+
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://").replace("postgresql+psycopg2://",
+                                                                                  "postgresql://")
+        conn = Connection.connect(conninfo, autocommit=True, prepare_threshold=0)
+        saver = PostgresSaver(conn)
+        saver.setup()
+        return saver
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(settings.checkpoints_path), check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    saver = SqliteSaver(conn)
+    saver.setup()
+    return saver

@@ -1,0 +1,36 @@
+"""Reading traces back: runs (one per graph thread) and their node events."""
+
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from promptloop.errors import PromptloopError
+from promptloop.store.models import TraceEvent
+
+
+def list_runs(engine: Engine, *, limit: int = 20, graph: str | None = None) -> list[dict]:
+    q = (select(TraceEvent.thread_id, TraceEvent.graph, func.min(TraceEvent.started_at),
+                func.max(TraceEvent.ended_at), func.count(), func.sum(TraceEvent.duration_ms),
+                func.count(TraceEvent.error))
+         .group_by(TraceEvent.thread_id, TraceEvent.graph)
+         .order_by(func.min(TraceEvent.id).desc()).limit(limit))
+    if graph:
+        q = q.where(TraceEvent.graph == graph)
+    with Session(engine) as s:
+        rows = s.exec(q).all()
+    return [{"trace_id": t, "graph": g, "started_at": a, "ended_at": b, "nodes": n,
+             "node_ms": round(ms or 0.0, 1), "errors": e} for t, g, a, b, n, ms, e in rows]
+
+
+def run_events(engine: Engine, trace_id: str) -> list[TraceEvent]:
+    """Events of one run; a unique prefix of the id is enough."""
+    with Session(engine) as s:
+        ids = s.exec(select(TraceEvent.thread_id).where(TraceEvent.thread_id.startswith(trace_id))
+                     .distinct()).all()
+        if not ids:
+            raise PromptloopError(f"no trace with id '{trace_id}'")
+        if len(ids) > 1:
+            raise PromptloopError(f"trace id '{trace_id}' is ambiguous: {', '.join(i[:12] for i in ids[:5])}")
+        return list(s.exec(select(TraceEvent).where(TraceEvent.thread_id == ids[0]).order_by(TraceEvent.id)))
