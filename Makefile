@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(VENV)/bin/promptloop init
-	$(VENV)/bin/promptloop rewrite --n 2 \
+	$(VENV)/bin/promptloop rewrite --n 3 \
 		"a cat playing piano" \
 		"a red sports car on a mountain road" \
 		"fog in a pine forest" \

@@ -69,11 +69,12 @@ class Rewriter:
         return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
 
     def rewrite(self, prompts: Sequence[str], params: SamplingParams,
-                unsafe_categories: Sequence[Sequence[str]] | None = None) -> list[RewriteResult]:
-        """All prompts go to the model in one batched call."""
+                unsafe_categories: Sequence[Sequence[str]] | None = None, *,
+                adapter: str | None = None) -> list[RewriteResult]:
+        """All prompts go to the model in one batched call; ``adapter`` overrides the default version."""
         requests = [RewriteRequest(prompt=p, n=params.n) for p in prompts]
         cats = unsafe_categories or [()] * len(requests)
         outputs = self.model.generate([self.messages_for(r.prompt, c) for r, c in zip(requests, cats, strict=True)],
-                                      params, adapter=self.adapter)
+                                      params, adapter=adapter if adapter is not None else self.adapter)
         return [RewriteResult(prompt=r.prompt, candidates=[clean_rewrite(o) for o in outs])
                 for r, outs in zip(requests, outputs, strict=True)]

@@ -11,6 +11,9 @@ Run-time settings (model version, n, thresholds, k) come through
 
 from __future__ import annotations
 
+import functools
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -23,6 +26,7 @@ from promptloop.agents.judge import JudgeInput, RewardJudge
 from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.rewriter import Rewriter
 from promptloop.agents.safety.guard import SafetyGuard, Verdict
+from promptloop.errors import is_transient
 from promptloop.graphs.tracing import TraceRecorder, traced
 
 GRAPH_NAME = "rewrite"
@@ -88,13 +92,32 @@ def _active(items: list[Item]) -> list[int]:
     return [i for i, it in enumerate(items) if not it.get("refused")]
 
 
-def build_rewrite_graph(agents: RewriteAgents, *, checkpointer: Any = None, name: str = GRAPH_NAME):
-    """Compile the graph; pass a checkpointer to make every run a resumable thread."""
-    guard, rewriter, critic, judge = agents.guard, agents.rewriter, agents.critic, agents.judge
+def _once(provider: Callable[[], RewriteAgents]) -> Callable[[], RewriteAgents]:
+    lock = threading.Lock()
+    box: list[RewriteAgents] = []
+
+    def get() -> RewriteAgents:
+        with lock:
+            if not box:
+                box.append(provider())
+            return box[0]
+
+    return get
+
+
+def build_rewrite_graph(agents: RewriteAgents | Callable[[], RewriteAgents], *, checkpointer: Any = None,
+                        name: str = GRAPH_NAME):
+    """Compile the graph; pass a checkpointer to make every run a resumable thread.
+
+    ``agents`` may be a zero-argument callable: the agents (and their models)
+    are then built on the first node call, in a worker thread, which keeps
+    graph construction instant and off a server's event loop.
+    """
+    get = _once(agents if callable(agents) else (lambda: agents))
 
     def guard_input(state: RewriteState) -> dict:
         items = [dict(it) for it in state["items"]]
-        for it, v in zip(items, guard.check_many([it["prompt"] for it in items]), strict=True):
+        for it, v in zip(items, get().guard.check_many([it["prompt"] for it in items]), strict=True):
             it["verdict"] = v.model_dump()
             it["steps"] = 0
             it["trail"] = []
@@ -106,9 +129,9 @@ def build_rewrite_graph(agents: RewriteAgents, *, checkpointer: Any = None, name
         ctx = runtime.context or RewriteContext()
         items = [dict(it) for it in state["items"]]
         idx = _active(items)
-        rewriter.adapter = ctx.model_version
         unsafe = [Verdict.model_validate(items[i]["verdict"]).flagged for i in idx]
-        results = rewriter.rewrite([items[i]["prompt"] for i in idx], ctx.sampling(), unsafe_categories=unsafe)
+        results = get().rewriter.rewrite([items[i]["prompt"] for i in idx], ctx.sampling(), unsafe_categories=unsafe,
+                                         adapter=ctx.model_version)
         for i, res in zip(idx, results, strict=True):
             cands = list(dict.fromkeys(c for c in res.candidates if c)) or [items[i]["prompt"]]
             items[i]["candidates"] = cands
@@ -118,8 +141,8 @@ def build_rewrite_graph(agents: RewriteAgents, *, checkpointer: Any = None, name
         items = [dict(it) for it in state["items"]]
         idx = _active(items)
         pairs = [(items[i]["prompt"], c) for i in idx for c in items[i]["candidates"]]
-        crits = critic.critique_many(pairs)
-        rewards = judge.score_many([JudgeInput(user_prompt=u, candidate=c, critique=k)
+        crits = get().critic.critique_many(pairs)
+        rewards = get().judge.score_many([JudgeInput(user_prompt=u, candidate=c, critique=k)
                                     for (u, c), k in zip(pairs, crits, strict=True)])
         pos = 0
         for i in idx:
@@ -150,9 +173,10 @@ def build_rewrite_graph(agents: RewriteAgents, *, checkpointer: Any = None, name
         idx = [i for i in _active(items) if needs_refine(items[i], ctx)]
         jobs = [(items[i]["prompt"], items[i]["current"], Critique.model_validate(items[i]["current_critique"]))
                 for i in idx]
+        critic = get().critic
         refined = critic.refine_many(jobs, params=ctx.sampling(n=1), adapter=ctx.model_version)
         crits = critic.critique_many([(items[i]["prompt"], r) for i, r in zip(idx, refined, strict=True)])
-        rewards = judge.score_many([JudgeInput(user_prompt=items[i]["prompt"], candidate=r, critique=k)
+        rewards = get().judge.score_many([JudgeInput(user_prompt=items[i]["prompt"], candidate=r, critique=k)
                                     for i, r, k in zip(idx, refined, crits, strict=True)])
         for i, text, k, rw in zip(idx, refined, crits, rewards, strict=True):
             it = items[i]
@@ -179,7 +203,7 @@ def build_rewrite_graph(agents: RewriteAgents, *, checkpointer: Any = None, name
         idx = _active(items)
         # Check every candidate once, so an unsafe best can fall back to the best safe one.
         flat = [(i, j) for i in idx for j in range(len(items[i]["candidates"]))]
-        verdicts = guard.check_many([items[i]["candidates"][j] for i, j in flat])
+        verdicts = get().guard.check_many([items[i]["candidates"][j] for i, j in flat])
         by_item: dict[int, dict[int, Verdict]] = {}
         for (i, j), v in zip(flat, verdicts, strict=True):
             by_item.setdefault(i, {})[j] = v
@@ -202,9 +226,11 @@ def build_rewrite_graph(agents: RewriteAgents, *, checkpointer: Any = None, name
                       reason="" if j == cur else "best candidate failed the output guard; next safe one used")
         return {"items": items}
 
-    model_retry = RetryPolicy(max_attempts=3, initial_interval=0.5)
+    model_retry = RetryPolicy(max_attempts=3, initial_interval=0.5, retry_on=is_transient)
     g = StateGraph(RewriteState, context_schema=RewriteContext)
-    rec = agents.recorder
+    def rec() -> TraceRecorder:
+        return get().recorder
+
     g.add_node("guard_input", traced(rec, name, "guard_input", guard_input))
     g.add_node("rewrite", traced(rec, name, "rewrite", rewrite), retry_policy=model_retry)
     g.add_node("critique", traced(rec, name, "critique", critique), retry_policy=model_retry)
@@ -221,10 +247,23 @@ def build_rewrite_graph(agents: RewriteAgents, *, checkpointer: Any = None, name
     return g.compile(checkpointer=checkpointer, name=name)
 
 
-def make_graph():  # noqa: ANN201
-    """Factory for `langgraph dev` / LangGraph server (langgraph.json): the server supplies persistence."""
+def _served_agents() -> RewriteAgents:
     from promptloop.config import Settings
     from promptloop.runtime import Runtime as PLRuntime
 
-    rt = PLRuntime(Settings())
-    return build_rewrite_graph(rt.rewrite_agents())
+    return PLRuntime(Settings()).rewrite_agents()
+
+
+@functools.cache
+def _served_graph():  # noqa: ANN202
+    return build_rewrite_graph(_served_agents)
+
+
+def make_graph():  # noqa: ANN201
+    """Entry for `langgraph dev` / LangGraph server (langgraph.json).
+
+    The server supplies persistence, so the graph is compiled without a
+    checkpointer; it is built once per server process (models load once) and
+    reused for every run, whatever the server's factory semantics.
+    """
+    return _served_graph()

@@ -36,8 +36,12 @@ class TraceRecorder:
             s.add(TraceEvent(**fields))
 
 
-def traced(recorder: TraceRecorder, graph: str, node: str, fn: Callable) -> Callable:
-    """Wrap a node ``fn(state, runtime)`` so each call is recorded with timing, input, output and error."""
+def traced(recorder: TraceRecorder | Callable[[], TraceRecorder], graph: str, node: str, fn: Callable) -> Callable:
+    """Wrap a node ``fn(state, runtime)`` so each call is recorded with timing, input, output and error.
+
+    ``recorder`` may be a zero-argument callable, resolved at call time (lazily built agents).
+    """
+    get_recorder = recorder if callable(recorder) and not isinstance(recorder, TraceRecorder) else (lambda: recorder)
     accepts_runtime = "runtime" in inspect.signature(fn).parameters
 
     def wrapper(state: dict, config: RunnableConfig, runtime: Runtime) -> Any:
@@ -49,15 +53,15 @@ def traced(recorder: TraceRecorder, graph: str, node: str, fn: Callable) -> Call
         try:
             out = fn(state, runtime) if accepts_runtime else fn(state)
         except Exception as exc:
-            recorder.record(thread_id=conf.get("thread_id", "?"), run_id=conf.get("run_id"), graph=graph, node=node,
+            get_recorder().record(thread_id=conf.get("thread_id", "?"), run_id=conf.get("run_id"), graph=graph, node=node,
                             model_version=version, started_at=started, ended_at=datetime.now(UTC),
                             duration_ms=(time.perf_counter() - t0) * 1000, input=_jsonable(state), output={},
                             error="".join(traceback.format_exception_only(type(exc), exc)).strip())
             raise
-        recorder.record(thread_id=conf.get("thread_id", "?"), run_id=conf.get("run_id"), graph=graph, node=node,
-                        model_version=version, started_at=started, ended_at=datetime.now(UTC),
-                        duration_ms=(time.perf_counter() - t0) * 1000, input=_jsonable(state),
-                        output=_jsonable(out if isinstance(out, dict) else {"value": out}))
+        get_recorder().record(thread_id=conf.get("thread_id", "?"), run_id=conf.get("run_id"), graph=graph,
+                              node=node, model_version=version, started_at=started, ended_at=datetime.now(UTC),
+                              duration_ms=(time.perf_counter() - t0) * 1000, input=_jsonable(state),
+                              output=_jsonable(out if isinstance(out, dict) else {"value": out}))
         return out
 
     wrapper.__name__ = node

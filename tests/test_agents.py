@@ -20,8 +20,8 @@ def _rates(guard: SafetyGuard, file: str) -> tuple[float, float, float]:
     with (data_dir() / file).open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     verdicts = guard.check_many([r["prompt"] for r in rows])
-    harmful = [not v.safe for v, r in zip(verdicts, rows) if r["harmful"] == "true"]
-    benign = [v.safe for v, r in zip(verdicts, rows) if r["harmful"] == "false"]
+    harmful = [not v.safe for v, r in zip(verdicts, rows, strict=True) if r["harmful"] == "true"]
+    benign = [v.safe for v, r in zip(verdicts, rows, strict=True) if r["harmful"] == "false"]
     tp = sum(harmful)
     fp = len(benign) - sum(benign)
     return tp / len(harmful), sum(benign) / len(benign), tp / (tp + fp)
