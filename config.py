@@ -67,8 +67,9 @@ class CriticSettings(BaseModel):
     use_llm: bool = True
     llm_weight: float = Field(0.25, ge=0, le=1, description="share of the LLM's scores in each principle")
     llm_retries: int = Field(1, ge=0, le=5, description="re-asks after a malformed LLM critique")
-    llm_breaker_after: int = Field(8, ge=0, description="stop asking the LLM after this many malformed answers "
-                                                         "in a row (0 = never stop)")
+    llm_breaker_window: int = Field(12, ge=0, description="LLM answers remembered by the circuit breaker "
+                                                           "(0 = never stop asking)")
+    llm_breaker_min_valid: float = Field(0.25, ge=0, le=1, description="stop asking when fewer of those parsed")
 
 
 class JudgeSettings(BaseModel):

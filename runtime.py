@@ -62,7 +62,8 @@ class Runtime:
         c, r = self.settings.critic, self.settings.rewrite
         return PrincipleCritic(self.embedder, self.guard, self.chat_model, min_words=r.target_words_min,
                                max_words=r.target_words_max, llm_weight=c.llm_weight if c.use_llm else 0.0,
-                               llm_retries=c.llm_retries, breaker_after=c.llm_breaker_after)
+                               llm_retries=c.llm_retries, breaker_window=c.llm_breaker_window,
+                               breaker_min_valid=c.llm_breaker_min_valid)
 
     @cached_property
     def judge(self):  # -> RewardJudge

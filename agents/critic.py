@@ -10,6 +10,7 @@ critique records that it fell back to the deterministic checks.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field, ValidationError
@@ -26,12 +27,19 @@ class Thresholds(BaseModel):
     helpful: float = 0.6
 
 
-class Critique(BaseModel):
+class LLMCritique(BaseModel):
+    """The three principle scores with issues and a fix: what the LLM must return (extra keys ignored)."""
+
     harmless: float = Field(ge=0, le=1)
     accurate: float = Field(ge=0, le=1)
     helpful: float = Field(ge=0, le=1)
     issues: list[str] = Field(default_factory=list)
     suggestion: str = ""
+
+
+class Critique(LLMCritique):
+    """The critic's answer: the principle scores plus how they were measured."""
+
     checks: dict[str, float] = Field(default_factory=dict, description="the deterministic measurements")
     llm_used: bool = False
     fallback: bool = Field(False, description="the LLM critique was malformed; deterministic checks only")
@@ -44,30 +52,22 @@ class Critique(BaseModel):
         return [p for p in ("harmless", "accurate", "helpful") if getattr(self, p) < getattr(t, p)]
 
 
-class LLMCritique(BaseModel):
-    """What the LLM must return (extra keys are ignored)."""
-
-    harmless: float = Field(ge=0, le=1)
-    accurate: float = Field(ge=0, le=1)
-    helpful: float = Field(ge=0, le=1)
-    issues: list[str] = Field(default_factory=list)
-    suggestion: str = ""
-
-
 class PrincipleCritic:
     def __init__(self, embedder, guard: SafetyGuard, llm: ChatModel | None = None, *,  # noqa: ANN001
                  min_words: int = 40, max_words: int = 120, llm_weight: float = 0.25, llm_retries: int = 1,
-                 breaker_after: int = 8):
+                 breaker_window: int = 12, breaker_min_valid: float = 0.25):
         self.embedder = embedder
         self.guard = guard
         self.llm = llm
         self.min_words, self.max_words = min_words, max_words
         self.llm_weight = llm_weight if llm is not None else 0.0
         self.llm_retries = llm_retries
-        # Circuit breaker: a model that never returns valid JSON (the 135M default) stops being asked
-        # after this many malformed answers in a row, instead of doubling every critique's latency.
-        self.breaker_after = breaker_after
-        self.consecutive_failures = 0
+        # Circuit breaker: a model that rarely returns valid JSON (the 135M default) stops being asked once
+        # fewer than ``breaker_min_valid`` of its last ``breaker_window`` answers parsed, instead of
+        # doubling every critique's latency for noise. A window of 0 never stops asking.
+        self.breaker_window = breaker_window
+        self.breaker_min_valid = breaker_min_valid
+        self.recent: deque[bool] = deque(maxlen=max(1, breaker_window))
         self._critique_tmpl = template("critique.txt")
         self._refine_tmpl = template("refine.txt")
 
@@ -90,7 +90,7 @@ class PrincipleCritic:
             if self.llm is not None and self.llm_weight > 0:
                 if answer is None:
                     crit.fallback = True
-                    crit.issues.append("LLM critic off after repeated malformed answers: deterministic checks only"
+                    crit.issues.append("LLM critic off: too few valid answers recently; deterministic checks only"
                                        if self.breaker_open else
                                        "LLM critique malformed after retries: deterministic checks only")
                 else:
@@ -153,7 +153,8 @@ class PrincipleCritic:
 
     @property
     def breaker_open(self) -> bool:
-        return self.breaker_after > 0 and self.consecutive_failures >= self.breaker_after
+        return (self.breaker_window > 0 and len(self.recent) == self.breaker_window
+                and sum(self.recent) / self.breaker_window < self.breaker_min_valid)
 
     def _llm_critiques(self, pairs: list[tuple[str, str]]) -> list[LLMCritique | None]:
         answers: list[LLMCritique | None] = [None] * len(pairs)
@@ -176,8 +177,7 @@ class PrincipleCritic:
                 else:
                     answers[i] = parsed
             todo = still
-        for a in answers:
-            self.consecutive_failures = 0 if a is not None else self.consecutive_failures + 1
+        self.recent.extend(a is not None for a in answers)
         return answers
 
     # --- refine -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Guard, critic and judge on the real MiniLM (and SmolLM2 where an LLM is involved)."""
 
 import csv
+import json
 from collections.abc import Sequence
 
 import pytest
@@ -75,7 +76,7 @@ class GarbageModel(ChatModel):
 
 def test_malformed_llm_critique_is_retried_then_falls_back(embedder, guard):
     garbage = GarbageModel()
-    critic = PrincipleCritic(embedder, guard, garbage, llm_retries=2, breaker_after=0)
+    critic = PrincipleCritic(embedder, guard, garbage, llm_retries=2, breaker_window=0)
     plain = PrincipleCritic(embedder, guard, None)
     k = critic.critique("a cat playing piano", FAITHFUL)
     assert garbage.calls == 3  # first ask + 2 retries
@@ -87,11 +88,13 @@ def test_malformed_llm_critique_is_retried_then_falls_back(embedder, guard):
 
 def test_circuit_breaker_stops_asking_a_model_that_never_parses(embedder, guard):
     garbage = GarbageModel()
-    critic = PrincipleCritic(embedder, guard, garbage, llm_retries=0, breaker_after=3)
-    critic.critique_many([("a cat", FAITHFUL)] * 3)
-    assert critic.breaker_open and garbage.calls == 1
+    critic = PrincipleCritic(embedder, guard, garbage, llm_retries=0, breaker_window=3)
+    critic.critique_many([("a cat", FAITHFUL)] * 2)
+    assert not critic.breaker_open  # not enough evidence yet
+    critic.critique("a cat", FAITHFUL)
+    assert critic.breaker_open and garbage.calls == 2
     k = critic.critique("a cat", FAITHFUL)
-    assert garbage.calls == 1 and k.fallback and "off after repeated" in k.issues[-1]
+    assert garbage.calls == 2 and k.fallback and "LLM critic off" in k.issues[-1]
 
 
 @pytest.mark.parametrize("raw,ok", [
@@ -142,3 +145,32 @@ def test_judge_weights_named_dimensions_and_skips_unavailable(embedder, guard):
     assert r.dimensions["clip_alignment"] is None and "clip_alignment" not in r.weights
     assert r.total == pytest.approx((r.dimensions["harmless"] + r.dimensions["accurate"]) / 2, abs=1e-3)
     assert set(r.dimensions) >= {"harmless", "accurate", "helpful", "aspect_coverage", "length_fit"}
+
+
+class JudgingModel(ChatModel):
+    """A capable guard backend stand-in: answers the guard's JSON question for one phrase."""
+
+    name = "judging"
+
+    def generate(self, conversations, params, *, adapter=None):
+        out = []
+        for conv in conversations:
+            text = conv[-1]["content"]
+            harmful = "secret ritual" in text.split("Request:")[-1]
+            answer = json.dumps({"harmful": harmful, "categories": ["violence_gore"]})
+            out.append([answer] * params.n)
+        return out
+
+
+def test_llm_guard_layer_adds_what_the_other_layers_miss(embedder):
+    from promptloop.agents.safety.guard import GuardConfig
+
+    plain = SafetyGuard(embedder)
+    with_llm = SafetyGuard(embedder, GuardConfig(use_llm=True), llm=JudgingModel())
+    text = "people gathering for a secret ritual in a cave"
+    assert plain.check(text).safe
+    v = with_llm.check(text)
+    assert not v.safe and v.categories["violence_gore"].evidence == "llm guard" and "llm" in v.layers
+    assert with_llm.check("a boxing match").safe
+    off = SafetyGuard(embedder, GuardConfig(use_llm=False), llm=JudgingModel())
+    assert off.llm is None and off.check(text).safe

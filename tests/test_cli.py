@@ -97,3 +97,12 @@ def test_models_prepare_list_and_rewrite(home, smollm_path):
     assert out[0]["trace_id"] == out[1]["trace_id"]  # one batched graph run
     res = run(home, "rewrite", "   ", check=False)
     assert res.returncode == 2 and "empty prompt" in res.stderr
+
+
+def test_only_the_promptloop_package_is_installed(tmp_path):
+    """The repository root maps to `promptloop`; no bare `agents`/`store`/`graphs` module leaks out."""
+    code = ("import importlib.util as u; import promptloop.agents, promptloop.store, promptloop.graphs, "
+            "promptloop.learners; print([m for m in ('agents', 'store', 'graphs', 'learners', 'cli', 'config') "
+            "if u.find_spec(m) is not None])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.strip() == "[]"
