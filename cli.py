@@ -27,12 +27,14 @@ db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_he
 models_app = typer.Typer(help="Prepare and list models in the local cache.", no_args_is_help=True)
 prompts_app = typer.Typer(help="User prompts: import, list, statistics.", no_args_is_help=True)
 data_app = typer.Typer(help="Training data export (TRL formats).", no_args_is_help=True)
+collect_app = typer.Typer(help="Collect training data with the agent graphs (resumable).", no_args_is_help=True)
 traces_app = typer.Typer(help="What the agents did: graph runs and their node calls.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(data_app, name="data")
 app.add_typer(traces_app, name="traces")
+app.add_typer(collect_app, name="collect")
 
 console = Console(stderr=True)
 out = Console()
@@ -417,6 +419,108 @@ def guard(
 def _verdict_row(v) -> dict:  # noqa: ANN001
     return {"text": v.text, "safe": v.safe, "action": v.action, "reason": v.reason, "categories": v.scores(),
             "evidence": {k: c.evidence for k, c in v.categories.items()}}
+
+
+# --- collect ------------------------------------------------------------------------
+def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round_index: int, n: int,
+             model_version: str, batch_size: int, **ctx_overrides) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from promptloop.graphs.collection import (
+        CollectContext,
+        ensure_round,
+        ensure_version,
+        run_collection,
+        select_prompts,
+    )
+
+    rt = _rt(ctx)
+    rt.upgrade_db()
+    prompts = select_prompts(rt.engine, split, limit)
+    adapter = rt.resolve_model_version(model_version)
+    round_id = ensure_round(rt.engine, round_index)
+    version_id = ensure_version(rt.engine, model_version, rt.settings.base_model)
+    base = vars(rt.rewrite_context(model_version=adapter, n=n))
+    cctx = CollectContext(**{**base, **{k: v for k, v in ctx_overrides.items() if v is not None}},
+                          round_id=round_id, model_version_id=version_id)
+    key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n, "version": model_version,
+           "batch": batch_size, **{k: v for k, v in ctx_overrides.items() if v is not None}}
+    found_key = "pairs" if kind == "pairs" else "accepted"
+    totals = {"found": 0}
+    cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[found]} " + found_key), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            TimeRemainingColumn())
+    graph = rt.collect_graph(kind)
+    import time
+
+    t0 = time.perf_counter()
+    with Progress(*cols, console=console) as progress:
+        task = progress.add_task(f"collect {kind} r{round_index}", total=len(prompts), found=0, rate="")
+
+        def on_chunk(done: int, stored: dict) -> None:
+            totals["found"] += stored.get(found_key, 0)
+            progress.advance(task, done)
+            t = progress.tasks[0]
+            progress.update(task, found=totals["found"],
+                            rate=f"{t.completed / max(1e-9, time.perf_counter() - t0) * 60:.1f} prompts/min")
+
+        report = run_collection(graph, kind, prompts, cctx, round_index=round_index, batch_size=batch_size, key=key,
+                                on_chunk=on_chunk)
+    console.print(f"{report.prompts} prompts in {report.chunks} chunk(s) ({report.skipped_chunks} already done, "
+                  f"{report.resumed_chunks} resumed) in {time.perf_counter() - t0:.1f} s: "
+                  + ", ".join(f"{k} {v}" for k, v in report.stored.items()))
+
+
+_SPLIT = typer.Option(help="Prompt split to collect from")
+_LIMIT = typer.Option(min=1, help="At most this many prompts")
+_ROUND = typer.Option("--round", min=0, help="Round index the rows belong to")
+_VERSION = typer.Option(help="Rewriter version that samples: base | champion | NAME")
+_BATCH = typer.Option(min=1, help="Prompts per checkpointed graph run (model calls are batched across them)")
+
+
+@collect_app.command("sft")
+def collect_sft(
+    ctx: typer.Context,
+    split: Annotated[str, _SPLIT] = "train",
+    limit: Annotated[int | None, _LIMIT] = None,
+    round_index: Annotated[int, _ROUND] = 0,
+    n: Annotated[int, typer.Option(min=1, max=64, help="Candidates sampled per prompt")] = 4,
+    model_version: Annotated[str, _VERSION] = "base",
+    batch_size: Annotated[int, _BATCH] = 16,
+    max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
+) -> None:
+    """VPO stage 1: rewrite, critique, refine until the principles pass, store SFT examples (and rejects)."""
+    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, max_refine_steps=max_refine_steps)
+
+
+@collect_app.command("pairs")
+def collect_pairs(
+    ctx: typer.Context,
+    split: Annotated[str, _SPLIT] = "train",
+    limit: Annotated[int | None, _LIMIT] = None,
+    round_index: Annotated[int, _ROUND] = 1,
+    n: Annotated[int, typer.Option(min=2, max=64, help="Candidates sampled per prompt")] = 4,
+    model_version: Annotated[str, _VERSION] = "base",
+    batch_size: Annotated[int, _BATCH] = 16,
+    margin: Annotated[float, typer.Option(min=0.0, help="Minimum reward-total gap between chosen and rejected")] = 0.1,
+    rule: Annotated[str, typer.Option(help="margin | pareto | gated (see graphs/collect_pairs.py)")] = "margin",
+    pairs_per_prompt: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """VPO stage 2: sample n candidates, score them, store preference pairs (chosen, rejected, margin)."""
+    from promptloop.graphs.collect_pairs import RULES
+
+    if rule not in RULES:
+        raise UserError(f"unknown pair rule '{rule}'; expected one of {', '.join(RULES)}")
+    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, max_refine_steps=0,
+             margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt)
 
 
 # --- traces -------------------------------------------------------------------------

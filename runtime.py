@@ -92,6 +92,18 @@ class Runtime:
 
         return build_rewrite_graph(self.rewrite_agents(), checkpointer=self.checkpointer)
 
+    def collect_graph(self, kind: str):
+        """The checkpointed collection graph for ``kind`` ('sft' or 'pairs')."""
+        from promptloop.graphs.collect_pairs import build_collect_pairs_graph
+        from promptloop.graphs.collect_sft import build_collect_sft_graph
+
+        builders = {"sft": build_collect_sft_graph, "pairs": build_collect_pairs_graph}
+        if kind not in builders:
+            from promptloop.errors import PromptloopError
+
+            raise PromptloopError(f"unknown collection '{kind}'; expected one of {', '.join(builders)}")
+        return builders[kind](self.rewrite_agents(), self.engine, checkpointer=self.checkpointer)
+
     def rewrite_context(self, **overrides):
         """RewriteContext from Settings, with per-call overrides (None = keep the setting)."""
         from promptloop.graphs.rewrite import RewriteContext

@@ -1,0 +1,99 @@
+"""VPO stage 2 / Prompt-A-Video: sample n candidates, score them, keep preference pairs.
+
+Pair selection rules (``CollectContext.rule``):
+
+- ``margin`` (default): chosen = the best candidate by reward total; rejected =
+  candidates whose total is at least ``margin`` lower, preferring one that
+  violates a principle (its critique fails a threshold), then the lowest total.
+- ``pareto`` (VPO, video level): i beats j only if i is at least as good on
+  every reward dimension, better on one, and the totals differ by ``margin``.
+- ``gated`` (Prompt-A-Video): the chosen side must also pass every principle
+  threshold (absolute minimums), plus the total margin.
+
+Prompts with no pair above the margin are skipped (and counted). Both sides'
+full scores and the margin are stored with the pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+
+from promptloop.agents.critic import Critique, Thresholds
+from promptloop.graphs.collection import CollectContext, build_collect_graph
+from promptloop.graphs.persist import store_candidates, store_input_verdict
+from promptloop.graphs.rewrite import Item
+from promptloop.store import repository as repo
+from promptloop.store.engine import session_scope
+
+GRAPH_NAME = "collect_pairs"
+RULES = ("margin", "pareto", "gated")
+
+
+@dataclass(frozen=True)
+class PairChoice:
+    chosen: int
+    rejected: int
+    margin: float
+    violates: bool
+
+
+def select_pairs(rewards: list[dict], critiques: list[dict], *, rule: str = "margin", margin: float = 0.1,
+                 thresholds: Thresholds | None = None, max_pairs: int = 1) -> list[PairChoice]:
+    """Indices of (chosen, rejected) candidates under ``rule``; see the module docstring."""
+    if rule not in RULES:
+        raise ValueError(f"unknown pair rule '{rule}'; expected one of {', '.join(RULES)}")
+    t = thresholds or Thresholds()
+    totals = [r["total"] for r in rewards]
+    if len(totals) < 2:
+        return []
+    fails = [bool(Critique.model_validate(c).failing(t)) for c in critiques]
+    order = sorted(range(len(totals)), key=lambda i: -totals[i])
+    best = order[0]
+    if rule == "gated" and fails[best]:
+        return []
+
+    def dominates(i: int, j: int) -> bool:
+        di, dj = rewards[i]["dimensions"], rewards[j]["dimensions"]
+        keys = [k for k in di if di[k] is not None and dj.get(k) is not None]
+        return all(di[k] >= dj[k] for k in keys) and any(di[k] > dj[k] for k in keys)
+
+    out = []
+    losers = [j for j in order[1:] if totals[best] - totals[j] >= margin and (rule != "pareto" or dominates(best, j))]
+    losers.sort(key=lambda j: (not fails[j], totals[j]))  # principle violations first, then the worst
+    for j in losers[:max_pairs]:
+        out.append(PairChoice(best, j, round(totals[best] - totals[j], 4), fails[j]))
+    return out
+
+
+def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: CollectContext) -> dict[str, int]:
+    counts = {"pairs": 0, "skipped_prompts": 0, "candidates": 0}
+    sampling = {"n": ctx.n, "temperature": ctx.temperature, "top_p": ctx.top_p, "seed": ctx.seed,
+                "max_new_tokens": ctx.max_new_tokens}
+    with session_scope(engine) as s:
+        for item, pid in zip(items, prompt_ids, strict=True):
+            store_input_verdict(s, item, pid)
+            if item.get("refused") and not item.get("candidates"):
+                counts["skipped_prompts"] += 1
+                continue
+            ids = store_candidates(s, item, pid, round_id=ctx.round_id, version_id=ctx.model_version_id,
+                                   sampling=sampling)
+            counts["candidates"] += len(ids)
+            choices = select_pairs(item["rewards"], item["critiques"], rule=ctx.rule, margin=ctx.margin,
+                                   thresholds=ctx.thresholds, max_pairs=ctx.max_pairs_per_prompt)
+            if not choices:
+                counts["skipped_prompts"] += 1
+            for ch in choices:
+                _, created = repo.add_pair(
+                    s, pid, ids[ch.chosen], ids[ch.rejected], margin=ch.margin, feedback_level="text",
+                    round_id=ctx.round_id, rule=ctx.rule,
+                    chosen_scores={**item["rewards"][ch.chosen]["dimensions"], "total": item["rewards"][ch.chosen]["total"]},
+                    rejected_scores={**item["rewards"][ch.rejected]["dimensions"],
+                                     "total": item["rewards"][ch.rejected]["total"], "violates": ch.violates})
+                counts["pairs"] += created
+    return counts
+
+
+def build_collect_pairs_graph(agents, engine: Engine, *, checkpointer=None):  # noqa: ANN001, ANN201
+    return build_collect_graph(GRAPH_NAME, agents, engine, persist_pairs, checkpointer=checkpointer)

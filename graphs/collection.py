@@ -1,0 +1,148 @@
+"""Shared machinery of the data-collection graphs: the graph shape and the resumable driver.
+
+A collection graph is the rewrite graph (as a subgraph, so guard, sampling,
+critique and refinement are the same code apps run) followed by a persist
+node that writes the collection's rows to the store. The driver cuts the
+prompts into chunks; each chunk is one checkpointed thread with an id derived
+from the collection's arguments, so starting a killed collection again with
+the same arguments skips finished chunks, resumes the interrupted one from
+its last checkpoint, and the store's content hashes keep every row unique.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from promptloop.graphs.rewrite import Item, RewriteAgents, RewriteContext, build_rewrite_graph
+from promptloop.graphs.tracing import traced
+from promptloop.store import repository as repo
+from promptloop.store.engine import session_scope
+from promptloop.store.models import ModelVersion, Prompt, Round, VersionStatus
+
+
+@dataclass
+class CollectContext(RewriteContext):
+    """RewriteContext plus where the rows go."""
+
+    round_id: int | None = None
+    model_version_id: int | None = None
+    margin: float = 0.1
+    rule: str = "margin"
+    max_pairs_per_prompt: int = 1
+
+
+class CollectState(TypedDict, total=False):
+    items: list[Item]
+    prompt_ids: list[int]
+    stored: dict[str, int]
+
+
+PersistFn = Callable[[Engine, list[Item], list[int], CollectContext], dict[str, int]]
+
+
+def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteAgents], engine: Engine,
+                        persist: PersistFn, *, checkpointer: Any = None):
+    inner = build_rewrite_graph(agents, name=f"{name}.rewrite")  # inherits the parent's checkpointer
+    provider = agents if callable(agents) else (lambda: agents)
+
+    def persist_node(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
+        return {"stored": persist(engine, state["items"], state["prompt_ids"], runtime.context)}
+
+    g = StateGraph(CollectState, context_schema=CollectContext)
+    g.add_node("rewrite", inner)
+    g.add_node("persist", traced(lambda: provider().recorder, name, "persist", persist_node))
+    g.add_edge(START, "rewrite")
+    g.add_edge("rewrite", "persist")
+    g.add_edge("persist", END)
+    return g.compile(checkpointer=checkpointer, name=name)
+
+
+@dataclass
+class CollectionReport:
+    kind: str
+    round_index: int
+    prompts: int = 0
+    chunks: int = 0
+    skipped_chunks: int = 0
+    resumed_chunks: int = 0
+    stored: dict[str, int] = field(default_factory=dict)
+    thread_ids: list[str] = field(default_factory=list)
+
+
+def ensure_round(engine: Engine, index: int) -> int:
+    with session_scope(engine) as s:
+        row = s.exec(select(Round).where(Round.index == index)).first()
+        if row is None:
+            row = Round(index=index, stage="collect")
+            s.add(row)
+            s.flush()
+        return row.id
+
+
+def ensure_version(engine: Engine, name: str | None, base_model: str) -> int:
+    """The store id of a rewriter version; the base model is registered on first use."""
+    with session_scope(engine) as s:
+        if name in (None, "base"):
+            row, _ = repo.get_or_create_version(s, "base", base_model=base_model, algorithm="base",
+                                                status=VersionStatus.champion)
+            return row.id
+        row = s.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
+        if row is None:
+            from promptloop.errors import PromptloopError
+
+            raise PromptloopError(f"unknown model version '{name}'")
+        return row.id
+
+
+def select_prompts(engine: Engine, split: str, limit: int | None, source: str | None = None) -> list[Prompt]:
+    q = select(Prompt).where(Prompt.split == split).order_by(Prompt.id)
+    if source:
+        q = q.where(Prompt.source == source)
+    if limit:
+        q = q.limit(limit)
+    with Session(engine) as s:
+        rows = list(s.exec(q))
+    if not rows:
+        from promptloop.errors import PromptloopError
+
+        raise PromptloopError(f"no prompts in split '{split}'" + (f" from source '{source}'" if source else "")
+                              + "; run `promptloop init` or `promptloop prompts import`")
+    return rows
+
+
+def run_collection(graph, kind: str, prompts: list[Prompt], ctx: CollectContext, *, round_index: int,  # noqa: ANN001
+                   batch_size: int, key: dict, on_chunk: Callable[[int, dict], None] | None = None
+                   ) -> CollectionReport:
+    """Run ``graph`` over ``prompts`` in checkpointed chunks; safe to kill and start again."""
+    report = CollectionReport(kind=kind, round_index=round_index, prompts=len(prompts))
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    for c, start in enumerate(range(0, len(prompts), batch_size)):
+        chunk = prompts[start:start + batch_size]
+        thread_id = f"{kind}-r{round_index}-{digest}-{c:05d}"
+        config = {"configurable": {"thread_id": thread_id, "run_id": thread_id}}
+        report.chunks += 1
+        report.thread_ids.append(thread_id)
+        snapshot = graph.get_state(config)
+        if snapshot.values and not snapshot.next:
+            report.skipped_chunks += 1
+            stored = snapshot.values.get("stored", {})
+        elif snapshot.values:
+            report.resumed_chunks += 1
+            stored = graph.invoke(None, config, context=ctx).get("stored", {})
+        else:
+            state = {"items": [{"prompt": p.text} for p in chunk], "prompt_ids": [p.id for p in chunk]}
+            stored = graph.invoke(state, config, context=ctx).get("stored", {})
+        for k, v in stored.items():
+            report.stored[k] = report.stored.get(k, 0) + v
+        if on_chunk:
+            on_chunk(len(chunk), stored)
+    return report

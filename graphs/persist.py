@@ -1,0 +1,37 @@
+"""Writing what a graph run produced into the store, with provenance (prompt, round, rewriter version)."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from promptloop.graphs.rewrite import Item
+from promptloop.store import repository as repo
+
+
+def store_candidates(s: Session, item: Item, prompt_id: int, *, round_id: int | None, version_id: int | None,
+                     sampling: dict) -> list[int]:
+    """Candidates of one item with their critiques and reward dimensions; returns candidate ids in order."""
+    refined = {t["text"] for t in item.get("trail", []) if t.get("origin") == "refine"}
+    ids = []
+    for text, crit, reward in zip(item.get("candidates", []), item.get("critiques", []), item.get("rewards", []),
+                                  strict=False):
+        cand, _ = repo.add_candidate(s, prompt_id, text, model_version_id=version_id, round_id=round_id,
+                                     origin="refine" if text in refined else "sample", sampling_params=sampling)
+        repo.add_critique(s, cand.id, crit.get("critic_id", "principle-critic-v1"), harmless=crit["harmless"],
+                          accurate=crit["accurate"], helpful=crit["helpful"], issues=crit.get("issues", []),
+                          suggestion=crit.get("suggestion"), fallback=crit.get("fallback", False))
+        judge = reward.get("judge", "reward-judge-v1")
+        for dim, score in reward.get("dimensions", {}).items():
+            repo.add_reward(s, judge, dim, score, candidate_id=cand.id)
+        repo.add_reward(s, judge, "total", reward["total"], candidate_id=cand.id,
+                        details={"weights": reward.get("weights", {})})
+        ids.append(cand.id)
+    return ids
+
+
+def store_input_verdict(s: Session, item: Item, prompt_id: int) -> None:
+    v = item.get("verdict")
+    if v:
+        repo.add_verdict(s, item["prompt"], "layered-guard-v1", safe=v["safe"], action=v["action"],
+                         categories={k: c["score"] for k, c in v.get("categories", {}).items()},
+                         reason=v.get("reason"), prompt_id=prompt_id)
