@@ -25,6 +25,7 @@ def test_prepare_caches_a_loadable_safetensors_folder(smollm_path: Path, models_
     info = json.loads((smollm_path / MARKER).read_text())
     assert info["kind"] == "gguf" and info["architecture"] == "LlamaForCausalLM"
     assert 130e6 < info["parameters"] < 140e6
+    assert "quantization_config" not in json.loads((smollm_path / "config.json").read_text())
     model = AutoModelForCausalLM.from_pretrained(smollm_path)
     tok = AutoTokenizer.from_pretrained(smollm_path)
     assert tok.chat_template and "<|im_start|>" in tok.chat_template

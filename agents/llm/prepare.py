@@ -11,6 +11,7 @@ written to a temporary folder and renamed, so a crash leaves no half folder.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.metadata as md
 import json
@@ -27,6 +28,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from promptloop.errors import PromptloopError
 
 MARKER = "promptloop_model.json"
+# Bumped when the prepared format changes; older caches are rebuilt. v2: no quantization_config left in
+# config.json (a GGUF-loaded config carries one, and trainers then refuse the model as "quantized").
+PREPARE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -97,22 +101,18 @@ def resolve_source(reference: str) -> tuple[str, str | Path]:
     return "hub", reference
 
 
-def cached_model_path(models_dir: Path, reference: str) -> Path | None:
-    """The prepared folder for ``reference`` if it exists, else None (never prepares)."""
-    target = models_dir / slug(reference)
-    return target if (target / MARKER).exists() else None
-
-
 def prepare_model(reference: str, models_dir: Path, *, force: bool = False, show_progress: bool = True) -> PreparedModel:
     """Idempotent: a prepared model is returned at once unless ``force``."""
     start = time.perf_counter()
     target = models_dir / slug(reference)
     if (target / MARKER).exists() and not force:
         info = json.loads((target / MARKER).read_text())
-        return PreparedModel(reference, target, info.get("source", reference), False, time.perf_counter() - start)
+        if info.get("prepare_version") == PREPARE_VERSION:
+            return PreparedModel(reference, target, info.get("source", reference), False,
+                                 time.perf_counter() - start)
 
     kind, source = resolve_source(reference)
-    if kind == "folder" and (Path(source) / MARKER).exists():
+    if kind == "folder" and _current(Path(source)):
         return PreparedModel(reference, Path(source), str(source), False, time.perf_counter() - start)
 
     import torch
@@ -134,7 +134,9 @@ def prepare_model(reference: str, models_dir: Path, *, force: bool = False, show
             tokenizer = AutoTokenizer.from_pretrained(where, **load_kw)
             loaded = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32, **load_kw)
             progress.update(task, advance=1, description=f"prepare {reference}: rebuild from config")
-            config = AutoConfig.from_pretrained(where, **load_kw) if kind != "gguf" else loaded.config
+            config = copy.deepcopy(AutoConfig.from_pretrained(where, **load_kw) if kind != "gguf" else loaded.config)
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config  # the weights are dequantized now
             fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
             missing = [k for k in missing if "lm_head" not in k or not config.tie_word_embeddings]
@@ -153,6 +155,7 @@ def prepare_model(reference: str, models_dir: Path, *, force: bool = False, show
             progress.update(task, advance=1, description=f"prepare {reference}: verify")
             info = {
                 "reference": reference,
+                "prepare_version": PREPARE_VERSION,
                 "source": str(source),
                 "kind": kind,
                 "source_sha256": _sha256(Path(source)) if kind == "gguf" else None,
@@ -179,6 +182,13 @@ def list_prepared(models_dir: Path) -> list[dict]:
             info["path"] = str(marker.parent)
             out.append(info)
     return out
+
+
+def _current(folder: Path) -> bool:
+    try:
+        return json.loads((folder / MARKER).read_text()).get("prepare_version") == PREPARE_VERSION
+    except (OSError, ValueError):
+        return False
 
 
 def _sha256(path: Path) -> str:
