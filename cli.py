@@ -257,6 +257,33 @@ def data_export(
     console.print(f"wrote {n} {kind} rows to {out_path} ({fmt})")
 
 
+@data_app.command("stats")
+def data_stats_cmd(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Counts per round, the pairs' margin histogram and principle score distributions."""
+    from promptloop.store.stats import data_stats
+
+    rt = _rt(ctx)
+    rt.upgrade_db()
+    stats = data_stats(rt.engine)
+    if as_json:
+        _print_json(stats)
+        return
+    cols = ["candidates", "sft_accepted", "sft_rejected", "pairs", "mean_margin"]
+    t = Table("round", *cols, title="per round")
+    for r in stats["rounds"]:
+        t.add_row(r["round"], *(str(r.get(c, 0)) for c in cols))
+    out.print(t)
+    peak = max([b["pairs"] for b in stats["margin_histogram"]] + [1])
+    t = Table("margin", "pairs", "", title="margin histogram")
+    for b in stats["margin_histogram"]:
+        t.add_row(f"{b['from']:.2f}-{b['to']:.2f}", str(b["pairs"]), "#" * round(30 * b["pairs"] / peak))
+    out.print(t)
+    t = Table("round", "principle", "n", "mean", "p10", "p50", "p90", title="critic scores")
+    for p in stats["principles"]:
+        t.add_row(p["round"], p["principle"], str(p["n"]), *(f"{p[k]:.2f}" for k in ("mean", "p10", "p50", "p90")))
+    out.print(t)
+
+
 def _rewriter_template(rt: Runtime):
     """A Rewriter used only for its prompt template (no model is loaded)."""
     from promptloop.agents.rewriter import Rewriter

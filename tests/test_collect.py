@@ -191,3 +191,20 @@ def test_dpo_trainer_accepts_collected_pairs(graph_runtime, tmp_path, smollm_pat
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 2 and all(0 < x < 5 for x in losses)
     json.dumps(trainer.state.log_history)  # metrics are plain data
+
+
+def test_data_stats_after_collection(graph_runtime):
+    """Runs after the collection tests above (same session runtime): numbers match the stored rows."""
+    from promptloop.store.stats import data_stats
+
+    stats = data_stats(graph_runtime.engine)
+    rounds = {r["round"]: r for r in stats["rounds"]}
+    with Session(graph_runtime.engine) as s:
+        n_pairs = s.exec(select(func.count()).select_from(PreferencePair)).one()
+        n_sft = s.exec(select(func.count()).select_from(SFTExample)).one()
+    assert sum(r.get("pairs", 0) for r in rounds.values()) == n_pairs
+    assert sum(r.get("sft_accepted", 0) + r.get("sft_rejected", 0) for r in rounds.values()) == n_sft
+    assert sum(b["pairs"] for b in stats["margin_histogram"]) == n_pairs
+    principles = {(p["round"], p["principle"]) for p in stats["principles"]}
+    assert ("11", "accurate") in principles and ("10", "helpful") in principles
+    assert all(0 <= p["p10"] <= p["p50"] <= p["p90"] <= 1 for p in stats["principles"])
