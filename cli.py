@@ -462,7 +462,6 @@ def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round
     )
 
     from promptloop.graphs.collection import (
-        CollectContext,
         ensure_round,
         ensure_version,
         run_collection,
@@ -476,11 +475,15 @@ def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round
     round_id = ensure_round(rt.engine, round_index)
     version_id = ensure_version(rt.engine, model_version, rt.settings.base_model)
     base = vars(rt.rewrite_context(model_version=adapter, n=n))
-    cctx = CollectContext(**{**base, **{k: v for k, v in ctx_overrides.items() if v is not None}},
-                          round_id=round_id, model_version_id=version_id)
+    from promptloop.graphs.collection import CollectContext
+    from promptloop.graphs.evolve import EvolveContext
+
+    context_cls = EvolveContext if kind == "evolve" else CollectContext
+    cctx = context_cls(**{**base, **{k: v for k, v in ctx_overrides.items() if v is not None}},
+                       round_id=round_id, model_version_id=version_id)
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n, "version": model_version,
            "batch": batch_size, **{k: v for k, v in ctx_overrides.items() if v is not None}}
-    found_key = "pairs" if kind == "pairs" else "accepted"
+    found_key = {"pairs": "pairs", "sft": "accepted", "evolve": "sft_evolve"}[kind]
     totals = {"found": 0}
     cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[found]} " + found_key), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
@@ -526,6 +529,24 @@ def collect_sft(
 ) -> None:
     """VPO stage 1: rewrite, critique, refine until the principles pass, store SFT examples (and rejects)."""
     _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, max_refine_steps=max_refine_steps)
+
+
+@collect_app.command("evolve")
+def collect_evolve(
+    ctx: typer.Context,
+    split: Annotated[str, _SPLIT] = "train",
+    limit: Annotated[int | None, _LIMIT] = None,
+    round_index: Annotated[int, _ROUND] = 0,
+    model_version: Annotated[str, _VERSION] = "base",
+    batch_size: Annotated[int, _BATCH] = 16,
+    generations: Annotated[int, typer.Option(min=1, max=50, help="Generations (Prompt-A-Video uses about 8)")] = 3,
+    population: Annotated[int, typer.Option(min=2, max=64, help="Individuals kept per prompt (elitism)")] = 4,
+    offspring: Annotated[int, typer.Option(min=1, max=64, help="New prompts written per generation")] = 4,
+    top_k: Annotated[int, typer.Option(min=1, help="Best individuals per prompt that become SFT examples")] = 1,
+) -> None:
+    """Prompt-A-Video stage 1: evolve rewrites by LLM mutation/crossover with reward fitness; top ones to SFT."""
+    _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size,
+             generations=generations, population=population, offspring=offspring, top_k=top_k)
 
 
 @collect_app.command("pairs")

@@ -93,11 +93,12 @@ class Runtime:
         return build_rewrite_graph(self.rewrite_agents(), checkpointer=self.checkpointer)
 
     def collect_graph(self, kind: str):
-        """The checkpointed collection graph for ``kind`` ('sft' or 'pairs')."""
+        """The checkpointed collection graph for ``kind`` ('sft', 'pairs' or 'evolve')."""
         from promptloop.graphs.collect_pairs import build_collect_pairs_graph
         from promptloop.graphs.collect_sft import build_collect_sft_graph
+        from promptloop.graphs.evolve import build_evolve_graph
 
-        builders = {"sft": build_collect_sft_graph, "pairs": build_collect_pairs_graph}
+        builders = {"sft": build_collect_sft_graph, "pairs": build_collect_pairs_graph, "evolve": build_evolve_graph}
         if kind not in builders:
             from promptloop.errors import PromptloopError
 

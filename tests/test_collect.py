@@ -208,3 +208,34 @@ def test_data_stats_after_collection(graph_runtime):
     principles = {(p["round"], p["principle"]) for p in stats["principles"]}
     assert ("11", "accurate") in principles and ("10", "helpful") in principles
     assert all(0 <= p["p10"] <= p["p50"] <= p["p90"] <= 1 for p in stats["principles"])
+
+
+def test_evolution_keeps_the_best_and_stores_lineage(graph_runtime):
+    from promptloop.graphs.evolve import EvolveContext
+
+    rt = graph_runtime
+    prompts = _prompts(rt, ["a hummingbird drinking from a flower", "a steam train crossing a bridge"])
+    base = vars(rt.rewrite_context(n=3))
+    ctx = EvolveContext(**base, round_id=ensure_round(rt.engine, 12),
+                        model_version_id=ensure_version(rt.engine, "base", rt.settings.base_model),
+                        generations=2, population=3, offspring=2)
+    graph = rt.collect_graph("evolve")
+    report = run_collection(graph, "evolve", prompts, ctx, round_index=12, batch_size=2, key={"t": "evolve"})
+    assert report.stored["sft_evolve"] == 2
+    items = graph.get_state({"configurable": {"thread_id": report.thread_ids[0]}}).values["items"]
+    for it in items:
+        h = it["history"]
+        assert len(h) == 3 and all(b >= a for a, b in zip(h, h[1:], strict=False))  # elitism: never decreases
+        assert len(it["population"]) <= 3 and len(it["archive"]) > len(it["population"]) - 1
+    with Session(rt.engine) as s:
+        cands = s.exec(select(Candidate).where(Candidate.round_id == ctx.round_id)).all()
+        assert all(c.origin == "evolve" for c in cands)
+        children = [c for c in cands if c.lineage["generation"] >= 1]
+        assert children and all(c.lineage["parents"] and c.lineage["op"] in ("mutation", "crossover") for c in children)
+        ids = {c.id for c in cands}
+        assert all(p in ids for c in children for p in c.lineage["parents"])
+        sft = s.exec(select(SFTExample).where(SFTExample.round_id == ctx.round_id)).all()
+        assert {e.source for e in sft} == {"evolve"}
+        for e in sft:
+            best = max(it["history"][-1] for it in items if it["prompt"] == s.get(Prompt, e.prompt_id).text)
+            assert e.critique_trail[0]["fitness"] == pytest.approx(best)
