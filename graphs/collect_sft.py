@@ -19,8 +19,7 @@ GRAPH_NAME = "collect_sft"
 
 def persist_sft(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: CollectContext) -> dict[str, int]:
     counts = {"accepted": 0, "rejected": 0, "candidates": 0}
-    sampling = {"n": ctx.n, "temperature": ctx.temperature, "top_p": ctx.top_p, "seed": ctx.seed,
-                "max_new_tokens": ctx.max_new_tokens}
+    sampling = ctx.sampling_record()
     with session_scope(engine) as s:
         for item, pid in zip(items, prompt_ids, strict=True):
             store_input_verdict(s, item, pid)

@@ -39,6 +39,11 @@ class CollectContext(RewriteContext):
     rule: str = "margin"
     max_pairs_per_prompt: int = 1
 
+    def sampling_record(self) -> dict:
+        """How candidates were sampled, stored with each one as provenance."""
+        return {"n": self.n, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
+                "max_new_tokens": self.max_new_tokens}
+
 
 class CollectState(TypedDict, total=False):
     items: list[Item]

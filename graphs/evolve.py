@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from promptloop.agents.judge import JudgeInput
 from promptloop.agents.rewriter import clean_rewrite, template
 from promptloop.graphs.collection import CollectContext, CollectState
-from promptloop.graphs.persist import store_input_verdict
+from promptloop.graphs.persist import store_input_verdict, store_scores
 from promptloop.graphs.rewrite import REFUSAL, RewriteAgents, _once
 from promptloop.graphs.tracing import traced
 from promptloop.store import repository as repo
@@ -166,13 +166,7 @@ def persist_evolution(engine: Engine, items: list[dict], prompt_ids: list[int], 
                                                    lineage=lineage)
                 ids[ind["text"]] = cand.id
                 counts["individuals"] += created
-                k, r = ind["critique"], ind["reward"]
-                repo.add_critique(s, cand.id, k.get("critic_id", "principle-critic-v1"), harmless=k["harmless"],
-                                  accurate=k["accurate"], helpful=k["helpful"], issues=k.get("issues", []),
-                                  suggestion=k.get("suggestion"), fallback=k.get("fallback", False))
-                for dim, v in r["dimensions"].items():
-                    repo.add_reward(s, r.get("judge", "reward-judge-v1"), dim, v, candidate_id=cand.id)
-                repo.add_reward(s, r.get("judge", "reward-judge-v1"), "total", r["total"], candidate_id=cand.id)
+                store_scores(s, cand.id, ind["critique"], ind["reward"])
             for ind in sorted(it["population"], key=_fitness, reverse=True)[: ctx.top_k]:
                 _, created = repo.add_sft_example(
                     s, pid, ind["text"], status="accepted", source="evolve", candidate_id=ids[ind["text"]],

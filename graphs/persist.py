@@ -17,16 +17,22 @@ def store_candidates(s: Session, item: Item, prompt_id: int, *, round_id: int | 
                                   strict=False):
         cand, _ = repo.add_candidate(s, prompt_id, text, model_version_id=version_id, round_id=round_id,
                                      origin="refine" if text in refined else "sample", sampling_params=sampling)
-        repo.add_critique(s, cand.id, crit.get("critic_id", "principle-critic-v1"), harmless=crit["harmless"],
-                          accurate=crit["accurate"], helpful=crit["helpful"], issues=crit.get("issues", []),
-                          suggestion=crit.get("suggestion"), fallback=crit.get("fallback", False))
-        judge = reward.get("judge", "reward-judge-v1")
-        for dim, score in reward.get("dimensions", {}).items():
-            repo.add_reward(s, judge, dim, score, candidate_id=cand.id)
-        repo.add_reward(s, judge, "total", reward["total"], candidate_id=cand.id,
-                        details={"weights": reward.get("weights", {})})
+        store_scores(s, cand.id, crit, reward)
         ids.append(cand.id)
     return ids
+
+
+def store_scores(s: Session, candidate_id: int, critique: dict, reward: dict) -> None:
+    """A candidate's critique, each reward dimension, and the weighted total (as dimension 'total')."""
+    repo.add_critique(s, candidate_id, critique.get("critic_id", "principle-critic-v1"),
+                      harmless=critique["harmless"], accurate=critique["accurate"], helpful=critique["helpful"],
+                      issues=critique.get("issues", []), suggestion=critique.get("suggestion"),
+                      fallback=critique.get("fallback", False))
+    judge = reward.get("judge", "reward-judge-v1")
+    for dim, score in reward.get("dimensions", {}).items():
+        repo.add_reward(s, judge, dim, score, candidate_id=candidate_id)
+    repo.add_reward(s, judge, "total", reward["total"], candidate_id=candidate_id,
+                    details={"weights": reward.get("weights", {})})
 
 
 def store_input_verdict(s: Session, item: Item, prompt_id: int) -> None:
