@@ -44,7 +44,8 @@ ASPECT_CUES: dict[str, tuple[str, ...]] = {
 
 META_PATTERNS = re.compile(
     r"(here(?:'s| is| are) (?:the|a|an|your)|as an ai|i cannot|i can't|sure[,!]|rewritten prompt|"
-    r"video prompt:|prompt:|\bnote:|i hope|let me know)", re.IGNORECASE)
+    r"video prompt:|prompt:|\bnote:|i hope|let me know|\bthe user (?:requested|asked|wants|wanted)\b|"
+    r"\bthis (?:video|prompt|request) (?:is|was)\b|\bthe (?:request|prompt) (?:is|was) (?:to|about)\b)", re.IGNORECASE)
 
 
 def words(text: str) -> list[str]:

@@ -174,3 +174,12 @@ def test_llm_guard_layer_adds_what_the_other_layers_miss(embedder):
     assert with_llm.check("a boxing match").safe
     off = SafetyGuard(embedder, GuardConfig(use_llm=False), llm=JudgingModel())
     assert off.llm is None and off.check(text).safe
+
+
+@pytest.mark.parametrize("text", ["The user requested a video about a red car on a road.",
+                                  "This video is a celebration of a red car.", "Here is your prompt: a red car"])
+def test_narration_about_the_request_counts_as_meta_text(text):
+    from promptloop.agents.text_checks import has_meta_text
+
+    assert has_meta_text(text)
+    assert not has_meta_text("A red sports car climbs a mountain road at golden hour, tracking shot.")
