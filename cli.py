@@ -315,8 +315,8 @@ def _resume_point(out_path: Path, prompts: list[str]) -> int:
     return done
 
 
-def _append_jsonl(out_path: Path, rows: list[dict], keep: int) -> None:
-    """Rewrite the file with the first ``keep`` valid lines plus ``rows``, atomically."""
+def _write_jsonl(out_path: Path, rows: list[dict], keep: int) -> None:
+    """Atomically rewrite the file as its first ``keep`` lines plus ``rows`` (run once per command)."""
     import os
     import tempfile
 
@@ -326,11 +326,17 @@ def _append_jsonl(out_path: Path, rows: list[dict], keep: int) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         for line in old:
             fh.write(line + "\n")
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+        _write_rows(fh, rows)
     os.replace(tmp, out_path)
+
+
+def _write_rows(fh, rows: list[dict]) -> None:  # noqa: ANN001
+    """Whole lines, flushed to disk: a crash can cut at most the last line, which resume discards."""
+    import os
+
+    fh.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 @app.command()
@@ -371,14 +377,15 @@ def rewrite(
         start = _resume_point(out_path, lines)
         if start:
             console.print(f"{out_path}: {start} of {len(lines)} already done, continuing")
+        _write_jsonl(out_path, [], keep=start)  # drop a line a crash may have cut short, once
         cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*cols, console=console) as progress:
+        with Progress(*cols, console=console) as progress, out_path.open("a", encoding="utf-8") as fh:
             task = progress.add_task("rewriting", total=len(lines), completed=start)
             for i in range(start, len(lines), batch_size):
                 chunk = lines[i:i + batch_size]
                 results = rewrite_many(chunk, runtime=rt, model_version=model_version, **overrides)
-                _append_jsonl(out_path, [r.model_dump(include=_LINE_KEYS) for r in results], keep=i)
+                _write_rows(fh, [r.model_dump(include=_LINE_KEYS) for r in results])
                 progress.advance(task, len(chunk))
         console.print(f"wrote {len(lines)} results to {out_path}")
         return
@@ -427,7 +434,7 @@ def guard(
         verdicts = []
         for i in range(0, len(lines), 64):
             verdicts += rt.guard.check_many(lines[i:i + 64])
-        _append_jsonl(out_path, [_verdict_row(v) for v in verdicts], keep=0)
+        _write_jsonl(out_path, [_verdict_row(v) for v in verdicts], keep=0)
         flagged = sum(not v.safe for v in verdicts)
         console.print(f"{len(verdicts)} verdicts written to {out_path}: {flagged} unsafe")
         return

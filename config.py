@@ -154,6 +154,16 @@ class Settings(BaseSettings):
     def checkpoints_path(self) -> Path:
         return self.home / "checkpoints.sqlite"
 
+    def append_report(self, name: str, row: dict) -> Path:
+        """Append one JSON line to ``reports/<name>.jsonl`` (benchmarks keep their history there)."""
+        import json
+
+        self.reports_dir.mkdir(parents=True, exist_ok=True)
+        path = self.reports_dir / f"{name}.jsonl"
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, default=str) + "\n")
+        return path
+
     def ensure_home(self) -> Path:
         for d in (self.home, self.models_dir, self.adapters_dir, self.videos_dir, self.reports_dir):
             d.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,11 @@ class Runtime:
         return make_engine(self.settings.database_url)
 
     def upgrade_db(self) -> str | None:
+        """Migrate to head once per Runtime; every command and graph calls this, only the first does work."""
+        return self._db_revision
+
+    @cached_property
+    def _db_revision(self) -> str | None:
         from promptloop.store.migrate import upgrade
 
         return upgrade(self.engine)

@@ -60,9 +60,7 @@ def main() -> None:
     result = {"bench": "collect_pairs", "prompts": len(prompts), "n": args.n, "max_new_tokens": args.max_new_tokens,
               "batched_s": round(t_batched, 1), "one_at_a_time_s": round(t_single, 1),
               "speedup": round(t_single / t_batched, 2), "batched_rows": stored_b, "one_at_a_time_rows": stored_s}
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.reports_dir / "bench_collect_pairs.jsonl").open("a") as fh:
-        fh.write(json.dumps(result) + "\n")
+    settings.append_report("bench_collect_pairs", result)
     print(json.dumps(result, indent=2))
     print(f"\nbatched {t_batched:.1f}s vs one prompt at a time {t_single:.1f}s: {t_single / t_batched:.2f}x")
 

@@ -57,9 +57,7 @@ def main() -> None:
         "completions": sum(len(b) for b in batched), "completions_single": sum(len(s) for s in single),
         "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
     }
-    settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    with (settings.reports_dir / "bench_generation.jsonl").open("a") as fh:
-        fh.write(json.dumps(result) + "\n")
+    settings.append_report("bench_generation", result)
     print(json.dumps(result, indent=2))
     print(f"\nbatched {t_batched:.1f}s vs one-at-a-time {t_single:.1f}s: {t_single / t_batched:.2f}x")
 

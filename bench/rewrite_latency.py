@@ -53,9 +53,7 @@ def main() -> None:
                        for k, v in per_node.items()},
         "critic_llm_breaker_open": rt.critic.breaker_open,
     }
-    rt.settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    with (rt.settings.reports_dir / "bench_rewrite.jsonl").open("a") as fh:
-        fh.write(json.dumps(summary) + "\n")
+    rt.settings.append_report("bench_rewrite", summary)
     print(json.dumps(summary, indent=2))
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 
 from promptloop.agents.critic import Critique, Thresholds
 from promptloop.graphs.collection import CollectContext, build_collect_graph
-from promptloop.graphs.persist import store_candidates, store_input_verdict
+from promptloop.graphs.persist import store_item
 from promptloop.graphs.rewrite import Item
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
@@ -69,15 +69,12 @@ def select_pairs(rewards: list[dict], critiques: list[dict], *, rule: str = "mar
 
 def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: CollectContext) -> dict[str, int]:
     counts = {"pairs": 0, "skipped_prompts": 0, "candidates": 0}
-    sampling = ctx.sampling_record()
     with session_scope(engine) as s:
         for item, pid in zip(items, prompt_ids, strict=True):
-            store_input_verdict(s, item, pid)
-            if item.get("refused") and not item.get("candidates"):
+            ids = store_item(s, item, pid, ctx)
+            if not ids:  # blocked by the guard: nothing was sampled
                 counts["skipped_prompts"] += 1
                 continue
-            ids = store_candidates(s, item, pid, round_id=ctx.round_id, version_id=ctx.model_version_id,
-                                   sampling=sampling)
             counts["candidates"] += len(ids)
             choices = select_pairs(item["rewards"], item["critiques"], rule=ctx.rule, margin=ctx.margin,
                                    thresholds=ctx.thresholds, max_pairs=ctx.max_pairs_per_prompt)

@@ -9,7 +9,7 @@ from sqlalchemy.engine import Engine
 
 from promptloop.agents.critic import Critique
 from promptloop.graphs.collection import CollectContext, build_collect_graph
-from promptloop.graphs.persist import store_candidates, store_input_verdict
+from promptloop.graphs.persist import store_item
 from promptloop.graphs.rewrite import Item
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
@@ -19,12 +19,9 @@ GRAPH_NAME = "collect_sft"
 
 def persist_sft(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: CollectContext) -> dict[str, int]:
     counts = {"accepted": 0, "rejected": 0, "candidates": 0}
-    sampling = ctx.sampling_record()
     with session_scope(engine) as s:
         for item, pid in zip(items, prompt_ids, strict=True):
-            store_input_verdict(s, item, pid)
-            cand_ids = store_candidates(s, item, pid, round_id=ctx.round_id, version_id=ctx.model_version_id,
-                                        sampling=sampling)
+            cand_ids = store_item(s, item, pid, ctx)
             counts["candidates"] += len(cand_ids)
             trail = list(item.get("trail", []))
             if item.get("refused") and not item.get("candidates"):

@@ -22,7 +22,7 @@ from langgraph.runtime import Runtime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from promptloop.graphs.rewrite import Item, RewriteAgents, RewriteContext, build_rewrite_graph
+from promptloop.graphs.rewrite import Item, RewriteAgents, RewriteContext, build_rewrite_graph, lazy_agents
 from promptloop.graphs.tracing import traced
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
@@ -56,15 +56,15 @@ PersistFn = Callable[[Engine, list[Item], list[int], CollectContext], dict[str, 
 
 def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteAgents], engine: Engine,
                         persist: PersistFn, *, checkpointer: Any = None):
-    inner = build_rewrite_graph(agents, name=f"{name}.rewrite")  # inherits the parent's checkpointer
-    provider = agents if callable(agents) else (lambda: agents)
+    get = lazy_agents(agents)  # one set of agents for the subgraph and the persist node
+    inner = build_rewrite_graph(get, name=f"{name}.rewrite")  # inherits the parent's checkpointer
 
     def persist_node(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
         return {"stored": persist(engine, state["items"], state["prompt_ids"], runtime.context)}
 
     g = StateGraph(CollectState, context_schema=CollectContext)
     g.add_node("rewrite", inner)
-    g.add_node("persist", traced(lambda: provider().recorder, name, "persist", persist_node))
+    g.add_node("persist", traced(lambda: get().recorder, name, "persist", persist_node))
     g.add_edge(START, "rewrite")
     g.add_edge("rewrite", "persist")
     g.add_edge("persist", END)

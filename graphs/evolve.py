@@ -26,7 +26,7 @@ from promptloop.agents.judge import JudgeInput
 from promptloop.agents.rewriter import clean_rewrite, template
 from promptloop.graphs.collection import CollectContext, CollectState
 from promptloop.graphs.persist import store_input_verdict, store_scores
-from promptloop.graphs.rewrite import REFUSAL, RewriteAgents, _once
+from promptloop.graphs.rewrite import REFUSAL, RewriteAgents, lazy_agents
 from promptloop.graphs.tracing import traced
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
@@ -49,7 +49,7 @@ def _fitness(ind: dict) -> float:
 
 def build_evolve_graph(agents: RewriteAgents | Callable[[], RewriteAgents], engine: Engine, *,
                        checkpointer: Any = None, name: str = GRAPH_NAME):
-    get = _once(agents if callable(agents) else (lambda: agents))
+    get = lazy_agents(agents)
     mutate_tmpl, cross_tmpl = template("evolve_mutate.txt"), template("evolve_crossover.txt")
 
     def score(items: list[dict]) -> None:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlmodel import Session
 
 from promptloop.graphs.rewrite import Item
 from promptloop.store import repository as repo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from promptloop.graphs.collection import CollectContext
+
+
+def store_item(s: Session, item: Item, prompt_id: int, ctx: CollectContext) -> list[int]:
+    """One prompt's input verdict and all its scored candidates, with the collection's provenance."""
+    store_input_verdict(s, item, prompt_id)
+    return store_candidates(s, item, prompt_id, round_id=ctx.round_id, version_id=ctx.model_version_id,
+                            sampling=ctx.sampling_record())
 
 
 def store_candidates(s: Session, item: Item, prompt_id: int, *, round_id: int | None, version_id: int | None,

@@ -92,7 +92,13 @@ def _active(items: list[Item]) -> list[int]:
     return [i for i, it in enumerate(items) if not it.get("refused")]
 
 
-def _once(provider: Callable[[], RewriteAgents]) -> Callable[[], RewriteAgents]:
+def lazy_agents(agents: RewriteAgents | Callable[[], RewriteAgents]) -> Callable[[], RewriteAgents]:
+    """A thread-safe getter that builds the agents on first use (or returns the instance given)."""
+    if not callable(agents):
+        return lambda: agents
+    if getattr(agents, "_promptloop_once", False):
+        return agents
+    provider = agents
     lock = threading.Lock()
     box: list[RewriteAgents] = []
 
@@ -102,6 +108,7 @@ def _once(provider: Callable[[], RewriteAgents]) -> Callable[[], RewriteAgents]:
                 box.append(provider())
             return box[0]
 
+    get._promptloop_once = True  # type: ignore[attr-defined]
     return get
 
 
@@ -113,7 +120,7 @@ def build_rewrite_graph(agents: RewriteAgents | Callable[[], RewriteAgents], *, 
     are then built on the first node call, in a worker thread, which keeps
     graph construction instant and off a server's event loop.
     """
-    get = _once(agents if callable(agents) else (lambda: agents))
+    get = lazy_agents(agents)
 
     def guard_input(state: RewriteState) -> dict:
         items = [dict(it) for it in state["items"]]

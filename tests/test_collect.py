@@ -34,7 +34,8 @@ def _prompts(rt, texts: list[str], split: str = "train") -> list[Prompt]:
 
 
 def _ctx(rt, round_index: int, **kw) -> CollectContext:
-    base = vars(rt.rewrite_context(n=kw.pop("n", 2), max_refine_steps=kw.pop("max_refine_steps", 1)))
+    base = vars(rt.rewrite_context(n=kw.pop("n", 2), max_refine_steps=kw.pop("max_refine_steps", 1),
+                                   max_new_tokens=kw.pop("max_new_tokens", None)))
     return CollectContext(**base, round_id=ensure_round(rt.engine, round_index),
                           model_version_id=ensure_version(rt.engine, "base", rt.settings.base_model), **kw)
 
@@ -239,3 +240,22 @@ def test_evolution_keeps_the_best_and_stores_lineage(graph_runtime):
         for e in sft:
             best = max(it["history"][-1] for it in items if it["prompt"] == s.get(Prompt, e.prompt_id).text)
             assert e.critique_trail[0]["fitness"] == pytest.approx(best)
+
+
+def test_collect_graph_builds_lazy_agents_once(graph_runtime):
+    """A factory passed for the agents is called once, shared by the rewrite subgraph and the persist node."""
+    from promptloop.graphs.collect_pairs import build_collect_pairs_graph
+
+    rt = graph_runtime
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return rt.rewrite_agents()
+
+    graph = build_collect_pairs_graph(factory, rt.engine, checkpointer=rt.checkpointer)
+    assert calls == []  # building the graph builds no agents
+    prompts = _prompts(rt, ["a paper boat on a puddle"])
+    report = run_collection(graph, "pairs", prompts, _ctx(rt, 13, n=2, max_refine_steps=0, max_new_tokens=16),
+                            round_index=13, batch_size=1, key={"t": "lazy"})
+    assert calls == [1] and report.stored["candidates"] >= 1

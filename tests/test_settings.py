@@ -50,3 +50,13 @@ def test_explicit_config_file_and_errors(tmp_path: Path):
         Settings(rewrite={"target_words_min": 200, "target_words_max": 100})
     with pytest.raises(ValidationError, match="Extra inputs"):
         Settings(not_a_setting=1)
+
+
+def test_append_report_writes_jsonl_under_home(tmp_path: Path):
+    import json
+
+    s = Settings(home=tmp_path / "h")
+    path = s.append_report("bench_x", {"speedup": 2.0})
+    s.append_report("bench_x", {"speedup": 3.0})
+    assert path.parent == s.reports_dir
+    assert [json.loads(x)["speedup"] for x in path.read_text().splitlines()] == [2.0, 3.0]
