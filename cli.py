@@ -252,7 +252,7 @@ def data_export(
         raise UserError(f"unknown format '{fmt}'; expected jsonl or hf")
     rt = _rt(ctx)
     rt.upgrade_db()
-    rewriter = _rewriter_template(rt)
+    rewriter = rt.rewriter(with_model=False)
     n = export(rt.engine, kind, out_path, rewriter.messages_for, fmt=fmt, round_id=round_id)  # type: ignore[arg-type]
     console.print(f"wrote {n} {kind} rows to {out_path} ({fmt})")
 
@@ -282,14 +282,6 @@ def data_stats_cmd(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--
     for p in stats["principles"]:
         t.add_row(p["round"], p["principle"], str(p["n"]), *(f"{p[k]:.2f}" for k in ("mean", "p10", "p50", "p90")))
     out.print(t)
-
-
-def _rewriter_template(rt: Runtime):
-    """A Rewriter used only for its prompt template (no model is loaded)."""
-    from promptloop.agents.rewriter import Rewriter
-
-    r = rt.settings.rewrite
-    return Rewriter(model=None, min_words=r.target_words_min, max_words=r.target_words_max)  # type: ignore[arg-type]
 
 
 # --- rewrite / guard ----------------------------------------------------------------

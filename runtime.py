@@ -152,12 +152,13 @@ class Runtime:
         self.chat_model.load_adapter(row.name, row.adapter_path)
         return row.name
 
-    def rewriter(self, adapter: str | None = None):
+    def rewriter(self, adapter: str | None = None, *, with_model: bool = True):
+        """The rewriter from Settings; ``with_model=False`` gives only its prompt template (no model load)."""
         from promptloop.agents.rewriter import Rewriter
 
         r = self.settings.rewrite
-        return Rewriter(self.chat_model, min_words=r.target_words_min, max_words=r.target_words_max,
-                        adapter=adapter)
+        return Rewriter(self.chat_model if with_model else None, min_words=r.target_words_min,
+                        max_words=r.target_words_max, adapter=adapter)
 
     def sampling(self, **overrides):
         from promptloop.agents.llm.base import SamplingParams
