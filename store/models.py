@@ -230,7 +230,26 @@ class TraceEvent(SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
 
 
+class Evaluation(SQLModel, table=True):
+    """One system's metrics on one prompt set: a model version, or a baseline (raw prompts, public rewrites).
+
+    Keyed by (system, bench, prompt set, eval settings), so the loop compares a
+    new version with the champion without evaluating the champion again.
+    """
+
+    __tablename__ = "evaluations"
+    id: int | None = Field(default=None, primary_key=True)
+    system: str = Field(index=True, description="model version name, or raw | public:<name>")
+    model_version_id: int | None = Field(default=None, foreign_key="model_versions.id", index=True)
+    bench: str = Field(index=True, description="eval | vbench | redteam ...")
+    n_prompts: int
+    metrics: dict = _json({})
+    outputs_path: str | None = None
+    content_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 ALL_TABLES = [
     Prompt, Round, ModelVersion, Candidate, Critique, SafetyVerdict, Video, Reward,
-    SFTExample, PreferencePair, HumanRating, TraceEvent,
+    SFTExample, PreferencePair, HumanRating, TraceEvent, Evaluation,
 ]

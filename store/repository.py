@@ -16,6 +16,7 @@ from promptloop.store.hashing import content_hash, normalize_text, prompt_hash
 from promptloop.store.models import (
     Candidate,
     Critique,
+    Evaluation,
     ModelVersion,
     PreferencePair,
     Prompt,
@@ -118,3 +119,20 @@ def get_or_create_version(session: Session, name: str, **fields: Any) -> tuple[M
     session.add(row)
     session.flush()
     return row, True
+
+
+def evaluation_key(system: str, bench: str, prompts: list[str], eval_settings: dict) -> str:
+    return content_hash("evaluation", system, bench, [normalize_text(p) for p in prompts], eval_settings)
+
+
+def find_evaluation(session: Session, system: str, bench: str, prompts: list[str],
+                    eval_settings: dict) -> Evaluation | None:
+    key = evaluation_key(system, bench, prompts, eval_settings)
+    return session.exec(select(Evaluation).where(Evaluation.content_hash == key)).first()
+
+
+def add_evaluation(session: Session, system: str, bench: str, prompts: list[str], eval_settings: dict,
+                   **fields: Any) -> tuple[Evaluation, bool]:
+    """Same system, same prompts, same eval settings = the same evaluation (a cache hit, not a new row)."""
+    return get_or_create(session, Evaluation, evaluation_key(system, bench, prompts, eval_settings), system=system,
+                         bench=bench, n_prompts=len(prompts), **fields)

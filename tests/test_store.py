@@ -22,13 +22,13 @@ from promptloop.store.models import (
 
 
 def test_migrations_create_exactly_the_models_schema(engine):
-    assert current_revision(engine) == head_revision() == "0001"
+    assert current_revision(engine) == head_revision() == "0002"
     names = set(inspect(engine).get_table_names())
     assert {t.__tablename__ for t in ALL_TABLES} <= names
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == [], f"models and migrations disagree: {diff}"
-    assert upgrade(engine) == "0001"  # running again is a no-op
+    assert upgrade(engine) == "0002"  # running again is a no-op
 
 
 def test_sqlite_wal_and_foreign_keys(engine):
@@ -64,6 +64,8 @@ def _populate(s: Session) -> dict:
                   rejected_scores={"total": 0.5})
     s.add(HumanRating(video_id=vid.id, rater="ann", dimension="motion", score=4, rationale="smooth"))
     s.add(TraceEvent(thread_id="t1", graph="rewrite", node="guard", input={"prompt": p.text}, output={"safe": True}))
+    repo.add_evaluation(s, "r0-sft", "eval", ["a cat playing piano"], {"greedy": True}, model_version_id=v1.id,
+                        metrics={"judge_total": 0.7})
     return {"prompt": p.id, "c1": c1.id, "c2": c2.id, "v1": v1.id}
 
 

@@ -1,0 +1,119 @@
+"""Learner configurations in TRL's style: one dataclass per algorithm, loadable from YAML, overridable by flags.
+
+Only what a promptloop user tunes lives here; everything else is mapped onto
+TRL's own ``SFTConfig`` / ``DPOConfig`` by the learner, so the defaults that
+bite on CPU (bf16 on, 1e-6 DPO learning rate, gradient checkpointing) are set
+explicitly rather than inherited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from promptloop.errors import PromptloopError
+
+
+class ConfigError(PromptloopError, ValueError):
+    """A learner config file or flag that does not fit the dataclass."""
+
+
+@dataclass
+class LearnerConfig:
+    # --- data (read from the store) ---
+    round_index: int | None = None  # None = the latest round that has data of this kind
+    data_rounds: Literal["current", "all"] = "current"  # this round only, or every round up to it
+    parent: str = "champion"  # base | champion | version name: the adapter training starts from
+    name: str | None = None  # version name; default r{round}-{algorithm}[-k]
+    # --- optimisation ---
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    warmup_steps: float = 0  # a number of steps, or a fraction (< 1) of the run
+    weight_decay: float = 0.0
+    seed: int = 0
+    logging_steps: int = 1
+    save_steps: int = 25  # checkpoints a killed run resumes from
+    bf16: bool | None = None  # None = on when CUDA supports it
+    gradient_checkpointing: bool = False
+    # --- LoRA (no embed_tokens / lm_head: vLLM cannot serve adapters that change them) ---
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                      "gate_proj", "up_proj", "down_proj"])
+
+    algorithm = "base"
+
+    def __post_init__(self) -> None:
+        if self.data_rounds not in ("current", "all"):
+            raise ConfigError(f"data_rounds must be 'current' or 'all', got {self.data_rounds!r}")
+        for name in ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
+                     "lora_r", "lora_alpha"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ConfigError("set num_train_epochs > 0 or max_steps > 0")
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class SFTLearnerConfig(LearnerConfig):
+    algorithm = "sft"
+    completion_only_loss: bool = True  # learn the rewrite, not the instruction
+
+
+@dataclass
+class DPOLearnerConfig(LearnerConfig):
+    algorithm = "dpo"
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 1.0
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ConfigError(f"beta must be positive, got {self.beta!r}")
+
+
+CONFIGS: dict[str, type[LearnerConfig]] = {"sft": SFTLearnerConfig, "dpo": DPOLearnerConfig}
+
+
+def load_config(algorithm: str, path: str | Path | None = None, **overrides: Any) -> LearnerConfig:
+    """Defaults < YAML file < overrides (None = not given). Unknown keys are an error that names them."""
+    if algorithm not in CONFIGS:
+        raise ConfigError(f"unknown algorithm '{algorithm}'; expected one of {', '.join(CONFIGS)}")
+    cls = CONFIGS[algorithm]
+    values: dict[str, Any] = {}
+    if path is not None:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"learner config not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of settings, got {type(loaded).__name__}")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown {algorithm} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"bad {algorithm} config: {exc}") from None

@@ -1,0 +1,138 @@
+"""What SFT and DPO share: the policy (base + parent adapter), TRL arguments, saving and registering a version.
+
+CPU: fp32 with ``use_cpu``; CUDA: bf16 autocast when supported; the same code
+under ``accelerate launch`` for multi-GPU. A killed run resumes from its last
+Trainer checkpoint in ``adapters/.work/<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from promptloop.learners.config import LearnerConfig
+from promptloop.learners.data import TrainingData, load_training_data
+from promptloop.learners.versions import ensure_base, get_version, next_name, register
+from promptloop.store.models import ModelVersion
+
+
+@dataclass
+class TrainResult:
+    version: ModelVersion
+    metrics: dict
+    reused: bool = False
+
+
+def use_cuda(rt) -> bool:  # noqa: ANN001
+    import torch
+
+    return rt.settings.device in ("auto", "cuda") and torch.cuda.is_available()
+
+
+def trl_common_args(cfg: LearnerConfig, output_dir: Path, *, cuda: bool) -> dict[str, Any]:
+    import torch
+
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    return dict(output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
+                max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+                gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
+                warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, seed=cfg.seed,
+                logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
+                save_total_limit=1, bf16=bf16, fp16=False, use_cpu=not cuda,
+                gradient_checkpointing=cfg.gradient_checkpointing, report_to="none", disable_tqdm=False)
+
+
+def load_policy(rt, parent: ModelVersion, cfg: LearnerConfig):  # noqa: ANN001 -> (model, tokenizer, peft | None)
+    """The base model with the parent's adapter, trainable; a fresh LoRA config when the parent is the base."""
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from promptloop.agents.llm.prepare import prepare_model
+
+    path = prepare_model(rt.settings.base_model, rt.settings.models_dir).path
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    if parent.adapter_path:
+        return PeftModel.from_pretrained(model, parent.adapter_path, is_trainable=True), tok, None
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
+    return model, tok, lora
+
+
+def summarize_log(log_history: list[dict]) -> dict:
+    steps = [h for h in log_history if "loss" in h]
+    out: dict[str, Any] = {"loss_curve": [[h.get("step"), round(h["loss"], 5)] for h in steps]}
+    if steps:
+        out["first_loss"], out["last_loss"] = round(steps[0]["loss"], 5), round(steps[-1]["loss"], 5)
+        for key in ("rewards/accuracies", "rewards/margins", "mean_token_accuracy"):
+            vals = [h[key] for h in steps if key in h]
+            if vals:
+                out[f"last_{key.replace('/', '_')}"] = round(vals[-1], 5)
+    final = [h for h in log_history if "train_loss" in h]
+    if final:
+        out["train_loss"] = round(final[-1]["train_loss"], 5)
+        out["train_runtime_s"] = round(final[-1].get("train_runtime", 0.0), 2)
+    return out
+
+
+def _save_adapter(model, final: Path) -> None:  # noqa: ANN001
+    """Only the trained adapter ('default'), never TRL's frozen 'ref' copy; temp folder then rename."""
+    tmp = final.parent / f".{final.name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(str(tmp), selected_adapters=["default"])
+    os.replace(tmp, final)
+
+
+def train(rt, cfg: LearnerConfig, build_trainer, *, data: TrainingData | None = None) -> TrainResult:  # noqa: ANN001
+    """Read the data, train from the parent, save the adapter, register a candidate version.
+
+    ``build_trainer(model, tokenizer, peft_config, dataset, args_common)`` returns a TRL trainer.
+    With an explicit ``cfg.name`` that is already registered, nothing is trained again (the loop's resume).
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from promptloop.learners.data import to_dataset
+
+    rt.upgrade_db()
+    algo = cfg.algorithm
+    if cfg.name:
+        try:
+            existing = get_version(rt.engine, cfg.name)
+        except LookupError:
+            existing = None
+        if existing is not None and existing.adapter_path and Path(existing.adapter_path).is_dir():
+            return TrainResult(existing, existing.metrics, reused=True)
+    ensure_base(rt.engine, rt.settings.base_model)
+    parent = get_version(rt.engine, cfg.parent)
+    if data is None:
+        data = load_training_data(rt.engine, algo, rt.rewriter(with_model=False).messages_for,
+                                  round_index=cfg.round_index, scope=cfg.data_rounds)
+    name = cfg.name or next_name(rt.engine, f"r{data.round_index}-{algo}")
+    adapters = rt.settings.adapters_dir
+    adapters.mkdir(parents=True, exist_ok=True)
+    work, final = adapters / ".work" / name, adapters / name
+    if final.exists():
+        raise FileExistsError(f"adapter folder {final} exists but no version '{name}' is registered; "
+                              "remove the folder or pick another --name")
+    model, tok, peft_config = load_policy(rt, parent, cfg)
+    cuda = use_cuda(rt)
+    trainer = build_trainer(model, tok, peft_config, to_dataset(data, algo), trl_common_args(cfg, work, cuda=cuda))
+    t0 = time.perf_counter()
+    last = get_last_checkpoint(str(work)) if work.is_dir() else None
+    trainer.train(resume_from_checkpoint=last)
+    metrics = {**summarize_log(trainer.state.log_history), "global_step": trainer.state.global_step,
+               "wall_s": round(time.perf_counter() - t0, 2), "device": "cuda" if cuda else "cpu",
+               "resumed_from": Path(last).name if last else None, "config": cfg.to_dict()}
+    _save_adapter(trainer.model, final)
+    version = register(rt.engine, name=name, base_model=rt.settings.base_model, adapter_path=str(final),
+                       parent_id=parent.id, algorithm=algo, round_index=data.round_index, metrics=metrics,
+                       data_provenance={**data.provenance, "parent": parent.name})
+    shutil.rmtree(work, ignore_errors=True)
+    return TrainResult(version, metrics)

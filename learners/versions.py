@@ -1,0 +1,88 @@
+"""Rewriter model versions: naming, parents, registration and promotion.
+
+A version is an adapter folder plus a row; rows are only ever added, and a
+version's adapter folder is written once (temp folder, then rename), so an
+earlier version can always be loaded exactly as it was evaluated.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from promptloop.errors import PromptloopError
+from promptloop.store.engine import session_scope
+from promptloop.store.models import ModelVersion, Round, VersionStatus
+
+
+class UnknownVersion(PromptloopError, LookupError):
+    pass
+
+
+def ensure_base(engine: Engine, base_model: str) -> ModelVersion:
+    from promptloop.graphs.collection import ensure_version
+
+    ensure_version(engine, "base", base_model)
+    return get_version(engine, "base")
+
+
+def get_version(engine: Engine, name: str) -> ModelVersion:
+    """By name, or 'champion' for the current champion (the base model until something is promoted)."""
+    with Session(engine) as s:
+        if name == "champion":
+            row = champion(s)
+        else:
+            row = s.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
+            if row is None and name.isdigit():
+                row = s.get(ModelVersion, int(name))
+        if row is None:
+            known = ", ".join(s.exec(select(ModelVersion.name)).all()) or "none yet"
+            raise UnknownVersion(f"unknown model version '{name}' (known: {known})")
+        return row
+
+
+def champion(s: Session) -> ModelVersion | None:
+    return s.exec(select(ModelVersion).where(ModelVersion.status == VersionStatus.champion)
+                  .order_by(ModelVersion.id.desc())).first()
+
+
+def next_name(engine: Engine, stem: str) -> str:
+    with Session(engine) as s:
+        taken = set(s.exec(select(ModelVersion.name).where(ModelVersion.name.startswith(stem))).all())
+    if stem not in taken:
+        return stem
+    k = 2
+    while f"{stem}-{k}" in taken:
+        k += 1
+    return f"{stem}-{k}"
+
+
+def register(engine: Engine, *, name: str, base_model: str, adapter_path: str, parent_id: int | None,
+             algorithm: str, round_index: int, metrics: dict, data_provenance: dict) -> ModelVersion:
+    with session_scope(engine) as s:
+        if s.exec(select(ModelVersion).where(ModelVersion.name == name)).first() is not None:
+            raise PromptloopError(f"model version '{name}' exists already; versions are never overwritten")
+        rnd = s.exec(select(Round).where(Round.index == round_index)).first()
+        row = ModelVersion(name=name, base_model=base_model, adapter_path=adapter_path, parent_id=parent_id,
+                           algorithm=algorithm, round_id=rnd.id if rnd else None, status=VersionStatus.candidate,
+                           metrics=metrics, data_provenance=data_provenance)
+        s.add(row)
+        s.flush()
+        s.refresh(row)
+        s.expunge(row)
+        return row
+
+
+def set_status(engine: Engine, name: str, status: VersionStatus, *, note: dict | None = None) -> None:
+    """Promotion demotes the old champion to archived in the same transaction: there is always one champion."""
+    with session_scope(engine) as s:
+        row = s.exec(select(ModelVersion).where(ModelVersion.name == name)).one()
+        if status == VersionStatus.champion:
+            for old in s.exec(select(ModelVersion).where(ModelVersion.status == VersionStatus.champion)):
+                if old.id != row.id:
+                    old.status = VersionStatus.archived
+                    s.add(old)
+        row.status = status
+        if note:
+            row.metrics = {**row.metrics, "decision": note}
+        s.add(row)

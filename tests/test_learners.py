@@ -1,0 +1,148 @@
+"""Learners on the embedded SmolLM2: real TRL SFT/DPO steps with LoRA, versions registered and loadable."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from promptloop.config import Settings
+from promptloop.graphs.collection import ensure_round
+from promptloop.learners.config import ConfigError, DPOLearnerConfig, SFTLearnerConfig, load_config
+from promptloop.learners.data import NothingToTrain
+from promptloop.runtime import Runtime
+from promptloop.store import repository as repo
+from promptloop.store.engine import session_scope
+from promptloop.store.models import VersionStatus
+
+SFT_DATA = [
+    ("a cat playing piano", "A fluffy orange cat sits on a wooden bench and presses the keys of a grand piano with "
+     "its paws, warm lamp light, close-up, slow dolly in, cosy living room, soft film look."),
+    ("fog in a pine forest", "Thick morning fog drifts between tall pine trees in a quiet forest, pale sunrise "
+     "light through the branches, slow aerial push forward, muted green tones, calm and cinematic."),
+    ("a red sports car on a mountain road", "A glossy red sports car speeds along a winding mountain road, golden "
+     "hour light, tracking shot from a drone, rocky cliffs and valleys, crisp realistic detail."),
+    ("a child flying a kite", "A young child runs across a grassy hill holding the string of a bright yellow kite, "
+     "windy afternoon, wide shot, clouds moving fast, warm natural colours, joyful mood."),
+]
+REJECTED = ["cat piano", "The user wants a video. Here is a prompt: fog.", "car", "kite kite kite kite kite"]
+
+
+def _seed(rt: Runtime) -> None:
+    rt.upgrade_db()
+    r0, r1 = ensure_round(rt.engine, 0), ensure_round(rt.engine, 1)
+    with session_scope(rt.engine) as s:
+        for (prompt, target), bad in zip(SFT_DATA, REJECTED, strict=True):
+            p, _ = repo.add_prompt(s, prompt)
+            repo.add_sft_example(s, p.id, target, round_id=r0)
+            c, _ = repo.add_candidate(s, p.id, target, round_id=r1)
+            r, _ = repo.add_candidate(s, p.id, bad, round_id=r1)
+            repo.add_pair(s, p.id, c.id, r.id, margin=0.5, round_id=r1)
+
+
+@pytest.fixture(scope="module")
+def learn_rt(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Runtime:
+    rt = Runtime(Settings(home=tmp_path_factory.mktemp("learn_home"), base_model=str(smollm_path), device="cpu"))
+    _seed(rt)
+    return rt
+
+
+def _weights(folder: str) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(folder) / "adapter_model.safetensors"))
+
+
+def _digest(folder: str) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(Path(folder).iterdir()))).hexdigest()
+
+
+def _logits(path: Path, adapter: str | None) -> torch.Tensor:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    if adapter:
+        model = PeftModel.from_pretrained(model, adapter)
+    with torch.no_grad():
+        return model(**tok("a cat playing piano", return_tensors="pt")).logits
+
+
+def test_sft_trains_lora_and_registers_a_loadable_version(learn_rt, smollm_path):
+    from promptloop.learners.sft import train_sft
+
+    res = train_sft(learn_rt, SFTLearnerConfig(max_steps=2, per_device_train_batch_size=2, round_index=0,
+                                               learning_rate=1e-3))
+    v = res.version
+    assert (v.name, v.algorithm, v.status) == ("r0-sft", "sft", VersionStatus.candidate)
+    assert v.data_provenance["parent"] == "base" and v.data_provenance["rows"] == len(SFT_DATA)
+    assert v.metrics["global_step"] == 2 and len(v.metrics["loss_curve"]) == 2
+    w = _weights(v.adapter_path)
+    lora_b = [t for k, t in w.items() if "lora_B" in k]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # LoRA B starts at zero: training moved it
+    assert not any("embed_tokens" in k or "lm_head" in k for k in w)  # servable by vLLM
+    assert not (Path(learn_rt.settings.adapters_dir) / ".work" / v.name).exists()
+    # Loadable: the adapter changes the model's output, and the rewriter can switch to it by name.
+    assert (_logits(smollm_path, v.adapter_path) - _logits(smollm_path, None)).abs().max() > 1e-4
+    assert learn_rt.resolve_model_version(v.name) == v.name
+
+
+def test_dpo_reference_is_the_parent_and_parent_is_untouched(learn_rt):
+    from promptloop.learners.dpo import train_dpo
+    from promptloop.learners.versions import get_version
+
+    parent = get_version(learn_rt.engine, "r0-sft")
+    before = _digest(parent.adapter_path)
+    res = train_dpo(learn_rt, DPOLearnerConfig(max_steps=2, per_device_train_batch_size=2, round_index=1,
+                                               parent="r0-sft", learning_rate=1e-3))
+    v = res.version
+    assert (v.name, v.algorithm, v.parent_id) == ("r1-dpo", "dpo", parent.id)
+    assert v.data_provenance["rows"] == len(SFT_DATA) and v.data_provenance["mean_margin"] == 0.5
+    # At step 1 the policy equals its reference, so the sigmoid DPO loss is exactly ln 2: the reference is the
+    # parent adapter (against the base model the first loss would differ).
+    assert math.isclose(v.metrics["loss_curve"][0][1], math.log(2), abs_tol=1e-3)
+    new, old = _weights(v.adapter_path), _weights(parent.adapter_path)
+    assert set(new) == set(old)  # only the trained adapter is saved, not TRL's 'ref' copy
+    assert any(not torch.equal(new[k], old[k]) for k in new)
+    assert _digest(parent.adapter_path) == before  # earlier versions are never modified
+
+
+def test_same_name_is_not_trained_twice_and_auto_names_increment(learn_rt):
+    from promptloop.learners.sft import train_sft
+
+    again = train_sft(learn_rt, SFTLearnerConfig(name="r0-sft", max_steps=1, round_index=0))
+    assert again.reused and again.version.name == "r0-sft"
+    nxt = train_sft(learn_rt, SFTLearnerConfig(max_steps=1, round_index=0, per_device_train_batch_size=4))
+    assert nxt.version.name == "r0-sft-2" and not nxt.reused
+
+
+def test_config_yaml_flags_and_errors(tmp_path):
+    f = tmp_path / "dpo.yaml"
+    f.write_text("beta: 0.3\nlearning_rate: 1.0e-5\nmax_steps: 7\n")
+    cfg = load_config("dpo", f, max_steps=3, parent=None)
+    assert (cfg.beta, cfg.learning_rate, cfg.max_steps, cfg.parent) == (0.3, 1e-5, 3, "champion")
+    assert load_config("sft").learning_rate == 2e-4
+    f.write_text("betta: 0.3\n")
+    with pytest.raises(ConfigError, match="unknown dpo setting.*betta"):
+        load_config("dpo", f)
+    with pytest.raises(ConfigError, match="beta must be positive"):
+        load_config("dpo", beta=0)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("sft", tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="unknown algorithm"):
+        load_config("ppo")
+
+
+def test_nothing_to_train_names_the_round(settings, smollm_path):
+    from promptloop.learners.sft import train_sft
+
+    rt = Runtime(settings.model_copy(update={"base_model": str(smollm_path)}))
+    rt.upgrade_db()
+    with pytest.raises(NothingToTrain, match="collect sft"):
+        train_sft(rt, SFTLearnerConfig(max_steps=1))
+    ensure_round(rt.engine, 3)
+    with pytest.raises(NothingToTrain, match="round 3"):
+        train_sft(rt, SFTLearnerConfig(max_steps=1, round_index=3))
