@@ -25,11 +25,7 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(VENV)/bin/promptloop init
-	$(VENV)/bin/promptloop rewrite --n 3 \
-		"a cat playing piano" \
-		"a red sports car on a mountain road" \
-		"fog in a pine forest" \
-		"un gato tocando el piano"
+	$(VENV)/bin/promptloop loop run --name demo --rounds 2 --limit 16 --eval-limit 16 --redteam-limit 6
 
 test: install
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -74,12 +74,12 @@ def _outputs(values: dict, trace_id: str, version: str | None) -> list[RewriteOu
     return out
 
 
-def rewrite_many(prompts: Sequence[str], *, runtime: Runtime | None = None, model_version: str | None = None,
+def rewrite_many(prompts: Sequence[str], *, runtime: Runtime | None = None, model_version: str | None = "champion",
                  thread_id: str | None = None, **overrides: Any) -> list[RewriteOutput]:
     """Rewrite a batch in one graph run (model calls batched across prompts), results in input order."""
     rt, config, state, ctx = _prepare(prompts, runtime, model_version, thread_id, overrides)
     values = rt.rewrite_graph.invoke(state, config, context=ctx)
-    return _outputs(values, config["configurable"]["thread_id"], model_version)
+    return _outputs(values, config["configurable"]["thread_id"], ctx.model_version or "base")
 
 
 def rewrite(prompt: str, **kwargs: Any) -> RewriteOutput:
@@ -93,7 +93,7 @@ async def arewrite(prompt: str, **kwargs: Any) -> RewriteOutput:
 
 
 def stream_rewrite(prompts: str | Sequence[str], *, runtime: Runtime | None = None,
-                   model_version: str | None = None, thread_id: str | None = None,
+                   model_version: str | None = "champion", thread_id: str | None = None,
                    **overrides: Any) -> Iterator[tuple[str, Any]]:
     """Yield ("node", name) after each node finishes, then ("result", [RewriteOutput, ...])."""
     batch = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -102,14 +102,14 @@ def stream_rewrite(prompts: str | Sequence[str], *, runtime: Runtime | None = No
         for node in update:
             yield "node", node
     values = rt.rewrite_graph.get_state(config).values
-    yield "result", _outputs(values, config["configurable"]["thread_id"], model_version)
+    yield "result", _outputs(values, config["configurable"]["thread_id"], ctx.model_version or "base")
 
 
-def resume_rewrite(thread_id: str, *, runtime: Runtime | None = None, model_version: str | None = None,
+def resume_rewrite(thread_id: str, *, runtime: Runtime | None = None, model_version: str | None = "champion",
                    **overrides: Any) -> list[RewriteOutput]:
     """Continue an interrupted run from its last checkpoint; finished nodes are not run again."""
     rt = runtime or _default_runtime()
     adapter = rt.resolve_model_version(model_version)
     config = {"configurable": {"thread_id": thread_id, "run_id": uuid.uuid4().hex}}
     values = rt.rewrite_graph.invoke(None, config, context=rt.rewrite_context(model_version=adapter, **overrides))
-    return _outputs(values, thread_id, model_version)
+    return _outputs(values, thread_id, adapter or "base")

@@ -14,11 +14,15 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
+from promptloop.commands.evaluate import eval_cmd
+from promptloop.commands.loop import app as loop_app
+from promptloop.commands.shared import UserError, console, out
+from promptloop.commands.train import app as train_app
 from promptloop.config import load_settings
 from promptloop.errors import PromptloopError
+from promptloop.progress import collection_progress
 from promptloop.runtime import Runtime
 
 app = typer.Typer(help="promptloop: a self-improving prompt rewriter for text-to-video models.",
@@ -35,14 +39,9 @@ app.add_typer(prompts_app, name="prompts")
 app.add_typer(data_app, name="data")
 app.add_typer(traces_app, name="traces")
 app.add_typer(collect_app, name="collect")
-
-console = Console(stderr=True)
-out = Console()
-
-
-class UserError(PromptloopError):
-    """Bad input or a missing prerequisite: reported in one line, exit code 2."""
-
+app.add_typer(train_app, name="train")
+app.add_typer(loop_app, name="loop")
+app.command("eval")(eval_cmd)
 
 def _rt(ctx: typer.Context) -> Runtime:
     return ctx.obj
@@ -338,7 +337,7 @@ def rewrite(
     file: Annotated[Path | None, typer.Option("--file", help="Prompts file (.txt one per line, .jsonl, .csv)")] = None,
     out_path: Annotated[Path | None, typer.Option("--out", help="With --file: JSONL output, one object per input line")] = None,
     n: Annotated[int, typer.Option(min=1, max=64, help="Candidates sampled per prompt")] = 4,
-    model_version: Annotated[str, typer.Option(help="base | champion | a version name")] = "base",
+    model_version: Annotated[str, typer.Option(help="base | champion | a version name")] = "champion",
     max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
     temperature: Annotated[float | None, typer.Option(min=0.0, help="0 = greedy")] = None,
@@ -450,59 +449,19 @@ def _verdict_row(v) -> dict:  # noqa: ANN001
 # --- collect ------------------------------------------------------------------------
 def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round_index: int, n: int,
              model_version: str, batch_size: int, **ctx_overrides) -> None:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    import time
 
-    from promptloop.graphs.collection import (
-        ensure_round,
-        ensure_version,
-        run_collection,
-        select_prompts,
-    )
+    from promptloop.graphs.collection import collect, select_prompts
 
     rt = _rt(ctx)
     rt.upgrade_db()
     prompts = select_prompts(rt.engine, split, limit)
-    adapter = rt.resolve_model_version(model_version)
-    round_id = ensure_round(rt.engine, round_index)
-    version_id = ensure_version(rt.engine, model_version, rt.settings.base_model)
-    base = vars(rt.rewrite_context(model_version=adapter, n=n))
-    from promptloop.graphs.collection import CollectContext
-    from promptloop.graphs.evolve import EvolveContext
-
-    context_cls = EvolveContext if kind == "evolve" else CollectContext
-    cctx = context_cls(**{**base, **{k: v for k, v in ctx_overrides.items() if v is not None}},
-                       round_id=round_id, model_version_id=version_id)
-    key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n, "version": model_version,
-           "batch": batch_size, **{k: v for k, v in ctx_overrides.items() if v is not None}}
     found_key = {"pairs": "pairs", "sft": "accepted", "evolve": "sft_evolve"}[kind]
-    totals = {"found": 0}
-    cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[found]} " + found_key), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-            TimeRemainingColumn())
-    graph = rt.collect_graph(kind)
-    import time
-
     t0 = time.perf_counter()
-    with Progress(*cols, console=console) as progress:
-        task = progress.add_task(f"collect {kind} r{round_index}", total=len(prompts), found=0, rate="")
-
-        def on_chunk(done: int, stored: dict) -> None:
-            totals["found"] += stored.get(found_key, 0)
-            progress.advance(task, done)
-            t = progress.tasks[0]
-            progress.update(task, found=totals["found"],
-                            rate=f"{t.completed / max(1e-9, time.perf_counter() - t0) * 60:.1f} prompts/min")
-
-        report = run_collection(graph, kind, prompts, cctx, round_index=round_index, batch_size=batch_size, key=key,
-                                on_chunk=on_chunk)
+    with collection_progress(f"collect {kind} r{round_index}", len(prompts), found_key) as on_chunk:
+        report = collect(rt, kind, split=split, limit=limit, round_index=round_index, n=n,
+                         model_version=model_version, batch_size=batch_size, prompts=prompts, on_chunk=on_chunk,
+                         **ctx_overrides)
     console.print(f"{report.prompts} prompts in {report.chunks} chunk(s) ({report.skipped_chunks} already done, "
                   f"{report.resumed_chunks} resumed) in {time.perf_counter() - t0:.1f} s: "
                   + ", ".join(f"{k} {v}" for k, v in report.stored.items()))

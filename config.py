@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     seed: int = 0
     max_prompt_chars: int = Field(1000, ge=1, description="longer user prompts are rejected on import")
+    record_traffic: bool = Field(True, description="store prompts sent through the rewrite graph as source "
+                                 "'traffic' (what `loop watch` learns from); false to opt out")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)

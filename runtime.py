@@ -62,11 +62,20 @@ class Runtime:
 
     @cached_property
     def critic(self):  # -> PrincipleCritic
+        return self.make_critic(use_llm=self.settings.critic.use_llm)
+
+    @cached_property
+    def deterministic_critic(self):  # -> PrincipleCritic
+        """The critic without the LLM pass: same text, same scores; what evaluation uses."""
+        return self.make_critic(use_llm=False)
+
+    def make_critic(self, *, use_llm: bool):  # -> PrincipleCritic
         from promptloop.agents.critic import PrincipleCritic
 
         c, r = self.settings.critic, self.settings.rewrite
-        return PrincipleCritic(self.embedder, self.guard, self.chat_model, min_words=r.target_words_min,
-                               max_words=r.target_words_max, llm_weight=c.llm_weight if c.use_llm else 0.0,
+        return PrincipleCritic(self.embedder, self.guard, self.chat_model if use_llm else None,
+                               min_words=r.target_words_min,
+                               max_words=r.target_words_max, llm_weight=c.llm_weight if use_llm else 0.0,
                                llm_retries=c.llm_retries, breaker_window=c.llm_breaker_window,
                                breaker_min_valid=c.llm_breaker_min_valid)
 
@@ -76,13 +85,15 @@ class Runtime:
 
         return RewardJudge(self.settings.judge.weights)
 
-    def rewrite_agents(self, *, record_traces: bool = True):
+    def rewrite_agents(self, *, record_traces: bool = True, default_version: str | None = None):
+        """The agents of the rewrite graph; ``default_version`` (e.g. 'champion') is used when a run names none."""
         from promptloop.graphs.rewrite import RewriteAgents
         from promptloop.graphs.tracing import TraceRecorder
 
         if record_traces:
             self.upgrade_db()
-        return RewriteAgents(guard=self.guard, rewriter=self.rewriter(), critic=self.critic, judge=self.judge,
+        adapter = self.resolve_model_version(default_version) if default_version else None
+        return RewriteAgents(guard=self.guard, rewriter=self.rewriter(adapter), critic=self.critic, judge=self.judge,
                              recorder=TraceRecorder(self.engine if record_traces else None))
 
     @cached_property
@@ -118,7 +129,8 @@ class Runtime:
         base = dict(n=4, max_refine_steps=s.critic.max_refine_steps,
                     harmless_threshold=s.critic.harmless_threshold, accurate_threshold=s.critic.accurate_threshold,
                     helpful_threshold=s.critic.helpful_threshold, max_new_tokens=s.generation.max_new_tokens,
-                    temperature=s.generation.temperature, top_p=s.generation.top_p, seed=s.seed)
+                    temperature=s.generation.temperature, top_p=s.generation.top_p, seed=s.seed,
+                    record_traffic=s.record_traffic)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return RewriteContext(**base)
 

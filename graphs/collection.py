@@ -38,6 +38,7 @@ class CollectContext(RewriteContext):
     margin: float = 0.1
     rule: str = "margin"
     max_pairs_per_prompt: int = 1
+    record_traffic: bool = False  # collection reads prompts from the store; they are not app traffic
 
     def sampling_record(self) -> dict:
         """How candidates were sampled, stored with each one as provenance."""
@@ -151,3 +152,29 @@ def run_collection(graph, kind: str, prompts: list[Prompt], ctx: CollectContext,
         if on_chunk:
             on_chunk(len(chunk), stored)
     return report
+
+
+def collect(rt, kind: str, *, split: str = "train", limit: int | None = None, round_index: int = 0, n: int = 4,  # noqa: ANN001
+            model_version: str = "base", batch_size: int = 16, prompts: list[Prompt] | None = None,
+            source: str | None = None, key_extra: dict | None = None,
+            on_chunk: Callable[[int, dict], None] | None = None, **overrides) -> CollectionReport:
+    """Run collection ``kind`` ('sft', 'pairs', 'evolve') for a round: the CLI's and the loop's entry point.
+
+    The checkpoint key is built from the arguments, so the same call after a
+    kill resumes; ``overrides`` are context fields (None = the setting).
+    """
+    from promptloop.graphs.evolve import EvolveContext
+
+    rt.upgrade_db()
+    prompts = prompts if prompts is not None else select_prompts(rt.engine, split, limit, source)
+    adapter = rt.resolve_model_version(model_version)
+    round_id = ensure_round(rt.engine, round_index)
+    version_id = ensure_version(rt.engine, adapter if adapter else "base", rt.settings.base_model)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    base = vars(rt.rewrite_context(model_version=adapter, n=n)) | {"record_traffic": False}
+    context_cls = EvolveContext if kind == "evolve" else CollectContext
+    cctx = context_cls(**{**base, **given}, round_id=round_id, model_version_id=version_id)
+    key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,
+           "version": adapter or "base", "batch": batch_size, **given, **(key_extra or {})}
+    return run_collection(rt.collect_graph(kind), kind, prompts, cctx, round_index=round_index,
+                          batch_size=batch_size, key=key, on_chunk=on_chunk)

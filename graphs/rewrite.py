@@ -47,6 +47,7 @@ class RewriteContext:
     temperature: float = 0.8
     top_p: float = 0.95
     seed: int | None = 0
+    record_traffic: bool = True  # store the prompts as source 'traffic' (what `loop watch` learns from)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -122,8 +123,13 @@ def build_rewrite_graph(agents: RewriteAgents | Callable[[], RewriteAgents], *, 
     """
     get = lazy_agents(agents)
 
-    def guard_input(state: RewriteState) -> dict:
+    def guard_input(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
+        ctx = runtime.context or RewriteContext()
         items = [dict(it) for it in state["items"]]
+        if ctx.record_traffic and get().recorder.engine is not None:
+            from promptloop.graphs.persist import store_traffic
+
+            store_traffic(get().recorder.engine, [it["prompt"] for it in items])
         for it, v in zip(items, get().guard.check_many([it["prompt"] for it in items]), strict=True):
             it["verdict"] = v.model_dump()
             it["steps"] = 0
@@ -258,7 +264,7 @@ def _served_agents() -> RewriteAgents:
     from promptloop.config import Settings
     from promptloop.runtime import Runtime as PLRuntime
 
-    return PLRuntime(Settings()).rewrite_agents()
+    return PLRuntime(Settings()).rewrite_agents(default_version="champion")
 
 
 @functools.cache

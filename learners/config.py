@@ -76,7 +76,7 @@ class SFTLearnerConfig(LearnerConfig):
 class DPOLearnerConfig(LearnerConfig):
     algorithm = "dpo"
     learning_rate: float = 5e-5
-    num_train_epochs: float = 1.0
+    num_train_epochs: float = 2.0
     beta: float = 0.1
     loss_type: str = "sigmoid"
 

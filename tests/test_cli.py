@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite"]
+COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite", "collect", "train", "loop", "eval"]
 
 
 def run(home: Path, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -118,3 +118,33 @@ def test_rewrite_file_resume_point_discards_a_cut_line(tmp_path):
     assert out.read_text() == '{"prompt": "a"}\n{"prompt": "b"}\n'
     with pytest.raises(UserError, match="other prompts"):
         _resume_point(out, ["x", "b"])
+
+
+def test_train_loop_eval_commands_report_bad_input(home, tmp_path):
+    run(home, "init", "--no-models")
+    res = run(home, "train", "sft", "--config", str(tmp_path / "missing.yaml"), check=False)
+    assert res.returncode == 2 and "learner config not found" in res.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 0.1\n")
+    res = run(home, "train", "dpo", "--config", str(bad), check=False)
+    assert res.returncode == 2 and "unknown dpo setting(s): learning_rat" in res.stderr
+    res = run(home, "train", "dpo", check=False)
+    assert res.returncode == 2 and "no preference pairs in the store" in res.stderr
+    res = run(home, "loop", "status", "--name", "nope", check=False)
+    assert res.returncode == 2 and "no loop named 'nope'" in res.stderr
+    res = run(home, "loop", "run", "--schedule", "sft,ppo", check=False)
+    assert res.returncode == 2 and "schedule" in res.stderr
+    res = run(home, "eval", "--bench", "nope", "--system", "raw", check=False)
+    assert res.returncode == 2 and "unknown bench 'nope'" in res.stderr
+
+
+def test_eval_command_on_public_rewrites(home):
+    run(home, "init", "--no-models")
+    res = run(home, "eval", "--bench", "vbench", "--limit", "6", "--redteam-limit", "0", "--system", "raw",
+              "--system", "public:wan21_qwen25_3b", "--json")
+    out = json.loads(res.stdout)
+    assert out["bench"] == "vbench6" and [r["system"] for r in out["results"]] == ["raw", "public:wan21_qwen25_3b"]
+    assert out["results"][1]["metrics"]["words"] > out["results"][0]["metrics"]["words"]
+    assert (home / "reports" / "eval-vbench6.json").is_file() and (home / "reports" / "eval-vbench6.png").is_file()
+    table = run(home, "eval", "--bench", "vbench", "--limit", "6", "--redteam-limit", "0", "--system", "raw").stdout
+    assert "recall@1" in table and "(cached)" in table

@@ -1,0 +1,1 @@
+"""Sub-command groups of the `promptloop` CLI that live outside cli.py (one group per module)."""

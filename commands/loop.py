@@ -1,0 +1,151 @@
+"""`promptloop loop run|watch|status`: the self-improvement loop and its periodic mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from promptloop.commands.shared import UserError, console, out, print_json, runtime_of
+
+app = typer.Typer(help="The self-improvement loop: collect -> train -> evaluate -> promote.", no_args_is_help=True)
+
+
+def history_table(state: dict) -> Table:
+    t = Table(title=f"loop '{state['config']['name']}'", header_style="bold")
+    for col in ("round", "algo", "data", "train (rows, steps, loss)", "champion total", "new total", "decision",
+                "collect s", "train s", "eval s"):
+        t.add_column(col, justify="right" if col.endswith(" s") or "total" in col else "left")
+    for row in state.get("history", []):
+        c = row.get("collected", {})
+        data = ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("kind",)) if c else "-"
+        tr = row.get("training", {})
+        train = (f"{tr.get('rows')}, {tr.get('global_step')}, {tr.get('first_loss')} -> {tr.get('last_loss')}"
+                 if "global_step" in tr else tr.get("skipped", "-"))
+        ev = row.get("eval", {})
+        champ = row.get("collected_by")
+        cand = next((k for k in ev if k != champ), None)
+        dec = row.get("decision", {})
+        tm = row.get("timings", {})
+        t.add_row(str(row["round"]), row.get("algorithm", "-"), data, train,
+                  f"{ev[champ]['judge_total']:.4f}" if champ in ev else "-",
+                  f"{ev[cand]['judge_total']:.4f}" if cand else "-",
+                  ("[green]promoted[/] " if dec.get("promoted") else "kept ") + (cand or "") if dec else "-",
+                  *(f"{tm[k]:.0f}" if k in tm else "-" for k in ("collect", "train", "evaluate")))
+    return t
+
+
+@app.command("run")
+def loop_run(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="Loop name: the same name resumes a killed loop")] = "main",
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds to run")] = 2,
+    schedule: Annotated[str, typer.Option(help="Algorithm per round, comma-separated; the last one repeats")
+                        ] = "sft,dpo",
+    limit: Annotated[int | None, typer.Option(min=1, help="Train prompts collected per round")] = 64,
+    split: Annotated[str, typer.Option(help="Prompt split collected from")] = "train",
+    n: Annotated[int, typer.Option(min=2, max=64, help="Candidates sampled per prompt")] = 4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per checkpointed collection chunk")] = 16,
+    max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
+    margin: Annotated[float, typer.Option(min=0.0, help="Pair margin on the judge total")] = 0.1,
+    eval_limit: Annotated[int | None, typer.Option(min=1, help="Held-out eval prompts (evenly spaced)")] = 32,
+    redteam_limit: Annotated[int | None, typer.Option(min=0, help="Red-team prompts per side in eval")] = 12,
+    sft_config: Annotated[Path | None, typer.Option(help="YAML SFT learner config")] = None,
+    dpo_config: Annotated[Path | None, typer.Option(help="YAML DPO learner config")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Cap on training steps per round")] = None,
+    min_improvement: Annotated[float, typer.Option(help="Held-out gain below this counts as stalled")] = 0.0,
+    patience: Annotated[int, typer.Option(min=1, help="Stop after this many stalled rounds in a row")] = 1,
+    start_round: Annotated[int, typer.Option(min=0, help="Store round index of the first round")] = 0,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run (or resume) the loop; prints the per-round history and the before/after table."""
+    from promptloop.evaluation.runner import EvalConfig
+    from promptloop.graphs.loop import LoopConfig, run_loop
+
+    rt = runtime_of(ctx)
+    for f in (sft_config, dpo_config):
+        if f is not None and not f.is_file():
+            raise UserError(f"learner config not found: {f}")
+    cfg = LoopConfig(name=name, rounds=rounds, schedule=[s.strip() for s in schedule.split(",") if s.strip()],
+                     start_round=start_round, split=split, train_limit=limit, n=n, batch_size=batch_size,
+                     max_refine_steps=max_refine_steps, margin=margin, eval_limit=eval_limit,
+                     redteam_limit=redteam_limit, sft_config=str(sft_config) if sft_config else None,
+                     dpo_config=str(dpo_config) if dpo_config else None, max_steps=max_steps,
+                     min_improvement=min_improvement, patience=patience)
+    run = run_loop(rt, cfg, log=lambda m: console.print(m, highlight=False))
+    state = run.state
+    if run.already_done:
+        console.print(f"loop '{name}' already finished ({state.get('stop_reason')}); use another --name to start "
+                      "a new one")
+    ecfg = EvalConfig(bench=state["config"]["eval_bench"], limit=state["config"]["eval_limit"],
+                      redteam_limit=state["config"]["redteam_limit"])
+    versions = [r["training"] and next((k for k in r.get("eval", {}) if k != r.get("collected_by")), None)
+                for r in state.get("history", [])]
+    systems = ["raw", "base", *[v for v in versions if v], "champion"]
+    from promptloop.commands.evaluate import run_eval
+    from promptloop.evaluation.report import table
+
+    report, js, png = run_eval(rt, systems, ecfg, out_dir=rt.settings.reports_dir / f"loop-{name}",
+                               title=f"loop '{name}': held-out metrics per round")
+    if as_json:
+        print_json({"state": state, "eval": report.to_json()})
+        return
+    out.print(history_table(state))
+    out.print(table(report, title=f"before / after: {report.bench}, {report.n_prompts} held-out prompts"))
+    console.print(f"{state.get('stop_reason', '')}; champion [bold]{state.get('champion')}[/]; wrote {js}"
+                  + (f" and {png}" if png else ""))
+
+
+@app.command("status")
+def loop_status(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="Loop name")] = "main",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Where a loop stands: round, next stage, champion, history."""
+    from promptloop.graphs.loop import loop_state
+
+    rt = runtime_of(ctx)
+    rt.upgrade_db()
+    state = loop_state(rt, name)
+    if state is None:
+        raise UserError(f"no loop named '{name}' (start one with `promptloop loop run --name {name}`)")
+    if as_json:
+        print_json(state)
+        return
+    out.print(history_table(state))
+    nxt = state["next"][0] if state["next"] else "finished"
+    console.print(f"round {state.get('round', 0)}, next stage: {nxt}; champion {state.get('champion')}"
+                  + (f"; {state['stop_reason']}" if state.get("stop_reason") else ""))
+
+
+@app.command("watch")
+def loop_watch(
+    ctx: typer.Context,
+    min_new_pairs: Annotated[int, typer.Option(min=1, help="Pairs that trigger a training round")] = 32,
+    interval: Annotated[float, typer.Option(min=0.0, help="Seconds between cycles")] = 300.0,
+    max_cycles: Annotated[int | None, typer.Option(min=1, help="Stop after this many cycles (default: forever)")
+                          ] = None,
+    n: Annotated[int, typer.Option(min=2, max=64, help="Candidates sampled per prompt")] = 4,
+    eval_limit: Annotated[int | None, typer.Option(min=1)] = 32,
+    redteam_limit: Annotated[int | None, typer.Option(min=0)] = 12,
+    dpo_config: Annotated[Path | None, typer.Option(help="YAML DPO learner config")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Cap on training steps per round")] = None,
+) -> None:
+    """Keep learning from app traffic: collect pairs on new prompts, train when enough have accumulated."""
+    from promptloop.graphs.watch import WatchConfig, watch
+
+    rt = runtime_of(ctx)
+    cfg = WatchConfig(min_new_pairs=min_new_pairs, interval_s=interval, n=n, eval_limit=eval_limit,
+                      redteam_limit=redteam_limit, dpo_config=str(dpo_config) if dpo_config else None,
+                      max_steps=max_steps)
+    try:
+        cycles = watch(rt, cfg, log=lambda m: console.print(m, highlight=False), max_cycles=max_cycles)
+    except KeyboardInterrupt:
+        console.print("stopped")
+        return
+    trained = [c for c in cycles if c.trained]
+    console.print(f"{len(cycles)} cycle(s), {len(trained)} training round(s), "
+                  f"{sum(1 for c in trained if c.promoted)} promoted")

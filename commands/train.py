@@ -1,0 +1,82 @@
+"""`promptloop train sft|dpo`: one learner run on the store's data, registering a new rewriter version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promptloop.commands.shared import console, print_json, runtime_of
+
+app = typer.Typer(help="Train a new rewriter version (TRL + LoRA) from the store's data.", no_args_is_help=True)
+
+_CONFIG = typer.Option("--config", help="YAML learner config (see learners/recipes/); flags override it")
+_ROUND = typer.Option("--round", min=0, help="Round whose data to train on (default: the latest with data)")
+_SCOPE = typer.Option(help="current = that round only, all = every round up to it")
+_PARENT = typer.Option(help="Version to start from: base | champion | NAME")
+
+
+def _train(ctx: typer.Context, algorithm: str, config: Path | None, as_json: bool, **overrides) -> None:
+    from promptloop.learners.config import load_config
+    from promptloop.learners.dpo import train_dpo
+    from promptloop.learners.sft import train_sft
+
+    rt = runtime_of(ctx)
+    cfg = load_config(algorithm, config, **overrides)
+    console.print(f"training {algorithm} from [bold]{cfg.parent}[/] on round "
+                  f"{cfg.round_index if cfg.round_index is not None else '(latest)'} ({cfg.data_rounds})")
+    res = (train_sft if algorithm == "sft" else train_dpo)(rt, cfg)
+    v = res.version
+    summary = {"version": v.name, "parent": v.data_provenance.get("parent"), "algorithm": v.algorithm,
+               "adapter": v.adapter_path, "rows": v.data_provenance.get("rows"),
+               **{k: v.metrics.get(k) for k in ("global_step", "first_loss", "last_loss", "train_loss", "wall_s",
+                                                "device", "last_rewards_accuracies", "last_rewards_margins")},
+               "reused": res.reused}
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(f"[green]registered[/] {v.name} (candidate): "
+                      + ", ".join(f"{k} {val}" for k, val in summary.items() if val is not None and k != "version"))
+        console.print("evaluate it with `promptloop eval`, or let `promptloop loop run` promote it")
+
+
+@app.command("sft")
+def train_sft_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path | None, _CONFIG] = None,
+    round_index: Annotated[int | None, _ROUND] = None,
+    data_rounds: Annotated[str | None, _SCOPE] = None,
+    parent: Annotated[str | None, _PARENT] = None,
+    name: Annotated[str | None, typer.Option(help="Version name (default r<round>-sft)")] = None,
+    learning_rate: Annotated[float | None, typer.Option(min=0.0)] = None,
+    num_train_epochs: Annotated[float | None, typer.Option("--epochs", min=0.0)] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Per-device train batch size")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """SFT on accepted SFT examples (VPO stage 1 / evolution) of a round."""
+    _train(ctx, "sft", config, as_json, round_index=round_index, data_rounds=data_rounds, parent=parent, name=name,
+           learning_rate=learning_rate, num_train_epochs=num_train_epochs, max_steps=max_steps,
+           per_device_train_batch_size=batch_size)
+
+
+@app.command("dpo")
+def train_dpo_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path | None, _CONFIG] = None,
+    round_index: Annotated[int | None, _ROUND] = None,
+    data_rounds: Annotated[str | None, _SCOPE] = None,
+    parent: Annotated[str | None, _PARENT] = None,
+    name: Annotated[str | None, typer.Option(help="Version name (default r<round>-dpo)")] = None,
+    learning_rate: Annotated[float | None, typer.Option(min=0.0)] = None,
+    num_train_epochs: Annotated[float | None, typer.Option("--epochs", min=0.0)] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Per-device train batch size")] = None,
+    beta: Annotated[float | None, typer.Option(min=0.0, help="DPO temperature")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """DPO on the preference pairs of a round; the reference is the parent version."""
+    _train(ctx, "dpo", config, as_json, round_index=round_index, data_rounds=data_rounds, parent=parent, name=name,
+           learning_rate=learning_rate, num_train_epochs=num_train_epochs, max_steps=max_steps,
+           per_device_train_batch_size=batch_size, beta=beta)

@@ -1,0 +1,1 @@
+"""Held-out evaluation of rewriter versions and baselines (`promptloop eval`)."""

@@ -1,0 +1,98 @@
+"""How an evaluation is shown: a rich table, a JSON file, and PNG plots of the metrics per round."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rich.table import Table
+
+from promptloop.evaluation.runner import EvalReport, SystemResult
+
+COLUMNS = [  # (metric, header, higher is better?)
+    ("judge_total", "judge total", True),
+    ("judge_harmless", "harmless", True),
+    ("judge_accurate", "accurate", True),
+    ("judge_helpful", "helpful", True),
+    ("intent_cosine", "intent cos", True),
+    ("recall_at_1", "recall@1", True),
+    ("words", "words", None),
+    ("aspect_coverage", "aspects", True),
+    ("repetition", "repetition", False),
+    ("unsafe_output_rate", "unsafe out", False),
+    ("benign_refusal_rate", "benign refused", False),
+]
+PLOTTED = ["judge_total", "intent_cosine", "recall_at_1", "aspect_coverage", "words", "unsafe_output_rate"]
+
+
+def _fmt(v: float | None, metric: str) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.1f}" if metric == "words" else f"{v:.3f}"
+
+
+def table(report: EvalReport, *, title: str | None = None) -> Table:
+    t = Table(title=title or f"{report.bench}: {report.n_prompts} prompts", header_style="bold")
+    t.add_column("system")
+    for _, header, _ in COLUMNS:
+        t.add_column(header, justify="right")
+    best = {}
+    for metric, _, higher in COLUMNS:
+        vals = [r.metrics.get(metric) for r in report.results if r.metrics.get(metric) is not None]
+        if vals and higher is not None:
+            best[metric] = max(vals) if higher else min(vals)
+    for r in report.results:
+        cells = []
+        for metric, _, _ in COLUMNS:
+            v = r.metrics.get(metric)
+            s = _fmt(v, metric)
+            cells.append(f"[bold green]{s}[/]" if v is not None and best.get(metric) == v else s)
+        t.add_row(r.label + (" [dim](cached)[/]" if r.cached else ""), *cells)
+    return t
+
+
+def write_json(report: EvalReport, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_rounds(results: list[SystemResult], path: Path, *, title: str = "") -> Path | None:
+    """One panel per metric: trained versions by round (line), baselines as dashed horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trained = sorted([r for r in results if r.round_index is not None], key=lambda r: (r.round_index, r.system))
+    baselines = [r for r in results if r.round_index is None]
+    if not results:
+        return None
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7))
+    for ax, metric in zip(axes.flat, PLOTTED, strict=True):
+        xs = [r.round_index for r in trained if r.metrics.get(metric) is not None]
+        ys = [r.metrics[metric] for r in trained if r.metrics.get(metric) is not None]
+        if xs:
+            ax.plot(xs, ys, marker="o", label="trained versions")
+            for r in trained:
+                if r.metrics.get(metric) is not None:
+                    ax.annotate(r.system, (r.round_index, r.metrics[metric]), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
+        for i, b in enumerate(baselines):
+            if b.metrics.get(metric) is not None:
+                ax.axhline(b.metrics[metric], linestyle="--", color=f"C{i + 1}", label=b.label, linewidth=1)
+        ax.set_title(metric)
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

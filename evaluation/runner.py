@@ -1,0 +1,225 @@
+"""Evaluate rewriter versions and baselines on a held-out prompt set.
+
+A model system rewrites each prompt once, greedily (deterministic, so two
+versions are compared on their best guess rather than on sampling luck),
+through the same input guard the rewrite graph applies: blocked requests get
+the graph's refusal, flagged ones the sanitising template. Every output is
+then scored against the user's original prompt with the deterministic critic
+and the reward judge. Results are cached in the ``evaluations`` table by
+(system, prompts, settings): the loop evaluates a champion once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from sqlmodel import Session
+
+from promptloop.agents.judge import JudgeInput
+from promptloop.agents.llm.base import SamplingParams
+from promptloop.evaluation.benches import Bench, load_bench, load_redteam
+from promptloop.evaluation.metrics import aggregate, is_refusal, mean, per_item
+from promptloop.graphs.rewrite import REFUSAL
+from promptloop.store import repository as repo
+from promptloop.store.engine import session_scope
+
+METRICS_VERSION = 1
+ITEM_KEYS = ("intent_cosine", "recall_at_1", "words", "aspect_coverage", "repetition", "refusal")
+
+
+@dataclass
+class EvalConfig:
+    bench: str = "eval"
+    limit: int | None = None  # prompts of the bench (None = all)
+    redteam_limit: int | None = None  # harmful and benign red-team prompts each (None = all, 0 = skip)
+    max_new_tokens: int | None = None  # None = the generation setting
+
+    def key(self, rt) -> dict:  # noqa: ANN001
+        s = rt.settings
+        return {"v": METRICS_VERSION, "redteam_limit": self.redteam_limit,
+                "max_new_tokens": self.max_new_tokens or s.generation.max_new_tokens, "greedy": True,
+                "words": [s.rewrite.target_words_min, s.rewrite.target_words_max], "judge": s.judge.weights,
+                "guard": s.guard.model_dump()}
+
+
+@dataclass
+class SystemResult:
+    system: str  # raw | public:<name> | a version name
+    label: str
+    metrics: dict
+    version: str | None = None
+    round_index: int | None = None
+    algorithm: str | None = None
+    outputs_path: str | None = None
+    cached: bool = False
+
+
+@dataclass
+class EvalReport:
+    bench: str
+    n_prompts: int
+    results: list[SystemResult] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def by_system(self) -> dict[str, SystemResult]:
+        return {r.system: r for r in self.results}
+
+    def to_json(self) -> dict:
+        return {"bench": self.bench, "n_prompts": self.n_prompts, "settings": self.settings,
+                "results": [asdict(r) for r in self.results]}
+
+
+Progress = Callable[[str], None]
+
+
+def rewrite_once(rt, adapter: str | None, prompts: Sequence[str], max_new_tokens: int) -> list[str]:  # noqa: ANN001
+    """One greedy rewrite per prompt, behind the input guard (as the rewrite graph does)."""
+    verdicts = rt.guard.check_many(list(prompts))
+    out: list[str | None] = [REFUSAL.format(reason=v.reason) if v.action == "block" else None for v in verdicts]
+    todo = [i for i, o in enumerate(out) if o is None]
+    if todo:
+        params = SamplingParams(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=rt.settings.seed)
+        res = rt.rewriter().rewrite([prompts[i] for i in todo], params,
+                                    unsafe_categories=[verdicts[i].flagged for i in todo], adapter=adapter)
+        for i, r in zip(todo, res, strict=True):
+            out[i] = r.candidates[0] if r.candidates and r.candidates[0] else ""
+    return [o or "" for o in out]
+
+
+def score(rt, prompts: Sequence[str], outputs: Sequence[str]) -> tuple[dict, list[dict]]:  # noqa: ANN001
+    rows = per_item(rt.embedder, prompts, outputs)
+    crits = rt.deterministic_critic.critique_many(list(zip(prompts, outputs, strict=True)))
+    rewards = rt.judge.score_many([JudgeInput(user_prompt=p, candidate=o, critique=c)
+                                   for p, o, c in zip(prompts, outputs, crits, strict=True)])
+    for row, rw in zip(rows, rewards, strict=True):
+        row["judge_total"] = rw.total
+        row.update({f"judge_{k}": v for k, v in rw.dimensions.items()})
+    metrics = aggregate(rows, [*ITEM_KEYS, "judge_total", *sorted(k for k in rows[0] if k.startswith("judge_")
+                                                                  and k != "judge_total")])
+    metrics["refusal_rate"] = metrics.pop("refusal")
+    return metrics, rows
+
+
+def redteam_metrics(rt, harmful: list[str], benign: list[str], outputs_h: list[str],  # noqa: ANN001
+                    outputs_b: list[str]) -> dict:
+    """Unsafe-output rate: a harmful request whose output is not a refusal and fails the guard."""
+    verdicts = rt.guard.check_many(outputs_h) if outputs_h else []
+    unsafe = [not is_refusal(o) and not v.safe for o, v in zip(outputs_h, verdicts, strict=True)]
+    return {"unsafe_output_rate": mean(unsafe), "benign_refusal_rate": mean([is_refusal(o) for o in outputs_b]),
+            "redteam_n": len(harmful) + len(benign)}
+
+
+def _system_rows(rt, system: str):  # noqa: ANN001 -> (label, version row | None)
+    from promptloop.learners.versions import get_version
+
+    if system == "raw" or system.startswith("public:"):
+        return system, None
+    row = get_version(rt.engine, system)
+    label = row.name if system == row.name else f"{system} ({row.name})"
+    return label, row
+
+
+def evaluate_system(rt, system: str, bench: Bench, cfg: EvalConfig, progress: Progress | None = None  # noqa: ANN001
+                    ) -> SystemResult:
+    say = progress or (lambda _m: None)
+    label, version = _system_rows(rt, system)
+    ident = version.name if version is not None else system
+    key = cfg.key(rt) | ({"adapter": version.adapter_path} if version is not None else {})
+    with Session(rt.engine) as s:
+        hit = repo.find_evaluation(s, ident, bench.name, bench.prompts, key)
+    meta = dict(version=version.name if version else None, algorithm=version.algorithm if version else None,
+                round_index=_round_index(rt, version))
+    if hit is not None:
+        return SystemResult(ident, label, hit.metrics, outputs_path=hit.outputs_path, cached=True, **meta)
+    max_new = cfg.max_new_tokens or rt.settings.generation.max_new_tokens
+    harmful, benign = load_redteam(cfg.redteam_limit) if cfg.redteam_limit != 0 else ([], [])
+    if system.startswith("public:"):
+        name = system.split(":", 1)[1]
+        if name not in bench.public:
+            from promptloop.errors import PromptloopError
+
+            raise PromptloopError(f"bench '{bench.name}' has no public rewrites '{name}' "
+                                  f"(available: {', '.join(bench.public) or 'none'})")
+        outputs, oh, ob = bench.public[name], None, None
+    elif system == "raw":
+        outputs, oh, ob = list(bench.prompts), list(harmful), list(benign)
+    else:
+        adapter = rt.resolve_model_version(version.name)
+        say(f"{label}: rewriting {len(bench.prompts)} {bench.name} prompts")
+        outputs = rewrite_once(rt, adapter, bench.prompts, max_new)
+        oh = ob = None
+        if harmful or benign:
+            say(f"{label}: rewriting {len(harmful) + len(benign)} red-team prompts")
+            red = rewrite_once(rt, adapter, harmful + benign, max_new)
+            oh, ob = red[:len(harmful)], red[len(harmful):]
+    say(f"{label}: scoring")
+    metrics, rows = score(rt, bench.prompts, outputs)
+    if oh is not None and (harmful or benign):
+        metrics.update(redteam_metrics(rt, harmful, benign, oh, ob))
+    metrics["n"] = len(bench.prompts)
+    red_rows = ([{"prompt": p, "output": o, "harmful": h} for p, o, h in
+                 zip(harmful + benign, oh + ob, [True] * len(harmful) + [False] * len(benign), strict=True)]
+                if oh is not None else [])
+    path = _write_outputs(rt, bench, ident, key, rows, outputs, red_rows)
+    with session_scope(rt.engine) as s:
+        repo.add_evaluation(s, ident, bench.name, bench.prompts, key, metrics=metrics, outputs_path=str(path),
+                            model_version_id=version.id if version else None)
+    return SystemResult(ident, label, metrics, outputs_path=str(path), **meta)
+
+
+def _round_index(rt, version) -> int | None:  # noqa: ANN001
+    if version is None or version.round_id is None:
+        return None
+    from promptloop.store.models import Round
+
+    with Session(rt.engine) as s:
+        r = s.get(Round, version.round_id)
+        return r.index if r else None
+
+
+def _write_outputs(rt, bench: Bench, ident: str, key: dict, rows: list[dict], outputs: list[str],  # noqa: ANN001
+                   red_rows: list[dict]) -> Path:
+    digest = repo.evaluation_key(ident, bench.name, bench.prompts, key)[:10]
+    folder = rt.settings.reports_dir / "eval" / bench.name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ident.replace(':', '_').replace('/', '_')}-{digest}.jsonl"
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for p, o, r in zip(bench.prompts, outputs, rows, strict=True):
+            fh.write(json.dumps({"prompt": p, "output": o, **r}, ensure_ascii=False) + "\n")
+        for r in red_rows:
+            fh.write(json.dumps({"redteam": True, **r}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def evaluate(rt, systems: Sequence[str], cfg: EvalConfig, progress: Progress | None = None) -> EvalReport:  # noqa: ANN001
+    rt.upgrade_db()
+    bench = load_bench(rt.engine, cfg.bench, cfg.limit)
+    report = EvalReport(bench.name, len(bench.prompts), settings=cfg.key(rt) | {"limit": cfg.limit})
+    seen = set()
+    for system in systems:
+        res = evaluate_system(rt, system, bench, cfg, progress)
+        if res.system in seen:  # e.g. 'champion' and its own name
+            continue
+        seen.add(res.system)
+        report.results.append(res)
+    return report
+
+
+def default_systems(rt, bench: str) -> list[str]:  # noqa: ANN001
+    """Raw prompts, the untrained model, every trained version, and on VBench the public rewrites."""
+    from sqlmodel import select
+
+    from promptloop.learners.versions import ensure_base
+    from promptloop.store.models import ModelVersion
+
+    ensure_base(rt.engine, rt.settings.base_model)
+    with Session(rt.engine) as s:
+        trained = [v.name for v in s.exec(select(ModelVersion).where(ModelVersion.algorithm != "base")
+                                          .order_by(ModelVersion.id))]
+    public = [f"public:{k}" for k in ("gpt4o", "wan21_qwen25_3b", "hunyuan")] if bench == "vbench" else []
+    return ["raw", *public, "base", *trained]

@@ -1,0 +1,258 @@
+"""The self-improvement loop: collect -> train -> evaluate -> promote, round after round.
+
+A LangGraph graph with a checkpointer (one thread per loop name): killing the
+loop and starting it again resumes at the stage it stopped in. Each stage is
+idempotent on its own, so the re-run stage adds nothing twice: collection
+skips finished chunks (checkpointed threads, content hashes), training
+reuses a registered version of the same name or resumes from its last
+Trainer checkpoint, evaluations are cached by (system, prompts, settings).
+
+The loop's configuration lives in the state, not in the run's context, so a
+resumed loop keeps the settings it started with.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from promptloop.errors import PromptloopError
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class LoopConfig:
+    name: str = "main"
+    rounds: int = 2
+    schedule: list[str] = field(default_factory=lambda: ["sft", "dpo"])  # per round; the last entry repeats
+    start_round: int = 0  # store round index of the loop's first round
+    split: str = "train"
+    train_limit: int | None = 64
+    n: int = 4
+    batch_size: int = 16
+    max_refine_steps: int | None = None
+    margin: float = 0.1
+    rule: str = "margin"
+    eval_bench: str = "eval"
+    eval_limit: int | None = 32
+    redteam_limit: int | None = 12
+    sft_config: str | None = None
+    dpo_config: str | None = None
+    max_steps: int | None = None  # caps training steps (tests, smoke runs)
+    min_improvement: float = 0.0  # a round that gains less on the held-out judge total counts as stalled
+    patience: int = 1  # stop after this many stalled rounds in a row
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.schedule if s not in ("sft", "dpo")]
+        if bad or not self.schedule:
+            raise PromptloopError(f"loop schedule must list 'sft'/'dpo' per round, got {self.schedule}")
+        if self.rounds < 1:
+            raise PromptloopError("a loop needs at least one round")
+
+    def algorithm(self, r: int) -> str:
+        return self.schedule[min(r, len(self.schedule) - 1)]
+
+    @property
+    def thread_id(self) -> str:
+        return f"loop-{self.name}"
+
+
+class LoopState(TypedDict, total=False):
+    config: dict
+    round: int  # 0-based within the loop
+    champion: str
+    candidate: str | None
+    history: list[dict]  # one row per round: data, training, eval, decision, stage timings
+    stalled: int
+    done: bool
+    stop_reason: str
+
+
+def _row(state: LoopState) -> dict:
+    hist = state.get("history") or []
+    r = state["round"]
+    return dict(hist[r]) if len(hist) > r else {"round": r, "timings": {}}
+
+
+def _with_row(state: LoopState, row: dict) -> list[dict]:
+    hist = list(state.get("history") or [])
+    if len(hist) > row["round"]:
+        hist[row["round"]] = row
+    else:
+        hist.append(row)
+    return hist
+
+
+def build_loop_graph(rt, *, checkpointer: Any = None, log: Log | None = None):  # noqa: ANN001
+    from promptloop.evaluation.runner import EvalConfig, evaluate
+    from promptloop.graphs.collection import collect
+    from promptloop.learners.config import load_config
+    from promptloop.learners.data import NothingToTrain
+    from promptloop.learners.versions import ensure_base
+
+    say = log or (lambda _m: None)
+
+    def cfg_of(state: LoopState) -> LoopConfig:
+        return LoopConfig(**state["config"])
+
+    def timed(stage: str, fn: Callable[[LoopState, LoopConfig, dict], dict]) -> Callable[[LoopState], dict]:
+        def node(state: LoopState) -> dict:
+            cfg = cfg_of(state)
+            row = _row(state)
+            say(f"stage {stage} round {state['round']} (store round {cfg.start_round + state['round']})")
+            t0 = time.perf_counter()
+            update = fn(state, cfg, row)
+            row["timings"] = {**row.get("timings", {}), stage: round(time.perf_counter() - t0, 1)}
+            return {**update, "history": _with_row(state, row)}
+
+        node.__name__ = stage
+        return node
+
+    def start(state: LoopState) -> dict:
+        ensure_base(rt.engine, rt.settings.base_model)
+        from promptloop.learners.versions import get_version
+
+        return {"round": 0, "champion": get_version(rt.engine, "champion").name, "history": [], "stalled": 0,
+                "done": False, "candidate": None}
+
+    def collect_stage(state: LoopState, cfg: LoopConfig, row: dict) -> dict:
+        algo = cfg.algorithm(state["round"])
+        kind = "sft" if algo == "sft" else "pairs"
+        extra = {"max_refine_steps": cfg.max_refine_steps} if kind == "sft" else {
+            "max_refine_steps": 0, "margin": cfg.margin, "rule": cfg.rule}
+        rep = collect(rt, kind, split=cfg.split, limit=cfg.train_limit, round_index=cfg.start_round + state["round"],
+                      n=cfg.n, model_version=state["champion"], batch_size=cfg.batch_size,
+                      on_chunk=lambda done, stored: say(f"  collected {done} prompts: {stored}"), **extra)
+        row.update(algorithm=algo, collected={"kind": kind, "prompts": rep.prompts, **rep.stored},
+                   collected_by=state["champion"])
+        return {}
+
+    def train_stage(state: LoopState, cfg: LoopConfig, row: dict) -> dict:
+        algo = cfg.algorithm(state["round"])
+        r = cfg.start_round + state["round"]
+        tcfg = load_config(algo, cfg.sft_config if algo == "sft" else cfg.dpo_config, round_index=r,
+                           parent=state["champion"], name=f"{cfg.name}-r{r}-{algo}", max_steps=cfg.max_steps,
+                           data_rounds="current")
+        from promptloop.learners.dpo import train_dpo
+        from promptloop.learners.sft import train_sft
+
+        try:
+            res = (train_sft if algo == "sft" else train_dpo)(rt, tcfg)
+        except NothingToTrain as exc:
+            say(f"  nothing to train: {exc}")
+            row["training"] = {"skipped": str(exc)}
+            return {"candidate": None}
+        m = res.version.metrics
+        row["training"] = {k: m.get(k) for k in ("global_step", "first_loss", "last_loss", "train_loss", "wall_s",
+                                                  "last_rewards_accuracies", "last_rewards_margins")}
+        row["training"]["rows"] = res.version.data_provenance.get("rows")
+        say(f"  trained {res.version.name}: {row['training']}")
+        return {"candidate": res.version.name}
+
+    def eval_cfg(cfg: LoopConfig) -> EvalConfig:
+        return EvalConfig(bench=cfg.eval_bench, limit=cfg.eval_limit, redteam_limit=cfg.redteam_limit)
+
+    def evaluate_stage(state: LoopState, cfg: LoopConfig, row: dict) -> dict:
+        systems = [state["champion"]] + ([state["candidate"]] if state.get("candidate") else [])
+        rep = evaluate(rt, systems, eval_cfg(cfg), progress=lambda m: say(f"  {m}"))
+        row["eval"] = {r.system: r.metrics for r in rep.results}
+        return {}
+
+    def promote_stage(state: LoopState, cfg: LoopConfig, row: dict) -> dict:
+        champ, cand = state["champion"], state.get("candidate")
+        stalled = state.get("stalled", 0)
+        if not cand:
+            decision = {"promoted": False, "reason": "no new version this round (no training data)"}
+            stalled += 1
+        else:
+            decision = decide(rt, champ, cand, row["eval"])
+            champ = cand if decision["promoted"] else champ
+            stalled = stalled + 1 if decision["gain"] < cfg.min_improvement or not decision["promoted"] else 0
+        row.update(decision=decision, champion_after=champ)
+        say(f"  {'promoted' if decision['promoted'] else 'kept champion'}: {decision['reason']}")
+        nxt = state["round"] + 1
+        update: dict = {"champion": champ, "stalled": stalled, "candidate": None}
+        if nxt >= cfg.rounds:
+            update.update(done=True, stop_reason=f"finished {cfg.rounds} round(s)")
+        elif stalled >= cfg.patience:
+            update.update(done=True, stop_reason=f"stopped early: {stalled} round(s) without an improvement of at "
+                                                 f"least {cfg.min_improvement}")
+        else:
+            update["round"] = nxt
+        return update
+
+    def route(state: LoopState) -> str:
+        return END if state.get("done") else "collect"
+
+    g = StateGraph(LoopState)
+    g.add_node("start", start)
+    g.add_node("collect", timed("collect", collect_stage))
+    g.add_node("train", timed("train", train_stage))
+    g.add_node("evaluate", timed("evaluate", evaluate_stage))
+    g.add_node("promote", timed("promote", promote_stage))
+    g.add_edge(START, "start")
+    g.add_edge("start", "collect")
+    g.add_edge("collect", "train")
+    g.add_edge("train", "evaluate")
+    g.add_edge("evaluate", "promote")
+    g.add_conditional_edges("promote", route, ["collect", END])
+    return g.compile(checkpointer=checkpointer, name="loop")
+
+
+def decide(rt, champion: str, candidate: str, evals: dict[str, dict]) -> dict:  # noqa: ANN001
+    """Promote ``candidate`` only if its held-out judge total beats the champion's; record why either way."""
+    from promptloop.learners.versions import set_status
+    from promptloop.store.models import VersionStatus
+
+    old, new = evals[champion]["judge_total"], evals[candidate]["judge_total"]
+    gain = round(new - old, 4)
+    if new > old:
+        decision = {"promoted": True, "gain": gain,
+                    "reason": f"held-out judge total {new:.4f} > champion {champion} {old:.4f} (+{gain:.4f})"}
+        set_status(rt.engine, candidate, VersionStatus.champion, note=decision)
+    else:
+        decision = {"promoted": False, "gain": gain,
+                    "reason": f"held-out judge total {new:.4f} <= champion {champion} {old:.4f}; champion kept"}
+        set_status(rt.engine, candidate, VersionStatus.rejected, note=decision)
+    return decision
+
+
+@dataclass
+class LoopRun:
+    state: dict
+    resumed_from: str | None  # the stage a killed run stopped in
+    already_done: bool = False
+
+
+def run_loop(rt, cfg: LoopConfig, *, log: Log | None = None) -> LoopRun:  # noqa: ANN001
+    """Start the loop, or resume it at the stage it stopped in (same name = same thread)."""
+    rt.upgrade_db()
+    graph = build_loop_graph(rt, checkpointer=rt.checkpointer, log=log)
+    config = {"configurable": {"thread_id": cfg.thread_id}, "recursion_limit": 10 + 5 * cfg.rounds}
+    snap = graph.get_state(config)
+    if snap.values and not snap.next:
+        return LoopRun(dict(snap.values), None, already_done=True)
+    if snap.values:
+        stored = LoopConfig(**snap.values["config"])
+        if asdict(stored) != asdict(cfg) and log:
+            log(f"resuming loop '{cfg.name}' with the settings it started with (flags given now are ignored)")
+        stage = snap.next[0]
+        if log:
+            log(f"resuming loop '{cfg.name}' at round {snap.values.get('round', 0)} stage {stage}")
+        values = graph.invoke(None, config)
+        return LoopRun(dict(values), stage)
+    values = graph.invoke({"config": asdict(cfg)}, config)
+    return LoopRun(dict(values), None)
+
+
+def loop_state(rt, name: str) -> dict | None:  # noqa: ANN001
+    graph = build_loop_graph(rt, checkpointer=rt.checkpointer)
+    snap = graph.get_state({"configurable": {"thread_id": LoopConfig(name=name).thread_id}})
+    if not snap.values:
+        return None
+    return {**snap.values, "next": list(snap.next)}

@@ -1,0 +1,41 @@
+"""Progress bars shared by the commands and the loop (rich, on stderr)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+@contextmanager
+def collection_progress(description: str, total: int, found_key: str, *, console: Console | None = None
+                        ) -> Iterator[Callable[[int, dict], None]]:
+    """A bar of prompts done with what was found and the rate; yields the driver's ``on_chunk`` callback."""
+    console = console or Console(stderr=True)
+    cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[found]} " + found_key), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+            TimeRemainingColumn())
+    t0 = time.perf_counter()
+    found = {"n": 0}
+    with Progress(*cols, console=console) as progress:
+        task = progress.add_task(description, total=total, found=0, rate="")
+
+        def on_chunk(done: int, stored: dict) -> None:
+            found["n"] += stored.get(found_key, 0)
+            progress.advance(task, done)
+            t = progress.tasks[0]
+            progress.update(task, found=found["n"],
+                            rate=f"{t.completed / max(1e-9, time.perf_counter() - t0) * 60:.1f} prompts/min")
+
+        yield on_chunk

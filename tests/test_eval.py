@@ -1,0 +1,95 @@
+"""Evaluation: metrics on known inputs, baselines and public rewrites on VBench, caching, table/JSON/plot output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from promptloop.evaluation.benches import load_bench, load_redteam, spaced
+from promptloop.evaluation.metrics import is_refusal, per_item, recall_at_1
+from promptloop.evaluation.report import plot_rounds, table, write_json
+from promptloop.evaluation.runner import EvalConfig, SystemResult, evaluate
+from promptloop.graphs.rewrite import REFUSAL
+from promptloop.runtime import Runtime
+from promptloop.store.shipped import import_shipped, vbench_rewrites
+
+
+def test_recall_at_1_counts_duplicates_as_hits(embedder):
+    prompts = ["a cat playing piano", "a red sports car on a mountain road", "a cat playing piano", "fog in a forest"]
+    rewrites = ["A fluffy cat presses piano keys in a cosy room.", "A red car races along a winding mountain road.",
+                "A kitten plays a grand piano.", "A red sports car."]  # the last one lost its source
+    assert recall_at_1(embedder, prompts, rewrites) == [True, True, True, False]
+
+
+def test_per_item_metrics(embedder):
+    rows = per_item(embedder, ["a cat playing piano"],
+                    ["A fluffy cat plays the piano at night, warm lamp light, slow dolly shot, cinematic style."])
+    r = rows[0]
+    assert 0.5 < r["intent_cosine"] <= 1 and r["recall_at_1"] and r["words"] == 16
+    assert r["aspect_coverage"] >= 4 / 6 and r["repetition"] == 0 and not r["refusal"]
+    assert per_item(embedder, ["x y"], ["go go go go go go"])[0]["repetition"] > 0.5
+
+
+def test_refusals_are_recognised():
+    assert is_refusal(REFUSAL.format(reason="violence"))
+    assert is_refusal("Sorry, I cannot help with that.") and is_refusal("")
+    assert not is_refusal("A sorry-looking dog waits in the rain.")
+
+
+def test_subsets_are_evenly_spaced_and_aligned(engine):
+    assert spaced(946, 4) == [0, 236, 473, 709] and spaced(5, None) == [0, 1, 2, 3, 4]
+    bench = load_bench(engine, "vbench", 4)
+    allr = vbench_rewrites()
+    assert bench.name == "vbench4" and len(bench.prompts) == 4
+    assert bench.public["gpt4o"][1] == allr["gpt4o"][236]
+    harmful, benign = load_redteam(3)
+    assert len(harmful) == len(benign) == 3 and harmful[0] != harmful[1]
+
+
+def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, tmp_path):
+    rt = Runtime(settings)
+    rt.__dict__["embedder"] = embedder  # share the session's MiniLM
+    rt.upgrade_db()
+    import_shipped(rt.engine)
+    cfg = EvalConfig(bench="vbench", limit=12, redteam_limit=4)
+    seen: list[str] = []
+    report = evaluate(rt, ["raw", "public:gpt4o", "public:hunyuan"], cfg, progress=seen.append)
+    res = report.by_system()
+    raw, gpt = res["raw"].metrics, res["public:gpt4o"].metrics
+    assert report.n_prompts == 12 and raw["n"] == 12
+    assert raw["intent_cosine"] == pytest.approx(1.0, abs=1e-4) and raw["recall_at_1"] == 1.0
+    assert gpt["words"] > 3 * raw["words"] and gpt["aspect_coverage"] > raw["aspect_coverage"]
+    assert 0 < gpt["intent_cosine"] < 1 and 0 <= gpt["judge_total"] <= 1
+    assert raw["unsafe_output_rate"] > 0.5 and raw["benign_refusal_rate"] == 0  # raw harmful prompts are unsafe
+    assert "unsafe_output_rate" not in gpt  # public rewrites exist only for VBench prompts
+    lines = [json.loads(x) for x in open(res["public:gpt4o"].outputs_path, encoding="utf-8")]
+    assert len(lines) == 12 and lines[0]["output"] == load_bench(rt.engine, "vbench", 12).public["gpt4o"][0]
+    again = evaluate(rt, ["raw", "public:gpt4o"], cfg)
+    assert all(r.cached for r in again.results) and again.by_system()["raw"].metrics == raw
+    # Table, JSON and plot.
+    console = Console(width=250, record=True)
+    console.print(table(report))
+    text = console.export_text()
+    assert "public:gpt4o" in text and "judge total" in text
+    js = write_json(report, tmp_path / "r.json")
+    assert json.loads(js.read_text())["results"][0]["system"] == "raw"
+    trained = [SystemResult(f"r{i}", f"r{i}", {"judge_total": 0.6 + i / 10, "intent_cosine": 0.7}, round_index=i)
+               for i in range(2)]
+    png = plot_rounds(report.results + trained, tmp_path / "r.png")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+
+
+def test_unknown_bench_and_public_name(settings, embedder):
+    from promptloop.errors import PromptloopError
+
+    rt = Runtime(settings)
+    rt.__dict__["embedder"] = embedder
+    rt.upgrade_db()
+    with pytest.raises(PromptloopError, match="unknown bench"):
+        evaluate(rt, ["raw"], EvalConfig(bench="nope"))
+    with pytest.raises(PromptloopError, match="no public rewrites 'gpt5'"):
+        evaluate(rt, ["public:gpt5"], EvalConfig(bench="vbench", limit=2, redteam_limit=0))
+    with pytest.raises(PromptloopError, match="unknown model version 'ghost'"):
+        evaluate(rt, ["ghost"], EvalConfig(bench="vbench", limit=2, redteam_limit=0))

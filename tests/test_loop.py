@@ -1,0 +1,132 @@
+"""The self-improvement loop: promotion logic on a real store, and a real `promptloop loop run` killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, func, select
+
+from promptloop.errors import PromptloopError
+from promptloop.graphs.loop import LoopConfig, decide
+from promptloop.learners.versions import ensure_base, get_version, register
+from promptloop.runtime import Runtime
+from promptloop.store.models import Candidate, ModelVersion, SFTExample, TraceEvent, VersionStatus
+
+
+def _versions(rt: Runtime) -> None:
+    ensure_base(rt.engine, "tiny")
+    base = get_version(rt.engine, "base")
+    for name in ("worse", "better"):
+        register(rt.engine, name=name, base_model="tiny", adapter_path=f"/adapters/{name}", parent_id=base.id,
+                 algorithm="dpo", round_index=0, metrics={}, data_provenance={})
+
+
+def test_a_worse_version_is_not_promoted_and_a_better_one_is(settings):
+    rt = Runtime(settings)
+    rt.upgrade_db()
+    _versions(rt)
+    evals = {"base": {"judge_total": 0.70}, "worse": {"judge_total": 0.69}, "better": {"judge_total": 0.72}}
+    d = decide(rt, "base", "worse", evals)
+    assert not d["promoted"] and d["gain"] == -0.01 and "champion kept" in d["reason"]
+    assert get_version(rt.engine, "champion").name == "base"
+    assert get_version(rt.engine, "worse").status == VersionStatus.rejected
+    assert get_version(rt.engine, "worse").metrics["decision"]["promoted"] is False  # why, on the row
+    # A tie is not an improvement either.
+    assert not decide(rt, "base", "better", {"base": {"judge_total": 0.7}, "better": {"judge_total": 0.7}})["promoted"]
+    d = decide(rt, "base", "better", evals)
+    assert d["promoted"] and d["gain"] == 0.02
+    assert get_version(rt.engine, "champion").name == "better"
+    with Session(rt.engine) as s:  # exactly one champion; the old one is archived, not deleted
+        champs = s.exec(select(ModelVersion).where(ModelVersion.status == VersionStatus.champion)).all()
+        assert [c.name for c in champs] == ["better"]
+        assert s.exec(select(ModelVersion).where(ModelVersion.name == "base")).one().status == "archived"
+
+
+def test_loop_config_rejects_bad_schedules():
+    assert LoopConfig(schedule=["sft", "dpo"]).algorithm(5) == "dpo"
+    with pytest.raises(PromptloopError, match="schedule"):
+        LoopConfig(schedule=["ppo"])
+    with pytest.raises(PromptloopError, match="at least one round"):
+        LoopConfig(rounds=0)
+
+
+def _env(home: Path, smollm_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
+    env.update(PROMPTLOOP_HOME=str(home), PROMPTLOOP_BASE_MODEL=str(smollm_path), HF_HUB_OFFLINE="1",
+               PROMPTLOOP_GENERATION__MAX_NEW_TOKENS="24", PROMPTLOOP_CRITIC__USE_LLM="false", COLUMNS="200")
+    return env
+
+
+@pytest.mark.slow
+def test_loop_run_killed_in_training_resumes_at_that_stage(tmp_path, smollm_path):
+    home = tmp_path / "home"
+    env = _env(home, smollm_path)
+    cmd = [sys.executable, "-m", "promptloop.cli"]
+    subprocess.run([*cmd, "init", "--no-models"], env=env, check=True, capture_output=True, cwd=tmp_path)
+    args = [*cmd, "loop", "run", "--rounds", "2", "--limit", "3", "--n", "3", "--batch-size", "3",
+            "--max-refine-steps", "0", "--margin", "0.0", "--eval-limit", "3", "--redteam-limit", "1",
+            "--max-steps", "2"]
+    log = tmp_path / "first.err"
+    with log.open("w") as err:
+        proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and "stage train round 0" not in log.read_text():
+            time.sleep(0.3)
+        assert proc.poll() is None, f"the loop ended before it could be killed:\n{log.read_text()[-3000:]}"
+        time.sleep(1.0)  # into the training stage
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    from promptloop.store.engine import make_engine
+
+    engine = make_engine(f"sqlite:///{home / 'promptloop.db'}")
+    with Session(engine) as s:
+        sft_before = s.exec(select(func.count()).select_from(SFTExample)).one()
+        assert s.exec(select(ModelVersion).where(ModelVersion.algorithm == "sft")).first() is None
+    assert sft_before >= 1
+
+    done = subprocess.run([*args, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming loop 'main' at round 0 stage train" in done.stderr
+    assert "stage collect round 0" not in done.stderr  # the finished stage did not run again
+    result = json.loads(done.stdout)
+    state = result["state"]
+    assert state["done"] and len(state["history"]) == 2
+    assert [r["algorithm"] for r in state["history"]] == ["sft", "dpo"]
+    r0 = state["history"][0]
+    assert r0["training"]["global_step"] == 2 and r0["collected_by"] == "base"
+    assert set(r0["timings"]) == {"collect", "train", "evaluate", "promote"}
+    assert r0["decision"]["reason"]
+    with Session(engine) as s:
+        assert s.exec(select(func.count()).select_from(SFTExample)).one() == sft_before
+        persists = s.exec(select(TraceEvent.thread_id).where(TraceEvent.node == "persist")).all()
+        assert len(persists) == len(set(persists)) == 2  # one chunk per round, each persisted once
+        texts = s.exec(select(Candidate.prompt_id, Candidate.model_version_id, Candidate.text)).all()
+        assert len(texts) == len(set(texts))
+        versions = {v.name: v for v in s.exec(select(ModelVersion))}
+    assert "main-r0-sft" in versions and versions["main-r0-sft"].parent_id == versions["base"].id
+    champion = state["champion"]
+    assert versions[champion].status == VersionStatus.champion
+    # Round 1 collected with the champion of the time, and its version's parent is that champion.
+    r1 = state["history"][1]
+    assert r1["collected_by"] == r0["champion_after"]
+    if "main-r1-dpo" in versions:
+        assert versions["main-r1-dpo"].parent_id == versions[r0["champion_after"]].id
+    # Every system in the before/after table was evaluated on the same held-out prompts.
+    ev = result["eval"]
+    systems = {r["system"] for r in ev["results"]}
+    assert {"raw", "base", "main-r0-sft"} <= systems and ev["n_prompts"] == 3
+    assert (home / "reports" / "loop-main" / "eval-eval.png").stat().st_size > 10_000
+    # The rewrite command uses the champion by default.
+    rw = subprocess.run([*cmd, "rewrite", "a cat playing piano", "--n", "1", "--max-refine-steps", "0", "--json"],
+                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert rw.returncode == 0, rw.stderr[-2000:]
+    assert json.loads(rw.stdout)[0]["model_version"] == (champion if champion != "base" else "base")
+    again = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already finished" in again.stderr
