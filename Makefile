@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(VENV)/bin/promptloop init
-	$(VENV)/bin/promptloop loop run --name demo --rounds 2 --limit 16 --eval-limit 16 --redteam-limit 6
+	$(VENV)/bin/promptloop loop run --name demo --rounds 2 --limit 16 --eval-limit 16 --redteam-limit 4 --max-steps 4
 
 test: install
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

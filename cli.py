@@ -22,7 +22,7 @@ from promptloop.commands.shared import UserError, console, out
 from promptloop.commands.train import app as train_app
 from promptloop.config import load_settings
 from promptloop.errors import PromptloopError
-from promptloop.progress import collection_progress
+from promptloop.progress import collection_progress, progress_bar
 from promptloop.runtime import Runtime
 
 app = typer.Typer(help="promptloop: a self-improving prompt rewriter for text-to-video models.",
@@ -345,16 +345,6 @@ def rewrite(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Rewrite prompts with the agent graph: guard, n candidates, critique, refine, final guard."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from promptloop.api import rewrite_many, stream_rewrite
 
     rt = _rt(ctx)
@@ -369,9 +359,7 @@ def rewrite(
         if start:
             console.print(f"{out_path}: {start} of {len(lines)} already done, continuing")
         _write_jsonl(out_path, [], keep=start)  # drop a line a crash may have cut short, once
-        cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*cols, console=console) as progress, out_path.open("a", encoding="utf-8") as fh:
+        with progress_bar(console) as progress, out_path.open("a", encoding="utf-8") as fh:
             task = progress.add_task("rewriting", total=len(lines), completed=start)
             for i in range(start, len(lines), batch_size):
                 chunk = lines[i:i + batch_size]

@@ -18,17 +18,21 @@ from rich.progress import (
 )
 
 
+def progress_bar(console: Console, *extra) -> Progress:  # noqa: ANN002
+    """Spinner, description, bar, done/total, then ``extra`` columns, elapsed and remaining time."""
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+
+
 @contextmanager
 def collection_progress(description: str, total: int, found_key: str, *, console: Console | None = None
                         ) -> Iterator[Callable[[int, dict], None]]:
     """A bar of prompts done with what was found and the rate; yields the driver's ``on_chunk`` callback."""
     console = console or Console(stderr=True)
-    cols = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[found]} " + found_key), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-            TimeRemainingColumn())
     t0 = time.perf_counter()
     found = {"n": 0}
-    with Progress(*cols, console=console) as progress:
+    with progress_bar(console, TextColumn("{task.fields[found]} " + found_key),
+                      TextColumn("{task.fields[rate]}")) as progress:
         task = progress.add_task(description, total=total, found=0, rate="")
 
         def on_chunk(done: int, stored: dict) -> None:

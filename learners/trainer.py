@@ -7,8 +7,10 @@ Trainer checkpoint in ``adapters/.work/<name>``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +128,8 @@ def train(rt, cfg: LearnerConfig, build_trainer, *, data: TrainingData | None = 
     trainer = build_trainer(model, tok, peft_config, to_dataset(data, algo), trl_common_args(cfg, work, cuda=cuda))
     t0 = time.perf_counter()
     last = get_last_checkpoint(str(work)) if work.is_dir() else None
-    trainer.train(resume_from_checkpoint=last)
+    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for results (--json)
+        trainer.train(resume_from_checkpoint=last)
     metrics = {**summarize_log(trainer.state.log_history), "global_step": trainer.state.global_step,
                "wall_s": round(time.perf_counter() - t0, 2), "device": "cuda" if cuda else "cpu",
                "resumed_from": Path(last).name if last else None, "config": cfg.to_dict()}
