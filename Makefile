@@ -10,7 +10,7 @@ EXTRAS ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast bench lint clean
+.PHONY: install run test test-all test-fast bench lint clean
 
 install: $(STAMP)
 
@@ -27,12 +27,19 @@ run: install
 	$(VENV)/bin/promptloop init
 	$(VENV)/bin/promptloop loop run --name demo --rounds 2 --limit 16 --eval-limit 16 --redteam-limit 4 --max-steps 4
 
-test: install
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+# pytest exit 5 (nothing collected) is a failure, not a pass.
+PYTEST = rc=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as a failure" >&2; exit 1; fi; exit $$rc
 
-test-fast: install
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+# Default run (~12 min on 2 cores): everything but the tests marked slow.
+test: install
+	@$(call PYTEST,-m "not slow")
+
+# Everything, slow tests included (~19 min on 2 cores): what CI runs.
+test-all: install
+	@$(call PYTEST,)
+
+test-fast: test
 
 bench: install
 	$(PY) bench/generation.py
