@@ -139,26 +139,20 @@ class Runtime:
 
         Loads the version's LoRA adapter into the shared chat model and returns its adapter name.
         """
-        from sqlmodel import Session, select
+        from sqlmodel import Session
 
-        from promptloop.errors import PromptloopError
-        from promptloop.store.models import ModelVersion, VersionStatus
+        from promptloop.learners.versions import champion, get_version
 
         if version in (None, "base"):
             return None
         self.upgrade_db()
-        with Session(self.engine) as s:
-            if version == "champion":
-                row = s.exec(select(ModelVersion).where(ModelVersion.status == VersionStatus.champion)
-                             .order_by(ModelVersion.id.desc())).first()
-                if row is None:
-                    return None
-            else:
-                row = s.exec(select(ModelVersion).where(ModelVersion.name == version)).first()
-                if row is None and version.isdigit():
-                    row = s.get(ModelVersion, int(version))
-                if row is None:
-                    raise PromptloopError(f"unknown model version '{version}' (use base, champion or a version name)")
+        if version == "champion":
+            with Session(self.engine) as s:
+                row = champion(s)
+            if row is None:
+                return None
+        else:
+            row = get_version(self.engine, version)
         if not row.adapter_path:
             return None
         self.chat_model.load_adapter(row.name, row.adapter_path)

@@ -81,9 +81,8 @@ def loop_run(
                       "a new one")
     ecfg = EvalConfig(bench=state["config"]["eval_bench"], limit=state["config"]["eval_limit"],
                       redteam_limit=state["config"]["redteam_limit"])
-    versions = [r["training"] and next((k for k in r.get("eval", {}) if k != r.get("collected_by")), None)
-                for r in state.get("history", [])]
-    systems = ["raw", "base", *[v for v in versions if v], "champion"]
+    trained = [k for r in state.get("history", []) for k in r.get("eval", {}) if k != r.get("collected_by")]
+    systems = ["raw", "base", *trained, "champion"]
     from promptloop.commands.evaluate import run_eval
     from promptloop.evaluation.report import table
 

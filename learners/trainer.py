@@ -30,9 +30,9 @@ class TrainResult:
 
 
 def use_cuda(rt) -> bool:  # noqa: ANN001
-    import torch
+    from promptloop.agents.llm.device import pick_device
 
-    return rt.settings.device in ("auto", "cuda") and torch.cuda.is_available()
+    return pick_device(rt.settings.device) == "cuda"
 
 
 def trl_common_args(cfg: LearnerConfig, output_dir: Path, *, cuda: bool) -> dict[str, Any]:
