@@ -80,6 +80,35 @@ class JudgeSettings(BaseModel):
     })
 
 
+AGENTS_WITH_MODELS = ("rewriter", "critic", "guard")
+
+
+class BackendSettings(BaseModel):
+    """Where one agent's chat model runs.
+
+    ``transformers``: in process (agents on the same model share one copy);
+    ``openai``: any OpenAI-compatible server at ``base_url`` (``vllm serve``,
+    ``transformers serve``, a hosted API); ``vllm``: in-process vLLM (CUDA).
+    """
+
+    kind: Literal["transformers", "openai", "vllm"] = "transformers"
+    model: str | None = Field(None, description="model reference (in-process) or served model name (openai); "
+                              "default: base_model")
+    base_url: str | None = Field(None, description="openai: server URL, e.g. http://localhost:8000/v1")
+    api_key: str | None = Field(None, description="openai: bearer token (or set OPENAI_API_KEY)")
+    timeout: float = Field(120.0, gt=0, description="openai: seconds per request")
+    max_retries: int = Field(4, ge=0, le=20, description="openai: retries with exponential backoff")
+    concurrency: int = Field(8, ge=1, le=512, description="openai: requests in flight at once")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra request fields "
+                                       "(server-specific, e.g. vLLM's top_k)")
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> BackendSettings:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("backend kind 'openai' needs base_url (e.g. http://localhost:8000/v1)")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROMPTLOOP_",
@@ -102,6 +131,8 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(1000, ge=1, description="longer user prompts are rejected on import")
     record_traffic: bool = Field(True, description="store prompts sent through the rewrite graph as source "
                                  "'traffic' (what `loop watch` learns from); false to opt out")
+    backends: dict[Literal["rewriter", "critic", "guard"], BackendSettings] = Field(
+        default_factory=dict, description="per-agent model backend; agents not named run base_model in process")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
@@ -155,6 +186,11 @@ class Settings(BaseSettings):
     @property
     def checkpoints_path(self) -> Path:
         return self.home / "checkpoints.sqlite"
+
+    def backend_for(self, agent: str) -> BackendSettings:
+        if agent not in AGENTS_WITH_MODELS:
+            raise ValueError(f"unknown agent '{agent}'; expected one of {', '.join(AGENTS_WITH_MODELS)}")
+        return self.backends.get(agent) or BackendSettings()
 
     def append_report(self, name: str, row: dict) -> Path:
         """Append one JSON line to ``reports/<name>.jsonl`` (benchmarks keep their history there)."""

@@ -17,6 +17,7 @@ from promptloop.config import Settings
 class Runtime:
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._models: dict[str, object] = {}
 
     @cached_property
     def engine(self) -> Engine:
@@ -35,15 +36,20 @@ class Runtime:
 
         return upgrade(self.engine)
 
-    @cached_property
-    def chat_model(self):  # -> TransformersChatModel
-        from promptloop.agents.llm.prepare import prepare_model
-        from promptloop.agents.llm.transformers_backend import TransformersChatModel
+    @property
+    def chat_model(self):  # -> ChatModel
+        """The rewriter's chat model (where rewriter versions' adapters are loaded)."""
+        return self.model_for("rewriter")
 
-        s = self.settings
-        prepared = prepare_model(s.base_model, s.models_dir)
-        return TransformersChatModel(prepared.path, device=s.device, dtype=s.dtype,
-                                     batch_size=s.generation.batch_size, name=s.base_model)
+    def model_for(self, agent: str):  # -> ChatModel
+        """The chat model ``agent`` runs on (Settings.backends); agents with the same backend share one instance."""
+        backend = self.settings.backend_for(agent)
+        key = backend.model_dump_json()
+        if key not in self._models:
+            from promptloop.agents.llm.factory import build_chat_model
+
+            self._models[key] = build_chat_model(backend, self.settings)
+        return self._models[key]
 
     @cached_property
     def embedder(self):  # -> Embedder
@@ -58,7 +64,7 @@ class Runtime:
         g = self.settings.guard
         cfg = GuardConfig(flag_threshold=g.flag_threshold, block_threshold=g.block_threshold,
                           profanity_threshold=g.profanity_threshold, use_llm=g.use_llm)
-        return SafetyGuard(self.embedder, cfg, llm=self.chat_model if g.use_llm else None)
+        return SafetyGuard(self.embedder, cfg, llm=self.model_for("guard") if g.use_llm else None)
 
     @cached_property
     def critic(self):  # -> PrincipleCritic
@@ -73,7 +79,7 @@ class Runtime:
         from promptloop.agents.critic import PrincipleCritic
 
         c, r = self.settings.critic, self.settings.rewrite
-        return PrincipleCritic(self.embedder, self.guard, self.chat_model if use_llm else None,
+        return PrincipleCritic(self.embedder, self.guard, self.model_for("critic") if use_llm else None,
                                min_words=r.target_words_min,
                                max_words=r.target_words_max, llm_weight=c.llm_weight if use_llm else 0.0,
                                llm_retries=c.llm_retries, breaker_window=c.llm_breaker_window,

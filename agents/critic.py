@@ -167,7 +167,7 @@ class PrincipleCritic:
             convs = [[{"role": "user", "content": self._critique_tmpl.format(prompt=pairs[i][0], candidate=pairs[i][1])}]
                      for i in todo]
             params = SamplingParams(n=1, max_new_tokens=96, temperature=0.0 if attempt == 0 else 0.7,
-                                    seed=attempt)
+                                    seed=attempt, json_schema=LLMCritique.model_json_schema())
             outs = self.llm.generate(convs, params)
             still = []
             for i, o in zip(todo, outs, strict=True):
@@ -194,6 +194,9 @@ class PrincipleCritic:
         convs = [[{"role": "user", "content": self._refine_tmpl.format(
             prompt=u, candidate=c, issues="; ".join(k.issues) or "none", suggestion=k.suggestion or "add detail",
             min_words=self.min_words, max_words=self.max_words)}] for u, c, k in items]
+        # The rewriter version's adapter applies only where the critic shares the rewriter's model.
+        if adapter is not None and adapter not in getattr(self.llm, "adapters", {}):
+            adapter = None
         outs = self.llm.generate(convs, params.model_copy(update={"n": 1}), adapter=adapter)
         return [clean_rewrite(o[0]) or c for o, (_, c, _) in zip(outs, items, strict=True)]
 

@@ -25,7 +25,7 @@ def test_traffic_is_stored_and_watch_trains_on_it(tmp_path, smollm_path):
     rewrite_many(["a dragon flying over a lake", "a robot dancing in the street", eval_prompt], runtime=rt, n=2,
                  max_refine_steps=0)
     opted_out = Runtime(settings.model_copy(update={"record_traffic": False}))
-    opted_out.__dict__.update({k: rt.__dict__[k] for k in ("chat_model", "embedder", "guard")})
+    opted_out.__dict__.update({k: rt.__dict__[k] for k in ("_models", "embedder", "guard")})
     rewrite_many(["an owl at midnight"], runtime=opted_out, n=1, max_refine_steps=0)
     with Session(rt.engine) as s:
         traffic = s.exec(select(Prompt).where(Prompt.source == "traffic")).all()

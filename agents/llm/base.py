@@ -28,6 +28,8 @@ class SamplingParams(BaseModel):
     temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 = greedy")
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int | None = None
+    json_schema: dict | None = Field(None, description="ask for JSON of this schema where the backend can "
+                                     "enforce it (OpenAI-compatible response_format); a hint, never a guarantee")
 
     @property
     def greedy(self) -> bool:

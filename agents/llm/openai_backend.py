@@ -1,0 +1,166 @@
+"""ChatModel over any server that speaks OpenAI's ``/v1/chat/completions``.
+
+``vllm serve``, ``transformers serve``, llama.cpp's server and hosted APIs all
+speak it, but each honours a different subset: some ignore ``n`` (we top the
+choices up with more requests), some reject ``response_format`` (we drop it
+and remember), some rate-limit (we back off and retry). Conversations go out
+concurrently, bounded by ``concurrency``, so a server with continuous
+batching (vLLM) sees a full batch instead of one request at a time.
+
+A served vLLM switches rewriter versions at run time: ``load_adapter`` asks
+the server to load the version's LoRA under a new name (vLLM's
+``/v1/load_lora_adapter``, enabled by ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``)
+and unloads the one it replaces; generation then names the adapter as the
+request's ``model``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams
+from promptloop.errors import PromptloopError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+
+class ServerError(PromptloopError, RuntimeError):
+    """The server answered with an error that retrying will not fix, or kept failing past the retries."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class OpenAIChatModel(ChatModel):
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, timeout: float = 120.0,
+                 max_retries: int = 4, backoff: float = 0.5, concurrency: int = 8,
+                 extra_body: dict[str, Any] | None = None, name: str | None = None,
+                 transport: httpx.BaseTransport | None = None):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        if not self.base_url.endswith("/v1"):
+            self.base_url += "/v1"
+        self.model = model
+        self.name = name or model
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.concurrency = concurrency
+        self.extra_body = dict(extra_body or {})
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout,
+                                   limits=httpx.Limits(max_connections=concurrency), transport=transport)
+        self.adapters: dict[str, str] = {}
+        self.structured_output: bool | None = None  # unknown until the server accepts or rejects it
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    # --- adapters (served vLLM) ----------------------------------------------------
+    def load_adapter(self, name: str, path: str | Path) -> None:
+        """Load a rewriter version's LoRA into the server under ``name``; the previous one is unloaded."""
+        path = str(path)
+        if self.adapters.get(name) == path:
+            return
+        if name in self.adapters:
+            raise ValueError(f"adapter name '{name}' is already bound to {self.adapters[name]}; "
+                             "every rewriter version needs its own name")
+        with self._lock:
+            self._post("/load_lora_adapter", {"lora_name": name, "lora_path": path}, expect_json=False)
+            for old in list(self.adapters):
+                self._post("/unload_lora_adapter", {"lora_name": old}, expect_json=False)
+                del self.adapters[old]
+            self.adapters[name] = path
+
+    # --- generation ---------------------------------------------------------------
+    def generate(self, conversations: Sequence[Conversation], params: SamplingParams, *,
+                 adapter: str | None = None) -> list[list[str]]:
+        if adapter is not None and adapter not in self.adapters:
+            raise KeyError(f"adapter '{adapter}' is not loaded on {self.base_url}; call load_adapter first")
+        model = adapter or self.model
+        jobs = list(enumerate(conversations))
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(jobs)))) as pool:
+            outs = list(pool.map(lambda job: self._complete(job[1], params, model, job[0]), jobs))
+        return outs
+
+    def _complete(self, conversation: Conversation, params: SamplingParams, model: str, index: int) -> list[str]:
+        """``params.n`` completions for one conversation, topping up when the server returns fewer."""
+        texts: list[str] = []
+        attempt = 0
+        while len(texts) < params.n:
+            want = params.n - len(texts)
+            body = self._body(conversation, params, model, want,
+                              None if params.seed is None else params.seed + 7919 * index + attempt)
+            choices = self._chat(body)
+            if not choices:
+                raise ServerError(f"{self.base_url} returned no choices for model '{model}'")
+            texts.extend((c.get("message") or {}).get("content") or "" for c in choices[:want])
+            attempt += 1
+        return [t.strip() for t in texts]
+
+    def _body(self, conversation: Conversation, params: SamplingParams, model: str, n: int,
+              seed: int | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "messages": list(conversation), "max_tokens": params.max_new_tokens,
+                                "temperature": params.temperature, "top_p": params.top_p, "n": n}
+        if seed is not None:
+            body["seed"] = seed
+        if params.json_schema is not None and self.structured_output is not False:
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": params.json_schema.get("title", "answer"), "schema": params.json_schema, "strict": False}}
+        body.update(self.extra_body)
+        return body
+
+    def _chat(self, body: dict[str, Any]) -> list[dict]:
+        try:
+            data = self._post("/chat/completions", body)
+        except ServerError as exc:
+            if "response_format" in body and exc.status == 400:
+                # The server does not do structured output: remember, and ask again without it.
+                log.warning("%s rejected response_format; continuing without structured output", self.base_url)
+                self.structured_output = False
+                return self._chat({k: v for k, v in body.items() if k != "response_format"})
+            raise
+        if "response_format" in body:
+            self.structured_output = True
+        return data.get("choices") or []
+
+    def _post(self, path: str, body: dict[str, Any], *, expect_json: bool = True) -> Any:
+        """POST with retries: connection errors, timeouts and 408/429/5xx back off exponentially (with jitter)."""
+        last: str = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 4))
+            try:
+                resp = self.client.post(path, json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            self.requests += 1
+            if resp.status_code in RETRY_STATUS:
+                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                continue
+            if resp.status_code >= 400:
+                raise ServerError(f"{self.base_url}{path} answered HTTP {resp.status_code}: {resp.text[:500]}",
+                                  status=resp.status_code)
+            if not expect_json:
+                return resp.text
+            try:
+                return resp.json()
+            except json.JSONDecodeError as exc:
+                raise ServerError(f"{self.base_url}{path} answered non-JSON: {resp.text[:200]!r}") from exc
+        raise ServerError(f"{self.base_url}{path} failed after {self.max_retries + 1} attempts: {last}")
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,197 @@
+"""The OpenAI-compatible backend against a real server on loopback (transformers serve on SmolLM2).
+
+Behaviour a real server cannot be made to show on demand (rate limits, a
+dying connection, vLLM's runtime LoRA endpoints, which need vLLM and CUDA) is
+checked with httpx's MockTransport answering in the same wire format.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from promptloop.agents.llm.base import SamplingParams
+from promptloop.agents.llm.openai_backend import OpenAIChatModel, ServerError
+from promptloop.config import Settings
+from servers import transformers_server
+
+CONVS = [[{"role": "user", "content": f"Describe {x} in one sentence."}]
+         for x in ("a cat playing piano", "a red car on a mountain road", "rain on a window")]
+
+
+@pytest.fixture(scope="module")
+def server_url(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    log = tmp_path_factory.mktemp("serve") / "transformers-serve.log"
+    with transformers_server(smollm_path, log) as url:
+        yield url
+
+
+def test_greedy_over_http_matches_in_process(server_url: str, smollm_path: Path, chat_model):
+    """Same weights, same chat template, greedy: the server's text is the in-process backend's text."""
+    remote = OpenAIChatModel(server_url, str(smollm_path), concurrency=3)
+    params = SamplingParams(n=1, max_new_tokens=24, temperature=0.0)
+    assert remote.generate(CONVS, params) == chat_model.generate(CONVS, params)
+    assert remote.requests == 3
+
+
+def test_n_is_topped_up_when_the_server_ignores_it(server_url: str, smollm_path: Path):
+    remote = OpenAIChatModel(server_url, str(smollm_path), concurrency=4,
+                             extra_body={"generation_config": json.dumps({"do_sample": True})})
+    out = remote.generate(CONVS[:2], SamplingParams(n=3, max_new_tokens=12, temperature=1.0, seed=3))
+    assert [len(o) for o in out] == [3, 3] and all(t for o in out for t in o)
+    assert remote.requests == 6  # transformers serve answers one choice per request
+    assert len(set(out[0])) > 1  # seeds differ per request, so samples differ
+
+
+def test_rewrite_graph_runs_with_the_rewriter_on_the_server(server_url: str, smollm_path: Path, tmp_path: Path):
+    """Backends per agent: rewriter over HTTP, critic and guard in process."""
+    from promptloop.agents.llm.openai_backend import OpenAIChatModel as Remote
+    from promptloop.agents.llm.transformers_backend import TransformersChatModel
+    from promptloop.api import rewrite_many
+    from promptloop.runtime import Runtime
+
+    settings = Settings(home=tmp_path / "home", base_model=str(smollm_path), device="cpu",
+                        generation={"max_new_tokens": 40},
+                        backends={"rewriter": {"kind": "openai", "base_url": server_url, "model": str(smollm_path),
+                                              "extra_body": {"generation_config": '{"do_sample": true}'}}})
+    rt = Runtime(settings)
+    assert isinstance(rt.model_for("rewriter"), Remote)
+    assert isinstance(rt.model_for("critic"), TransformersChatModel)
+    assert rt.model_for("guard") is rt.model_for("critic")  # same backend, one instance
+    [out] = rewrite_many(["a fox in the snow"], runtime=rt, n=2, max_refine_steps=0, model_version="base")
+    assert out.final_prompt and 1 <= len(out.candidates) <= 2 and rt.model_for("rewriter").requests == 2
+    assert "total" in out.reward
+
+
+def test_server_down_is_a_clear_error_after_retries():
+    remote = OpenAIChatModel("http://127.0.0.1:9", "m", max_retries=2, backoff=0.01, timeout=2)
+    with pytest.raises(ServerError, match=r"failed after 3 attempts: ConnectError"):
+        remote.chat(CONVS[0])
+
+
+def test_openai_backend_needs_a_url():
+    with pytest.raises(ValueError, match="needs base_url"):
+        Settings(backends={"critic": {"kind": "openai"}})
+
+
+# --- wire-format checks with MockTransport ------------------------------------------------------------------
+def _reply(body: dict, text: str = "ok") -> httpx.Response:
+    return httpx.Response(200, json={"id": "x", "object": "chat.completion", "model": body["model"],
+                                     "choices": [{"index": i, "finish_reason": "stop",
+                                                  "message": {"role": "assistant", "content": f"{text} {i}"}}
+                                                 for i in range(body.get("n", 1))]})
+
+
+def test_retries_with_backoff_on_429_and_5xx():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            return httpx.Response(429, text="slow down")
+        if len(calls) == 2:
+            return httpx.Response(503, text="busy")
+        return _reply(json.loads(request.content))
+
+    remote = OpenAIChatModel("http://srv/v1", "m", backoff=0.05, transport=httpx.MockTransport(handler))
+    assert remote.chat(CONVS[0], SamplingParams(n=2)) == ["ok 0", "ok 1"]
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= 0.05 and calls[2] - calls[1] >= 0.1  # exponential
+
+
+def test_client_errors_are_not_retried():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(404, json={"error": {"message": "model 'm' not found"}})
+
+    remote = OpenAIChatModel("http://srv", "m", transport=httpx.MockTransport(handler))
+    with pytest.raises(ServerError, match="HTTP 404.*not found"):
+        remote.chat(CONVS[0])
+    assert calls == [1]
+
+
+def test_concurrency_is_bounded():
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return _reply(json.loads(request.content))
+
+    remote = OpenAIChatModel("http://srv/v1", "m", concurrency=3, transport=httpx.MockTransport(handler))
+    out = remote.generate(CONVS * 4, SamplingParams(n=1))
+    assert len(out) == 12 and peak[0] == 3
+
+
+def test_structured_output_is_sent_and_dropped_when_rejected():
+    from promptloop.agents.critic import LLMCritique
+
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        bodies.append(body)
+        if "response_format" in body:
+            return httpx.Response(400, json={"error": "response_format is not supported"})
+        return _reply(body, '{"harmless": 1, "accurate": 0.5, "helpful": 0.5}')
+
+    remote = OpenAIChatModel("http://srv/v1", "m", transport=httpx.MockTransport(handler))
+    params = SamplingParams(n=1, temperature=0.0, json_schema=LLMCritique.model_json_schema())
+    remote.chat(CONVS[0], params)
+    assert bodies[0]["response_format"]["type"] == "json_schema"
+    assert bodies[0]["response_format"]["json_schema"]["schema"]["required"] == ["harmless", "accurate", "helpful"]
+    assert "response_format" not in bodies[1] and remote.structured_output is False
+    remote.chat(CONVS[0], params)
+    assert "response_format" not in bodies[2]  # remembered: no second rejected request
+
+
+def test_served_vllm_switches_adapters_by_loading_and_unloading():
+    """vLLM's runtime LoRA API: a new name per version, the old one unloaded, requests name the adapter."""
+    log = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        log.append((request.url.path, body.get("lora_name") or body.get("model")))
+        if request.url.path.endswith("_lora_adapter"):
+            return httpx.Response(200, text="Success")
+        return _reply(body)
+
+    remote = OpenAIChatModel("http://srv/v1", "base", transport=httpx.MockTransport(handler))
+    remote.load_adapter("r0-sft", "/adapters/r0-sft")
+    remote.load_adapter("r0-sft", "/adapters/r0-sft")  # idempotent
+    remote.chat(CONVS[0], adapter="r0-sft")
+    remote.load_adapter("r1-dpo", "/adapters/r1-dpo")
+    remote.chat(CONVS[0], adapter="r1-dpo")
+    remote.chat(CONVS[0])
+    assert log == [("/v1/load_lora_adapter", "r0-sft"), ("/v1/chat/completions", "r0-sft"),
+                   ("/v1/load_lora_adapter", "r1-dpo"), ("/v1/unload_lora_adapter", "r0-sft"),
+                   ("/v1/chat/completions", "r1-dpo"), ("/v1/chat/completions", "base")]
+    with pytest.raises(KeyError, match="r0-sft"):
+        remote.chat(CONVS[0], adapter="r0-sft")
+    with pytest.raises(ValueError, match="already bound"):
+        remote.load_adapter("r1-dpo", "/adapters/other")
+
+
+def test_vllm_backend_says_what_it_needs_without_vllm():
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vLLM is installed here; this checks the message where it is not")
+    except ImportError:
+        pass
+    from promptloop.agents.llm.vllm_backend import VLLMChatModel
+    from promptloop.errors import PromptloopError
+
+    with pytest.raises(PromptloopError, match=r"promptloop\[vllm\]"):
+        VLLMChatModel("/nonexistent")
