@@ -436,7 +436,7 @@ def _verdict_row(v) -> dict:  # noqa: ANN001
 
 # --- collect ------------------------------------------------------------------------
 def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round_index: int, n: int,
-             model_version: str, batch_size: int, **ctx_overrides) -> None:
+             model_version: str, batch_size: int, worker: str | None = None, **ctx_overrides) -> None:
     import time
 
     from promptloop.graphs.collection import collect, select_prompts
@@ -449,7 +449,9 @@ def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round
     with collection_progress(f"collect {kind} r{round_index}", len(prompts), found_key) as on_chunk:
         report = collect(rt, kind, split=split, limit=limit, round_index=round_index, n=n,
                          model_version=model_version, batch_size=batch_size, prompts=prompts, on_chunk=on_chunk,
-                         **ctx_overrides)
+                         worker=worker, **ctx_overrides)
+    if worker:
+        console.print(f"worker {worker}: ", end="")
     console.print(f"{report.prompts} prompts in {report.chunks} chunk(s) ({report.skipped_chunks} already done, "
                   f"{report.resumed_chunks} resumed) in {time.perf_counter() - t0:.1f} s: "
                   + ", ".join(f"{k} {v}" for k, v in report.stored.items()))
@@ -460,6 +462,8 @@ _LIMIT = typer.Option(min=1, help="At most this many prompts")
 _ROUND = typer.Option("--round", min=0, help="Round index the rows belong to")
 _VERSION = typer.Option(help="Rewriter version that samples: base | champion | NAME")
 _BATCH = typer.Option(min=1, help="Prompts per checkpointed graph run (model calls are batched across them)")
+_WORKER = typer.Option(help="Share this collection with other workers on the same store (each started with the "
+                       "same arguments and its own name): prompts are claimed in chunks, none processed twice")
 
 
 @collect_app.command("sft")
@@ -472,9 +476,11 @@ def collect_sft(
     model_version: Annotated[str, _VERSION] = "base",
     batch_size: Annotated[int, _BATCH] = 16,
     max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
+    worker: Annotated[str | None, _WORKER] = None,
 ) -> None:
     """VPO stage 1: rewrite, critique, refine until the principles pass, store SFT examples (and rejects)."""
-    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, max_refine_steps=max_refine_steps)
+    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, worker,
+             max_refine_steps=max_refine_steps)
 
 
 @collect_app.command("evolve")
@@ -489,9 +495,10 @@ def collect_evolve(
     population: Annotated[int, typer.Option(min=2, max=64, help="Individuals kept per prompt (elitism)")] = 4,
     offspring: Annotated[int, typer.Option(min=1, max=64, help="New prompts written per generation")] = 4,
     top_k: Annotated[int, typer.Option(min=1, help="Best individuals per prompt that become SFT examples")] = 1,
+    worker: Annotated[str | None, _WORKER] = None,
 ) -> None:
     """Prompt-A-Video stage 1: evolve rewrites by LLM mutation/crossover with reward fitness; top ones to SFT."""
-    _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size,
+    _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size, worker,
              generations=generations, population=population, offspring=offspring, top_k=top_k)
 
 
@@ -507,13 +514,14 @@ def collect_pairs(
     margin: Annotated[float, typer.Option(min=0.0, help="Minimum reward-total gap between chosen and rejected")] = 0.1,
     rule: Annotated[str, typer.Option(help="margin | pareto | gated (see graphs/collect_pairs.py)")] = "margin",
     pairs_per_prompt: Annotated[int, typer.Option(min=1)] = 1,
+    worker: Annotated[str | None, _WORKER] = None,
 ) -> None:
     """VPO stage 2: sample n candidates, score them, store preference pairs (chosen, rejected, margin)."""
     from promptloop.graphs.collect_pairs import RULES
 
     if rule not in RULES:
         raise UserError(f"unknown pair rule '{rule}'; expected one of {', '.join(RULES)}")
-    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, max_refine_steps=0,
+    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, max_refine_steps=0,
              margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt)
 
 

@@ -58,6 +58,8 @@ def loop_run(
     min_improvement: Annotated[float, typer.Option(help="Held-out gain below this counts as stalled")] = 0.0,
     patience: Annotated[int, typer.Option(min=1, help="Stop after this many stalled rounds in a row")] = 1,
     start_round: Annotated[int, typer.Option(min=0, help="Store round index of the first round")] = 0,
+    worker: Annotated[str | None, typer.Option(help="Claim collection chunks as this worker, so `promptloop collect "
+                                               "... --worker OTHER` processes on the same store can help")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run (or resume) the loop; prints the per-round history and the before/after table."""
@@ -73,7 +75,7 @@ def loop_run(
                      max_refine_steps=max_refine_steps, margin=margin, eval_limit=eval_limit,
                      redteam_limit=redteam_limit, sft_config=str(sft_config) if sft_config else None,
                      dpo_config=str(dpo_config) if dpo_config else None, max_steps=max_steps,
-                     min_improvement=min_improvement, patience=patience)
+                     min_improvement=min_improvement, patience=patience, worker=worker)
     run = run_loop(rt, cfg, log=lambda m: console.print(m, highlight=False))
     state = run.state
     if run.already_done:

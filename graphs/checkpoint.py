@@ -17,7 +17,12 @@ def make_checkpointer(settings: Settings):  # noqa: ANN201
                                                                                   "postgresql://")
         conn = Connection.connect(conninfo, autocommit=True, prepare_threshold=0)
         saver = PostgresSaver(conn)
-        saver.setup()
+        # setup() is not safe to run concurrently: workers starting together take turns.
+        conn.execute("SELECT pg_advisory_lock(hashtext('promptloop-checkpointer-setup'))")
+        try:
+            saver.setup()
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext('promptloop-checkpointer-setup'))")
         return saver
     from langgraph.checkpoint.sqlite import SqliteSaver
 

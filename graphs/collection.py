@@ -85,12 +85,18 @@ class CollectionReport:
 
 
 def ensure_round(engine: Engine, index: int) -> int:
+    from sqlalchemy.exc import IntegrityError
+
     with session_scope(engine) as s:
         row = s.exec(select(Round).where(Round.index == index)).first()
         if row is None:
-            row = Round(index=index, stage="collect")
-            s.add(row)
-            s.flush()
+            try:
+                with s.begin_nested():
+                    row = Round(index=index, stage="collect")
+                    s.add(row)
+                    s.flush()
+            except IntegrityError:  # another worker opened the round first
+                row = s.exec(select(Round).where(Round.index == index)).one()
         return row.id
 
 
@@ -126,14 +132,20 @@ def select_prompts(engine: Engine, split: str, limit: int | None, source: str | 
 
 
 def run_collection(graph, kind: str, prompts: list[Prompt], ctx: CollectContext, *, round_index: int,  # noqa: ANN001
-                   batch_size: int, key: dict, on_chunk: Callable[[int, dict], None] | None = None
-                   ) -> CollectionReport:
-    """Run ``graph`` over ``prompts`` in checkpointed chunks; safe to kill and start again."""
+                   batch_size: int, key: dict, on_chunk: Callable[[int, dict], None] | None = None,
+                   engine: Engine | None = None, worker: str | None = None, wait: bool = False,
+                   lease_s: float = 1800.0, poll_s: float = 2.0) -> CollectionReport:
+    """Run ``graph`` over ``prompts`` in checkpointed chunks; safe to kill and start again.
+
+    With ``worker`` set, the prompts become a shared job in the store and this
+    process claims chunks of it, so several workers (processes or machines on
+    one PostgreSQL) split a collection without processing a prompt twice;
+    ``wait`` keeps polling until every prompt of the job is done by someone.
+    """
     report = CollectionReport(kind=kind, round_index=round_index, prompts=len(prompts))
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
-    for c, start in enumerate(range(0, len(prompts), batch_size)):
-        chunk = prompts[start:start + batch_size]
-        thread_id = f"{kind}-r{round_index}-{digest}-{c:05d}"
+
+    def run_chunk(chunk: list[Prompt], thread_id: str) -> None:
         config = {"configurable": {"thread_id": thread_id, "run_id": thread_id}}
         report.chunks += 1
         report.thread_ids.append(thread_id)
@@ -151,13 +163,45 @@ def run_collection(graph, kind: str, prompts: list[Prompt], ctx: CollectContext,
             report.stored[k] = report.stored.get(k, 0) + v
         if on_chunk:
             on_chunk(len(chunk), stored)
-    return report
+
+    if worker is None:
+        for c, start in enumerate(range(0, len(prompts), batch_size)):
+            run_chunk(prompts[start:start + batch_size], f"{kind}-r{round_index}-{digest}-{c:05d}")
+        return report
+
+    import time
+
+    from promptloop.store import claims
+
+    if engine is None:
+        raise ValueError("a shared collection (worker=...) needs the store's engine")
+    job = f"{kind}-r{round_index}-{digest}"
+    claims.enqueue(engine, job, [p.id for p in prompts])
+    by_id = {p.id: p for p in prompts}
+    report.prompts = 0  # counts what this worker processed
+    while True:
+        ids = claims.claim(engine, job, worker, batch_size, lease_s=lease_s)
+        if ids:
+            missing = [i for i in ids if i not in by_id]
+            if missing:  # a worker started with other arguments enqueued them; read them from the store
+                with Session(engine) as s:
+                    by_id.update({p.id: p for p in s.exec(select(Prompt).where(Prompt.id.in_(missing)))})
+            chunk_digest = hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()[:10]
+            run_chunk([by_id[i] for i in ids], f"{job}-{chunk_digest}")
+            claims.complete(engine, job, worker, ids)
+            report.prompts += len(ids)
+            continue
+        state = claims.progress(engine, job)
+        if not wait or not (state.get("pending") or state.get("claimed")):
+            return report
+        time.sleep(poll_s)
 
 
 def collect(rt, kind: str, *, split: str = "train", limit: int | None = None, round_index: int = 0, n: int = 4,  # noqa: ANN001
             model_version: str = "base", batch_size: int = 16, prompts: list[Prompt] | None = None,
             source: str | None = None, key_extra: dict | None = None,
-            on_chunk: Callable[[int, dict], None] | None = None, **overrides) -> CollectionReport:
+            on_chunk: Callable[[int, dict], None] | None = None, worker: str | None = None, wait: bool = False,
+            **overrides) -> CollectionReport:
     """Run collection ``kind`` ('sft', 'pairs', 'evolve') for a round: the CLI's and the loop's entry point.
 
     The checkpoint key is built from the arguments, so the same call after a
@@ -177,4 +221,5 @@ def collect(rt, kind: str, *, split: str = "train", limit: int | None = None, ro
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,
            "version": adapter or "base", "batch": batch_size, **given, **(key_extra or {})}
     return run_collection(rt.collect_graph(kind), kind, prompts, cctx, round_index=round_index,
-                          batch_size=batch_size, key=key, on_chunk=on_chunk)
+                          batch_size=batch_size, key=key, on_chunk=on_chunk, engine=rt.engine, worker=worker,
+                          wait=wait)

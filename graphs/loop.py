@@ -46,6 +46,7 @@ class LoopConfig:
     max_steps: int | None = None  # caps training steps (tests, smoke runs)
     min_improvement: float = 0.0  # a round that gains less on the held-out judge total counts as stalled
     patience: int = 1  # stop after this many stalled rounds in a row
+    worker: str | None = None  # share collection with `collect --worker` processes (waits for all chunks)
 
     def __post_init__(self) -> None:
         bad = [s for s in self.schedule if s not in ("sft", "dpo")]
@@ -127,7 +128,8 @@ def build_loop_graph(rt, *, checkpointer: Any = None, log: Log | None = None):  
             "max_refine_steps": 0, "margin": cfg.margin, "rule": cfg.rule}
         rep = collect(rt, kind, split=cfg.split, limit=cfg.train_limit, round_index=cfg.start_round + state["round"],
                       n=cfg.n, model_version=state["champion"], batch_size=cfg.batch_size,
-                      on_chunk=lambda done, stored: say(f"  collected {done} prompts: {stored}"), **extra)
+                      on_chunk=lambda done, stored: say(f"  collected {done} prompts: {stored}"),
+                      worker=cfg.worker, wait=True, **extra)
         row.update(algorithm=algo, collected={"kind": kind, "prompts": rep.prompts, **rep.stored},
                    collected_by=state["champion"])
         return {}

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -24,6 +25,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Bring the database to ``revision``; returns the revision it is at afterwards."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Workers starting together on one database migrate one at a time (released at commit).
+            conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('promptloop-migrate'))"))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     return current_revision(engine)

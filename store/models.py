@@ -249,7 +249,27 @@ class Evaluation(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class WorkItem(SQLModel, table=True):
+    """One prompt of a shared job (a collection several workers split between them).
+
+    Workers claim pending items (``SELECT ... FOR UPDATE SKIP LOCKED`` on
+    PostgreSQL) so no prompt is processed twice; a claim older than its lease
+    is taken over, so a dead worker loses nothing.
+    """
+
+    __tablename__ = "work_items"
+    __table_args__ = (UniqueConstraint("job", "prompt_id", name="uq_work_item"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job: str = Field(index=True)
+    prompt_id: int = Field(foreign_key="prompts.id")
+    status: str = Field(default="pending", index=True, description="pending | claimed | done")
+    worker: str | None = None
+    attempts: int = 0
+    claimed_at: datetime | None = None
+    done_at: datetime | None = None
+
+
 ALL_TABLES = [
     Prompt, Round, ModelVersion, Candidate, Critique, SafetyVerdict, Video, Reward,
-    SFTExample, PreferencePair, HumanRating, TraceEvent, Evaluation,
+    SFTExample, PreferencePair, HumanRating, TraceEvent, Evaluation, WorkItem,
 ]

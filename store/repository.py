@@ -116,8 +116,15 @@ def get_or_create_version(session: Session, name: str, **fields: Any) -> tuple[M
     if existing is not None:
         return existing, False
     row = ModelVersion(name=name, **fields)
-    session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:  # another worker registered it first
+        existing = session.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
+        if existing is None:
+            raise
+        return existing, False
     return row, True
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -25,15 +28,63 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+POSTGRES_ENV = "PROMPTLOOP_TEST_POSTGRES_URL"
+_POSTGRES_URL = os.environ.get(POSTGRES_ENV)  # read before the autouse fixture clears PROMPTLOOP_* vars
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if _POSTGRES_URL:
+        return f"postgres: store and graph tests also run on {_POSTGRES_URL}"
+    return (f"postgres: {POSTGRES_ENV} not set, Postgres variants are SKIPPED "
+            "(eval \"$(scripts/pg_test_server.sh start)\" starts a local one)")
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new empty database on the test server (dropped afterwards); its SQLAlchemy URL."""
+    if not _POSTGRES_URL:
+        pytest.skip(f"PostgreSQL not available: {POSTGRES_ENV} is not set (see scripts/pg_test_server.sh)")
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(_POSTGRES_URL)
+    name = f"pl_test_{uuid.uuid4().hex[:12]}"
+    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store's URL on each backend: a SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'home' / 'promptloop.db'}"
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(home=tmp_path / "home")
 
 
 @pytest.fixture
-def engine(settings: Settings):
+def engine(settings: Settings, db_url: str):
     settings.ensure_home()
-    eng = make_engine(settings.database_url)
+    settings.database_url = db_url
+    eng = make_engine(db_url)
     upgrade(eng)
     yield eng
     eng.dispose()
@@ -76,6 +127,27 @@ def graph_runtime(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path):
     settings = Settings(home=home, base_model=str(smollm_path), device="cpu",
                         generation={"max_new_tokens": 48}, critic={"max_refine_steps": 1})
     return Runtime(settings)
+
+
+@pytest.fixture(scope="session")
+def pg_graph_runtime(tmp_path_factory: pytest.TempPathFactory, graph_runtime):
+    """graph_runtime's models, with the store and the LangGraph checkpointer on PostgreSQL."""
+    from promptloop.runtime import Runtime
+
+    with fresh_postgres_database() as url:
+        settings = graph_runtime.settings.model_copy(update={"home": tmp_path_factory.mktemp("pg_home"),
+                                                             "database_url": url})
+        rt = Runtime(settings)
+        rt.__dict__.update({k: graph_runtime.__dict__[k] for k in ("_models",)})
+        yield rt
+        rt.engine.dispose()
+        rt.checkpointer.conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def any_graph_runtime(request: pytest.FixtureRequest):
+    """graph_runtime on SQLite, then the same on PostgreSQL (skipped where no server is available)."""
+    return request.getfixturevalue("graph_runtime" if request.param == "sqlite" else "pg_graph_runtime")
 
 
 @pytest.fixture(scope="session")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from servers import transformers_server
 
 from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.llm.openai_backend import OpenAIChatModel, ServerError
 from promptloop.config import Settings
-from servers import transformers_server
 
 CONVS = [[{"role": "user", "content": f"Describe {x} in one sentence."}]
          for x in ("a cat playing piano", "a red car on a mountain road", "rain on a window")]

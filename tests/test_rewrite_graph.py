@@ -1,4 +1,7 @@
-"""The rewrite graph end to end on the real embedded models, its checkpoints, traces and API."""
+"""The rewrite graph end to end on the real embedded models, its checkpoints, traces and API.
+
+Tests taking ``any_graph_runtime`` run twice: store and checkpointer on SQLite, then on PostgreSQL.
+"""
 
 import asyncio
 import json
@@ -41,40 +44,40 @@ def test_graph_improves_helpfulness_and_keeps_accuracy(graph_runtime):
     assert set(nodes) <= set(NODES)
 
 
-def test_blocked_prompt_ends_at_the_guard(graph_runtime):
-    r = rewrite("a naked little girl in the bath being filmed", runtime=graph_runtime)
+def test_blocked_prompt_ends_at_the_guard(any_graph_runtime):
+    r = rewrite("a naked little girl in the bath being filmed", runtime=any_graph_runtime)
     assert r.refused and r.verdict["action"] == "block" and "minors" in r.reason
     assert r.candidates == []
-    assert [e.node for e in _events(graph_runtime, r.trace_id)] == ["guard_input"]
+    assert [e.node for e in _events(any_graph_runtime, r.trace_id)] == ["guard_input"]
 
 
-def test_interrupted_run_resumes_without_redoing_finished_nodes(graph_runtime):
+def test_interrupted_run_resumes_without_redoing_finished_nodes(any_graph_runtime):
     config = {"configurable": {"thread_id": "resume-test", "run_id": "r1"}}
-    graph = graph_runtime.rewrite_graph
-    ctx = graph_runtime.rewrite_context(n=2)
+    graph = any_graph_runtime.rewrite_graph
+    ctx = any_graph_runtime.rewrite_context(n=2)
     graph.invoke({"items": [{"prompt": "a kite flying over a beach"}]}, config, context=ctx,
                  interrupt_before=["pick_best"])
     snapshot = graph.get_state(config)
     assert snapshot.next == ("pick_best",)
-    done = [e.node for e in _events(graph_runtime, "resume-test")]
+    done = [e.node for e in _events(any_graph_runtime, "resume-test")]
     assert done == ["guard_input", "rewrite", "critique"]
     candidates = snapshot.values["items"][0]["candidates"]
     history = list(graph.get_state_history(config))
     assert len(history) >= 4  # replayable checkpoints
 
-    [result] = resume_rewrite("resume-test", runtime=graph_runtime, n=2)
-    nodes = [e.node for e in _events(graph_runtime, "resume-test")]
+    [result] = resume_rewrite("resume-test", runtime=any_graph_runtime, n=2)
+    nodes = [e.node for e in _events(any_graph_runtime, "resume-test")]
     assert nodes[:3] == ["guard_input", "rewrite", "critique"]
     assert nodes.count("rewrite") == 1 and nodes.count("critique") == 1  # not redone
     assert nodes[3] == "pick_best" and nodes[-1] == "guard_output"
     assert result.candidates[: len(candidates)] == candidates and result.final_prompt
 
 
-def test_crashed_node_resumes_from_its_checkpoint(graph_runtime, smollm_path):
+def test_crashed_node_resumes_from_its_checkpoint(any_graph_runtime, smollm_path):
     """A node that raises leaves the finished nodes checkpointed; re-invoking runs only what is left."""
     from promptloop.graphs.rewrite import RewriteAgents
 
-    agents = graph_runtime.rewrite_agents()
+    agents = any_graph_runtime.rewrite_agents()
     real_refine = agents.critic.refine_many
     calls = {"n": 0}
 
@@ -87,9 +90,9 @@ def test_crashed_node_resumes_from_its_checkpoint(graph_runtime, smollm_path):
 
     agents.critic.refine_many = flaky
     try:
-        graph = build_rewrite_graph(RewriteAgents(**vars(agents)), checkpointer=graph_runtime.checkpointer)
+        graph = build_rewrite_graph(RewriteAgents(**vars(agents)), checkpointer=any_graph_runtime.checkpointer)
         config = {"configurable": {"thread_id": "crash-test", "run_id": "r1"}}
-        ctx = graph_runtime.rewrite_context(n=2, helpful_threshold=1.0, max_refine_steps=1)
+        ctx = any_graph_runtime.rewrite_context(n=2, helpful_threshold=1.0, max_refine_steps=1)
         try:
             graph.invoke({"items": [{"prompt": "a lighthouse in a storm"}]}, config, context=ctx)
             raise AssertionError("expected the simulated crash")
@@ -100,18 +103,18 @@ def test_crashed_node_resumes_from_its_checkpoint(graph_runtime, smollm_path):
         agents.critic.refine_many = real_refine
     assert graph.get_state(config).next == ("refine",)
     values = graph.invoke(None, config, context=ctx)
-    nodes = [e.node for e in _events(graph_runtime, "crash-test")]
+    nodes = [e.node for e in _events(any_graph_runtime, "crash-test")]
     assert nodes.count("rewrite") == 1 and nodes.count("critique") == 1
-    assert [e.error is not None for e in _events(graph_runtime, "crash-test") if e.node == "refine"][:3] == [True] * 3
+    assert [e.error is not None for e in _events(any_graph_runtime, "crash-test") if e.node == "refine"][:3] == [True] * 3
     assert values["items"][0]["final_prompt"]
 
 
-def test_async_and_streaming_api(graph_runtime):
-    r = asyncio.run(arewrite("a snail crawling on a leaf", runtime=graph_runtime, n=2, max_refine_steps=0))
+def test_async_and_streaming_api(any_graph_runtime):
+    r = asyncio.run(arewrite("a snail crawling on a leaf", runtime=any_graph_runtime, n=2, max_refine_steps=0))
     assert r.final_prompt and r.trace_id
     seen = []
     result = None
-    for kind, value in stream_rewrite("a snail crawling on a leaf", runtime=graph_runtime, n=2, max_refine_steps=0):
+    for kind, value in stream_rewrite("a snail crawling on a leaf", runtime=any_graph_runtime, n=2, max_refine_steps=0):
         if kind == "node":
             seen.append(value)
         else:

@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
 
 from promptloop.store import repository as repo
-from promptloop.store.engine import make_engine, session_scope
+from promptloop.store.engine import session_scope
 from promptloop.store.migrate import current_revision, head_revision, upgrade
 from promptloop.store.models import (
     ALL_TABLES,
@@ -18,23 +18,25 @@ from promptloop.store.models import (
     Prompt,
     Round,
     TraceEvent,
+    WorkItem,
 )
 
 
 def test_migrations_create_exactly_the_models_schema(engine):
-    assert current_revision(engine) == head_revision() == "0002"
+    assert current_revision(engine) == head_revision() == "0003"
     names = set(inspect(engine).get_table_names())
     assert {t.__tablename__ for t in ALL_TABLES} <= names
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == [], f"models and migrations disagree: {diff}"
-    assert upgrade(engine) == "0002"  # running again is a no-op
+    assert upgrade(engine) == "0003"  # running again is a no-op
 
 
-def test_sqlite_wal_and_foreign_keys(engine):
-    with engine.connect() as conn:
-        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+def test_foreign_keys_enforced_and_sqlite_in_wal(engine):
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
     with pytest.raises(IntegrityError):
         with session_scope(engine) as s:
             repo.add_candidate(s, prompt_id=424242, text="orphan")
@@ -66,6 +68,7 @@ def _populate(s: Session) -> dict:
     s.add(TraceEvent(thread_id="t1", graph="rewrite", node="guard", input={"prompt": p.text}, output={"safe": True}))
     repo.add_evaluation(s, "r0-sft", "eval", ["a cat playing piano"], {"greedy": True}, model_version_id=v1.id,
                         metrics={"judge_total": 0.7})
+    s.add(WorkItem(job="collect-sft-r0", prompt_id=p.id))
     return {"prompt": p.id, "c1": c1.id, "c2": c2.id, "v1": v1.id}
 
 
@@ -104,10 +107,8 @@ def test_writes_are_idempotent(engine):
     assert table_counts(engine) == before
 
 
-def test_concurrent_duplicate_insert_returns_existing(settings):
-    settings.ensure_home()
-    eng = make_engine(settings.database_url)
-    upgrade(eng)
+def test_concurrent_duplicate_insert_returns_existing(engine):
+    eng = engine
     with Session(eng) as a, Session(eng) as b:
         pa, ca = repo.add_prompt(a, "same prompt")
         a.commit()
