@@ -20,6 +20,7 @@ from promptloop.commands.evaluate import eval_cmd
 from promptloop.commands.loop import app as loop_app
 from promptloop.commands.shared import UserError, console, out
 from promptloop.commands.train import app as train_app
+from promptloop.commands.ui import ui_cmd
 from promptloop.config import load_settings
 from promptloop.errors import PromptloopError
 from promptloop.progress import collection_progress, progress_bar
@@ -42,6 +43,7 @@ app.add_typer(collect_app, name="collect")
 app.add_typer(train_app, name="train")
 app.add_typer(loop_app, name="loop")
 app.command("eval")(eval_cmd)
+app.command("ui")(ui_cmd)
 
 def _rt(ctx: typer.Context) -> Runtime:
     return ctx.obj

@@ -1,0 +1,27 @@
+"""`promptloop ui`: the trace viewer on loopback."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from promptloop.commands.shared import UserError, console, runtime_of
+
+
+def ui_cmd(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback by default (traces hold user prompts)")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8501,
+) -> None:
+    """Inspect what the agents did: runs and their node timelines, candidates with critiques and rewards,
+    preference pairs, videos, per-round metrics and model version lineage (read-only)."""
+    try:
+        from promptloop.ui.app import serve
+    except ImportError as exc:
+        raise UserError(f"the trace viewer needs the ui extra: pip install 'promptloop[ui]' ({exc})") from exc
+    rt = runtime_of(ctx)
+    rt.upgrade_db()
+    console.print(f"promptloop traces on [bold]http://{host}:{port}[/] (read-only; Ctrl+C stops)")
+    serve(rt.engine, rt.settings, host=host, port=port)

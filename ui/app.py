@@ -1,0 +1,120 @@
+"""The trace viewer's web app (FastAPI, server-rendered Jinja2 pages, no JavaScript build).
+
+Read-only: every route is a GET over the store. It binds to loopback by
+default because traces hold user prompts; ``--host 0.0.0.0`` is the
+deliberate choice of whoever serves it to a team. Videos are served only from
+paths inside promptloop's home, so a crafted row cannot expose other files.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from promptloop.config import Settings
+from promptloop.errors import PromptloopError
+from promptloop.store.models import Video
+from promptloop.ui import queries
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def create_app(engine: Engine, settings: Settings) -> FastAPI:
+    app = FastAPI(title="promptloop traces", docs_url=None, redoc_url=None)
+    templates = Jinja2Templates(directory=str(TEMPLATES))
+    templates.env.filters["num"] = lambda v, nd=3: "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float)
+                                                                          else str(v))
+
+    def page(request: Request, name: str, **ctx) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **ctx})
+
+    def opt_int(value: str | None, name: str) -> int | None:
+        if value in (None, ""):
+            return None
+        try:
+            return int(value)
+        except ValueError as exc:
+            raise HTTPException(400, f"{name} must be an integer, got {value!r}") from exc
+
+    @app.get("/", response_class=HTMLResponse)
+    def runs_page(request: Request, graph: str | None = None, round: str | None = None) -> HTMLResponse:  # noqa: A002
+        r = opt_int(round, "round")
+        return page(request, "runs.html", runs=queries.runs(engine, graph=graph or None, round_index=r),
+                    graphs=queries.graphs(engine), graph=graph or "", round=r)
+
+    @app.get("/runs/{trace_id}", response_class=HTMLResponse)
+    def run_page(request: Request, trace_id: str) -> HTMLResponse:
+        try:
+            run = queries.run_detail(engine, trace_id)
+        except PromptloopError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return page(request, "run.html", run=run)
+
+    @app.get("/pairs", response_class=HTMLResponse)
+    def pairs_page(request: Request, round: str | None = None) -> HTMLResponse:  # noqa: A002
+        r = opt_int(round, "round")
+        return page(request, "pairs.html", pairs=queries.pairs(engine, round_index=r), round=r)
+
+    @app.get("/versions", response_class=HTMLResponse)
+    def versions_page(request: Request) -> HTMLResponse:
+        return page(request, "versions.html", versions=queries.versions(engine))
+
+    @app.get("/metrics", response_class=HTMLResponse)
+    def metrics_page(request: Request, bench: str = "eval") -> HTMLResponse:
+        results = queries.evaluations(engine, bench)
+        return page(request, "metrics.html", bench=bench, results=results,
+                    columns=["judge_total", "intent_cosine", "recall_at_1", "aspect_coverage", "words",
+                             "repetition", "unsafe_output_rate"])
+
+    @app.get("/metrics/rounds.png")
+    def metrics_plot(bench: str = "eval") -> Response:
+        from promptloop.evaluation.report import plot_rounds
+
+        results = queries.evaluations(engine, bench)
+        if not results:
+            raise HTTPException(404, f"no evaluations on bench '{bench}' yet")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = plot_rounds(results, Path(tmp) / "rounds.png", title=f"{bench}: metrics per round")
+            return Response(path.read_bytes(), media_type="image/png")
+
+    @app.get("/videos/{video_id}")
+    def video_file(video_id: int) -> FileResponse:
+        with Session(engine) as s:
+            v = s.get(Video, video_id)
+        if v is None or not v.path:
+            raise HTTPException(404, f"no rendered video {video_id}")
+        path = Path(v.path).resolve()
+        if not path.is_relative_to(settings.home) or not path.is_file():
+            raise HTTPException(404, f"video {video_id} is not a file under {settings.home}")
+        return FileResponse(path, media_type="video/mp4")
+
+    @app.get("/api/runs")
+    def api_runs(graph: str | None = None, round: int | None = Query(None), limit: int = 200) -> JSONResponse:  # noqa: A002
+        return JSONResponse(jsonable(queries.runs(engine, graph=graph, round_index=round, limit=limit)))
+
+    @app.get("/api/runs/{trace_id}")
+    def api_run(trace_id: str) -> JSONResponse:
+        try:
+            return JSONResponse(jsonable(queries.run_detail(engine, trace_id)))
+        except PromptloopError as exc:
+            raise HTTPException(404, str(exc)) from exc
+
+    return app
+
+
+def jsonable(obj):  # noqa: ANN001, ANN201
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
+
+
+def serve(engine: Engine, settings: Settings, *, host: str = "127.0.0.1", port: int = 8501) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
