@@ -10,7 +10,7 @@ EXTRAS ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all test-fast bench lint clean
+.PHONY: install run test test-all test-fast bench lint clean pg-stop
 
 install: $(STAMP)
 
@@ -27,15 +27,18 @@ run: install
 	$(VENV)/bin/promptloop init
 	$(VENV)/bin/promptloop loop run --name demo --rounds 2 --limit 16 --eval-limit 16 --redteam-limit 4 --max-steps 4
 
-# pytest exit 5 (nothing collected) is a failure, not a pass.
-PYTEST = rc=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
+# pytest exit 5 (nothing collected) is a failure, not a pass. A local PostgreSQL (Debian's postgresql package)
+# is started for the Postgres variants of the store/graph tests unless PROMPTLOOP_TEST_POSTGRES_URL names one;
+# without it those variants are skipped, and pytest's header says so. `make pg-stop` stops it.
+PYTEST = if [ -z "$$PROMPTLOOP_TEST_POSTGRES_URL" ]; then eval "$$(scripts/pg_test_server.sh start)"; fi; \
+	rc=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as a failure" >&2; exit 1; fi; exit $$rc
 
-# Default run (~12 min on 2 cores): everything but the tests marked slow.
+# Default run (~13 min on 2 cores): everything but the tests marked slow.
 test: install
 	@$(call PYTEST,-m "not slow")
 
-# Everything, slow tests included (~19 min on 2 cores): what CI runs.
+# Everything, slow tests included (~30 min on 2 cores): what CI runs.
 test-all: install
 	@$(call PYTEST,)
 
@@ -46,6 +49,9 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+pg-stop:
+	scripts/pg_test_server.sh stop
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
