@@ -35,11 +35,13 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.
 
 
 @contextmanager
-def serve(cmd: list[str], health_url: str, log: Path, env: dict | None = None) -> Iterator[subprocess.Popen]:
+def serve(cmd: list[str], health_url: str, log: Path, *, env: dict | None = None, cwd: Path | None = None,
+          timeout: float = 120.0) -> Iterator[subprocess.Popen]:
+    """Start ``cmd`` (``env`` replaces the environment when given), wait for ``health_url``, stop it afterwards."""
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
-        wait_http(health_url, proc, log)
+        wait_http(health_url, proc, log, timeout)
         yield proc
     finally:
         proc.terminate()
@@ -56,5 +58,5 @@ def transformers_server(model_path: Path, log: Path) -> Iterator[str]:
     exe = Path(sys.executable).parent / "transformers"
     cmd = [str(exe), "serve", str(model_path), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
            "--dtype", "float32", "--log-level", "warning"]
-    with serve(cmd, f"http://127.0.0.1:{port}/health", log, env={"HF_HUB_OFFLINE": "1"}):
+    with serve(cmd, f"http://127.0.0.1:{port}/health", log, env={**os.environ, "HF_HUB_OFFLINE": "1"}):
         yield f"http://127.0.0.1:{port}/v1"

@@ -2,22 +2,13 @@
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+from servers import free_port, serve
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -26,24 +17,13 @@ def test_langgraph_dev_serves_the_rewrite_graph(tmp_path, smollm_path):
     assert cli, "langgraph-cli[inmem] is part of the dev extra"
     from langgraph_sdk import get_sync_client
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
     env.update(PROMPTLOOP_HOME=str(tmp_path / "home"), PROMPTLOOP_BASE_MODEL=str(smollm_path), HF_HUB_OFFLINE="1",
                PROMPTLOOP_GENERATION__MAX_NEW_TOKENS="40", LANGGRAPH_CLI_NO_ANALYTICS="1")
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen([cli, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)],
-                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/ok", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(1)
-        else:
-            raise AssertionError("server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+    cmd = [cli, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with serve(cmd, f"{url}/ok", tmp_path / "server.log", env=env, cwd=REPO):
         client = get_sync_client(url=url)
         assert [a["graph_id"] for a in client.assistants.search()] == ["rewrite"]
         thread = client.threads.create()
@@ -55,10 +35,3 @@ def test_langgraph_dev_serves_the_rewrite_graph(tmp_path, smollm_path):
         assert len(item["candidates"]) >= 1 and item["current_critique"]["accurate"] >= 0
         state = client.threads.get_state(thread["thread_id"])
         assert state["values"]["items"][0]["final_prompt"] == item["final_prompt"]
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()

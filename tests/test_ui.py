@@ -41,7 +41,9 @@ def _write_mp4(path: Path, frames: int = 8, size: int = 64) -> None:
 @pytest.fixture(scope="module")
 def ui_home(graph_runtime, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("ui_home")
-    rt = Runtime(graph_runtime.settings.model_copy(update={"home": home, "database_url": None}))
+    # the critic's LLM pass is off: this run only has to exist (the graph's own tests cover the critic)
+    rt = Runtime(graph_runtime.settings.model_copy(update={
+        "home": home, "database_url": None, "critic": graph_runtime.settings.critic.model_copy(update={"use_llm": False})}))
     rt.settings.database_url = f"sqlite:///{home / 'promptloop.db'}"
     rt.__dict__.update({"_models": graph_runtime._models, "embedder": graph_runtime.embedder,
                         "guard": graph_runtime.guard})

@@ -46,6 +46,18 @@ class ChatModel(ABC):
                  adapter: str | None = None) -> list[list[str]]:
         """``adapter`` names a loaded LoRA adapter (a rewriter version); None means the base model."""
 
+    def _already_bound(self, name: str, path: str, bound: str | None) -> bool:
+        """True if ``name`` is loaded from ``path`` already; an error if it is bound to another path.
+
+        Every rewriter version needs its own adapter name: backends cache adapters
+        by name (vLLM also by id), so reusing one would serve the old weights.
+        """
+        if bound is None:
+            return False
+        if bound == path:
+            return True
+        raise ValueError(f"adapter name '{name}' is already bound to {bound}; every rewriter version needs its own name")
+
     def chat(self, messages: Conversation, params: SamplingParams | None = None, *,
              adapter: str | None = None) -> list[str]:
         return self.generate([messages], params or SamplingParams(), adapter=adapter)[0]

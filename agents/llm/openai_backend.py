@@ -72,11 +72,8 @@ class OpenAIChatModel(ChatModel):
     def load_adapter(self, name: str, path: str | Path) -> None:
         """Load a rewriter version's LoRA into the server under ``name``; the previous one is unloaded."""
         path = str(path)
-        if self.adapters.get(name) == path:
+        if self._already_bound(name, path, self.adapters.get(name)):
             return
-        if name in self.adapters:
-            raise ValueError(f"adapter name '{name}' is already bound to {self.adapters[name]}; "
-                             "every rewriter version needs its own name")
         with self._lock:
             self._post("/load_lora_adapter", {"lora_name": name, "lora_path": path}, expect_json=False)
             for old in list(self.adapters):

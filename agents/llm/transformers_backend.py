@@ -41,11 +41,8 @@ class TransformersChatModel(ChatModel):
     def load_adapter(self, name: str, path: str | Path) -> None:
         """Attach a LoRA adapter under ``name`` (idempotent for the same name and path)."""
         path = str(path)
-        if self.adapters.get(name) == path:
+        if self._already_bound(name, path, self.adapters.get(name)):
             return
-        if name in self.adapters:
-            raise ValueError(f"adapter name '{name}' is already bound to {self.adapters[name]}; "
-                             "every rewriter version needs its own name")
         try:
             from peft import PeftModel
         except ImportError as exc:  # pragma: no cover - depends on extras

@@ -44,11 +44,8 @@ class VLLMChatModel(ChatModel):
 
         path = str(path)
         current = self.adapters.get(name)
-        if current is not None:
-            if current.lora_path == path:
-                return
-            raise ValueError(f"adapter name '{name}' is already bound to {current.lora_path}; "
-                             "every rewriter version needs its own name")
+        if self._already_bound(name, path, current.lora_path if current is not None else None):
+            return
         self.adapters[name] = LoRARequest(name, next(self._ids), path)
 
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams, *,
