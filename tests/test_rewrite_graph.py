@@ -126,7 +126,8 @@ def test_async_and_streaming_api(any_graph_runtime):
 def _cli(home: Path, base_model: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
     env.update(PROMPTLOOP_HOME=str(home), PROMPTLOOP_BASE_MODEL=str(base_model), HF_HUB_OFFLINE="1", COLUMNS="200",
-               PROMPTLOOP_GENERATION__MAX_NEW_TOKENS="40")
+               PROMPTLOOP_GENERATION__MAX_NEW_TOKENS="40",
+               PROMPTLOOP_CRITIC__USE_LLM="false")  # the CLI is under test here; the graph tests cover the LLM critic
     proc = subprocess.run([sys.executable, "-m", "promptloop.cli", *args], capture_output=True, text=True, env=env,
                           timeout=900, cwd=home.parent)
     if check and proc.returncode != 0:

@@ -65,7 +65,7 @@ def ui_home(graph_runtime, tmp_path_factory: pytest.TempPathFactory):
                       chosen_scores={"total": 0.81, "helpful": 0.9}, rejected_scores={"total": 0.5, "helpful": 0.2})
         mp4 = home / "videos" / "v1.mp4"
         _write_mp4(mp4)
-        repo.add_video(s, "k1", candidate_id=chosen.id, renderer="tiny", model="tiny-cogvideox (random weights)",
+        repo.add_video(s, "k1", candidate_id=chosen.id, renderer="synthetic", model="synthetic test clip (moving square)",
                        seed=0, path=str(mp4), frames=8, fps=8.0, width=64, height=64)
         for name, vid, total in (("base", base.id, 0.7276), ("r0-sft", v.id, 0.7627)):
             repo.add_evaluation(s, name, "eval", ["a cat playing piano"], {}, model_version_id=vid,
