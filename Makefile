@@ -27,11 +27,10 @@ run: install
 	$(VENV)/bin/promptloop init
 	$(VENV)/bin/promptloop loop run --name demo --rounds 2 --limit 16 --eval-limit 16 --redteam-limit 4 --max-steps 4
 
-# pytest exit 5 (nothing collected) is a failure, not a pass. A local PostgreSQL (Debian's postgresql package)
-# is started for the Postgres variants of the store/graph tests unless PROMPTLOOP_TEST_POSTGRES_URL names one;
-# without it those variants are skipped, and pytest's header says so. `make pg-stop` stops it.
-PYTEST = if [ -z "$$PROMPTLOOP_TEST_POSTGRES_URL" ]; then eval "$$(scripts/pg_test_server.sh start)"; fi; \
-	rc=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
+# pytest exit 5 (nothing collected) is a failure, not a pass. The tests start a local PostgreSQL
+# (scripts/pg_test_server.sh, Debian's postgresql package) for the Postgres variants of the store/graph tests
+# unless PROMPTLOOP_TEST_POSTGRES_URL names one; `make pg-stop` stops it.
+PYTEST = rc=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as a failure" >&2; exit 1; fi; exit $$rc
 
 # Default run (~14 min on 2 cores): everything but the tests marked slow.

@@ -44,7 +44,8 @@ class Runtime:
     def model_for(self, agent: str):  # -> ChatModel
         """The chat model ``agent`` runs on (Settings.backends); agents with the same backend share one instance."""
         backend = self.settings.backend_for(agent)
-        key = backend.model_dump_json()
+        backend = backend.model_copy(update={"model": backend.model or self.settings.base_model})
+        key = backend.model_dump_json()  # an unset model and base_model named explicitly are one instance
         if key not in self._models:
             from promptloop.agents.llm.factory import build_chat_model
 

@@ -85,18 +85,8 @@ class CollectionReport:
 
 
 def ensure_round(engine: Engine, index: int) -> int:
-    from sqlalchemy.exc import IntegrityError
-
     with session_scope(engine) as s:
-        row = s.exec(select(Round).where(Round.index == index)).first()
-        if row is None:
-            try:
-                with s.begin_nested():
-                    row = Round(index=index, stage="collect")
-                    s.add(row)
-                    s.flush()
-            except IntegrityError:  # another worker opened the round first
-                row = s.exec(select(Round).where(Round.index == index)).one()
+        row, _ = repo.get_or_insert(s, Round, Round.index == index, index=index, stage="collect")
         return row.id
 
 

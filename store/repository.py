@@ -29,22 +29,31 @@ from promptloop.store.models import (
 T = TypeVar("T", bound=SQLModel)
 
 
-def get_or_create(session: Session, table: type[T], key: str, /, **fields: Any) -> tuple[T, bool]:
-    """Return (row, created). A concurrent insert of the same hash is caught and re-read."""
-    existing = session.exec(select(table).where(table.content_hash == key)).first()
+def get_or_insert(session: Session, table: type[T], where: Any, /, **fields: Any) -> tuple[T, bool]:
+    """Return (row, created) for the row matching ``where`` (a unique key), inserting ``fields`` if none.
+
+    A concurrent insert of the same key (another worker) fails the savepoint
+    on the unique constraint and is re-read, so callers never see the race.
+    """
+    existing = session.exec(select(table).where(where)).first()
     if existing is not None:
         return existing, False
-    row = table(content_hash=key, **fields)
+    row = table(**fields)
     try:
         with session.begin_nested():
             session.add(row)
             session.flush()
     except IntegrityError:
-        existing = session.exec(select(table).where(table.content_hash == key)).first()
+        existing = session.exec(select(table).where(where)).first()
         if existing is None:
             raise
         return existing, False
     return row, True
+
+
+def get_or_create(session: Session, table: type[T], key: str, /, **fields: Any) -> tuple[T, bool]:
+    """Return (row, created) by content hash."""
+    return get_or_insert(session, table, table.content_hash == key, content_hash=key, **fields)
 
 
 def add_prompt(session: Session, text: str, *, source: str = "user", split: str = "train",
@@ -112,20 +121,7 @@ def add_pair(session: Session, prompt_id: int, chosen_id: int, rejected_id: int,
 
 def get_or_create_version(session: Session, name: str, **fields: Any) -> tuple[ModelVersion, bool]:
     """Model versions are keyed by their unique name rather than a hash."""
-    existing = session.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
-    if existing is not None:
-        return existing, False
-    row = ModelVersion(name=name, **fields)
-    try:
-        with session.begin_nested():
-            session.add(row)
-            session.flush()
-    except IntegrityError:  # another worker registered it first
-        existing = session.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
-        if existing is None:
-            raise
-        return existing, False
-    return row, True
+    return get_or_insert(session, ModelVersion, ModelVersion.name == name, name=name, **fields)
 
 
 def evaluation_key(system: str, bench: str, prompts: list[str], eval_settings: dict) -> str:

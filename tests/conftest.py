@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from helpers import unavailable
 
 from promptloop.config import Settings
 from promptloop.store.engine import make_engine
@@ -29,21 +30,40 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 POSTGRES_ENV = "PROMPTLOOP_TEST_POSTGRES_URL"
-_POSTGRES_URL = os.environ.get(POSTGRES_ENV)  # read before the autouse fixture clears PROMPTLOOP_* vars
+PG_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "pg_test_server.sh"
+
+
+def _postgres_url() -> str | None:
+    """The test server's URL: PROMPTLOOP_TEST_POSTGRES_URL, else a local cluster started by the script
+    (None only where PostgreSQL is not installed or cannot start)."""
+    url = os.environ.get(POSTGRES_ENV)
+    if url:
+        return url
+    import subprocess
+
+    try:
+        out = subprocess.run(["bash", str(PG_SCRIPT), "start"], capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = [line.split("=", 1)[1] for line in out.splitlines() if line.startswith(f"export {POSTGRES_ENV}=")]
+    return found[0] if found else None
+
+
+_POSTGRES_URL = _postgres_url()  # resolved before the autouse fixture clears PROMPTLOOP_* vars
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     if _POSTGRES_URL:
         return f"postgres: store and graph tests also run on {_POSTGRES_URL}"
-    return (f"postgres: {POSTGRES_ENV} not set, Postgres variants are SKIPPED "
-            "(eval \"$(scripts/pg_test_server.sh start)\" starts a local one)")
+    return (f"postgres: PostgreSQL is not installed and {POSTGRES_ENV} is not set, Postgres variants are "
+            "SKIPPED (apt-get install postgresql)")
 
 
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """A new empty database on the test server (dropped afterwards); its SQLAlchemy URL."""
     if not _POSTGRES_URL:
-        pytest.skip(f"PostgreSQL not available: {POSTGRES_ENV} is not set (see scripts/pg_test_server.sh)")
+        unavailable(f"PostgreSQL not available: not installed, and {POSTGRES_ENV} is not set")
     import psycopg
     from sqlalchemy.engine import make_url
 

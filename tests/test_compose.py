@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import unavailable
 from typer.main import get_command
 
 from promptloop.cli import app
@@ -44,7 +45,7 @@ def test_compose_client_accepts_the_file():
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
         cmd = ["docker", "compose", "-f", str(COMPOSE), "config", "-q"] if probe.returncode == 0 else None
     if cmd is None:
-        pytest.skip("no Compose client here (apt-get install docker-compose); the structural checks still run")
+        unavailable("no Compose client here (apt-get install docker-compose); the structural checks still run")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "POSTGRES_PASSWORD": "x"})
     assert proc.returncode == 0, proc.stderr
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from helpers import unavailable
 from servers import free_port, serve
 from sqlmodel import Session, select
 
@@ -109,8 +110,9 @@ def test_pages_show_the_stores_content(ui_url: str, ui_home):
     assert httpx.post(f"{ui_url}/api/runs").status_code == 405  # read-only
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
 def test_run_page_in_a_real_browser(ui_url: str, ui_home):
+    if CHROMIUM is None:
+        unavailable("Debian's chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     _, out = ui_home

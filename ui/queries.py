@@ -14,8 +14,8 @@ from promptloop.store.models import (
     ModelVersion,
     PreferencePair,
     Prompt,
-    Reward,
     Round,
+    TraceEvent,
     Video,
 )
 from promptloop.store.traces import list_runs, run_events
@@ -40,7 +40,8 @@ def runs(engine: Engine, *, graph: str | None = None, round_index: int | None = 
 
 
 def graphs(engine: Engine) -> list[str]:
-    return sorted({r["graph"] for r in list_runs(engine, limit=10_000)})
+    with Session(engine) as s:
+        return sorted(s.exec(select(TraceEvent.graph).distinct()).all())
 
 
 def run_detail(engine: Engine, trace_id: str) -> dict:
@@ -135,6 +136,7 @@ def versions(engine: Engine) -> list[dict]:
         rounds = {r.id: r.index for r in s.exec(select(Round))}
         evals = {e.model_version_id: e.metrics.get("judge_total") for e in
                  s.exec(select(Evaluation).where(Evaluation.bench == "eval").order_by(Evaluation.id))}
+    names = {v.id: v.name for v in rows}
     children: dict[int | None, list[ModelVersion]] = defaultdict(list)
     for v in rows:
         children[v.parent_id].append(v)
@@ -143,8 +145,7 @@ def versions(engine: Engine) -> list[dict]:
     def walk(parent: int | None, depth: int) -> None:
         for v in children.get(parent, []):
             out.append({"name": v.name, "depth": depth, "status": v.status, "algorithm": v.algorithm,
-                        "round": rounds.get(v.round_id), "parent": next((p.name for p in rows if p.id == v.parent_id),
-                                                                        None),
+                        "round": rounds.get(v.round_id), "parent": names.get(v.parent_id),
                         "first_loss": v.metrics.get("first_loss"), "last_loss": v.metrics.get("last_loss"),
                         "judge_total": evals.get(v.id), "decision": (v.metrics.get("decision") or {}).get("reason"),
                         "adapter_path": v.adapter_path, "created_at": v.created_at})
@@ -171,8 +172,3 @@ def evaluations(engine: Engine, bench: str = "eval") -> list:
                                 algorithm=v.algorithm if v else None))
     return out
 
-
-def rewards_of_video(engine: Engine, video_id: int) -> list[dict]:
-    with Session(engine) as s:
-        return [{"dimension": r.dimension, "score": r.score, "judge": r.judge}
-                for r in s.exec(select(Reward).where(Reward.video_id == video_id))]
