@@ -21,6 +21,7 @@ from promptloop.commands.loop import app as loop_app
 from promptloop.commands.shared import UserError, console, out
 from promptloop.commands.train import app as train_app
 from promptloop.commands.ui import ui_cmd
+from promptloop.commands.video import judge_cmd, render_cmd
 from promptloop.config import load_settings
 from promptloop.errors import PromptloopError
 from promptloop.progress import collection_progress, progress_bar
@@ -44,6 +45,8 @@ app.add_typer(train_app, name="train")
 app.add_typer(loop_app, name="loop")
 app.command("eval")(eval_cmd)
 app.command("ui")(ui_cmd)
+app.command("render")(render_cmd)
+app.command("judge")(judge_cmd)
 
 def _rt(ctx: typer.Context) -> Runtime:
     return ctx.obj
@@ -517,14 +520,26 @@ def collect_pairs(
     rule: Annotated[str, typer.Option(help="margin | pareto | gated (see graphs/collect_pairs.py)")] = "margin",
     pairs_per_prompt: Annotated[int, typer.Option(min=1)] = 1,
     worker: Annotated[str | None, _WORKER] = None,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Render every candidate with the video model "
+                                        "(video.model) and add video-level feedback")] = False,
+    seeds: Annotated[int | None, typer.Option(min=1, max=16, help="Renders per candidate with --video "
+                                              "(default video.seeds)")] = None,
+    video_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Video total's weight in the "
+                                                      "combined reward (default video.share)")] = None,
 ) -> None:
-    """VPO stage 2: sample n candidates, score them, store preference pairs (chosen, rejected, margin)."""
+    """VPO stage 2: sample n candidates, score them, store preference pairs (chosen, rejected, margin).
+
+    With --video each candidate is rendered (seeds per candidate), scored on its videos against the user's
+    prompt, and pairs are labelled by the feedback that supports them (text / video / both)."""
     from promptloop.graphs.collect_pairs import RULES
 
     if rule not in RULES:
         raise UserError(f"unknown pair rule '{rule}'; expected one of {', '.join(RULES)}")
+    if not video and (seeds is not None or video_share is not None):
+        raise UserError("--seeds and --video-share only apply with --video")
+    extra = dict(video=True, video_seeds=seeds, video_share=video_share) if video else {}
     _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, max_refine_steps=0,
-             margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt)
+             margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt, **extra)
 
 
 # --- traces -------------------------------------------------------------------------

@@ -109,6 +109,51 @@ class BackendSettings(BaseModel):
         return self
 
 
+class VideoSettings(BaseModel):
+    """The video model, how it renders, and how video-level feedback is measured and weighed.
+
+    Render fields left None take the model's defaults (CogVideoX-2b's for real
+    models, small ones for ``tiny``). ``weights`` weigh the video dimensions in
+    the video total; ``share`` is the video total's weight in a candidate's
+    combined reward: total = (1 - share) * text total + share * video total.
+    """
+
+    model: str = Field("tiny", description="hub id (THUDM/CogVideoX-2b, Wan-AI/Wan2.1-T2V-1.3B-Diffusers, "
+                       "Lightricks/LTX-Video), local folder, or 'tiny' (random weights, CPU tests)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    cpu_offload: bool = Field(False, description="diffusers model CPU offload (GPU memory for speed)")
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    batch_size: int = Field(1, ge=1, le=64, description="videos per pipeline call")
+    num_frames: int | None = Field(None, ge=1)
+    fps: int | None = Field(None, ge=1, le=120)
+    width: int | None = Field(None, ge=8)
+    height: int | None = Field(None, ge=8)
+    steps: int | None = Field(None, ge=1, le=1000)
+    guidance_scale: float | None = Field(None, ge=0)
+    negative_prompt: str | None = None
+    seeds: int = Field(1, ge=1, le=16, description="renders per candidate in `collect pairs --video`")
+    metric_frames: int = Field(8, ge=1, le=64, description="frames sampled for NSFW, alignment and the VLM")
+    alignment_model: str | None = Field(None, description="CLIP/SigLIP path or hub id; None: alignment "
+                                        "reported unavailable")
+    nsfw: bool = True
+    vlm: BackendSettings | None = Field(None, description="a VLM judge on an OpenAI-compatible server "
+                                        "(kind 'openai', base_url, model)")
+    weights: dict[str, float] = Field(default_factory=lambda: {
+        "temporal_flickering": 0.1, "dynamic_degree": 0.1, "motion_smoothness": 0.15, "frame_quality": 0.15,
+        "text_video_alignment": 0.25, "frame_safety": 0.25, "vlm_visual_quality": 0.1,
+        "vlm_text_alignment": 0.2, "vlm_motion_quality": 0.1, "vlm_safety": 0.2,
+    })
+    share: float = Field(0.5, ge=0, le=1, description="video total's weight in the combined reward")
+
+    @model_validator(mode="after")
+    def _vlm_is_served(self) -> VideoSettings:
+        if self.vlm is not None and self.vlm.kind != "openai":
+            raise ValueError("video.vlm must be an OpenAI-compatible server (kind 'openai' with base_url)")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROMPTLOOP_",
@@ -138,6 +183,7 @@ class Settings(BaseSettings):
     guard: GuardSettings = Field(default_factory=GuardSettings)
     critic: CriticSettings = Field(default_factory=CriticSettings)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    video: VideoSettings = Field(default_factory=VideoSettings)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -92,6 +92,62 @@ class Runtime:
 
         return RewardJudge(self.settings.judge.weights)
 
+    # --- video ---------------------------------------------------------------------------
+    def renderer(self, model: str | None = None, *, progress: bool = True):  # -> DiffusersRenderer
+        """A renderer for Settings.video (``model`` overrides the video model); one per model per process."""
+        from promptloop.agents.video.diffusers_renderer import DiffusersRenderer
+
+        v = self.settings.video
+        model = model or v.model
+        key = f"renderer:{model}:{progress}"
+        if key not in self._models:
+            self.settings.ensure_home()
+            self._models[key] = DiffusersRenderer(
+                model, out_dir=self.settings.videos_dir, dtype=v.dtype, device=v.device, cpu_offload=v.cpu_offload,
+                vae_tiling=v.vae_tiling, vae_slicing=v.vae_slicing, batch_size=v.batch_size,
+                defaults=self.render_defaults(), progress=progress)
+        return self._models[key]
+
+    def render_defaults(self) -> dict:
+        """RenderRequest fields set in Settings.video (unset ones are left to the model's defaults)."""
+        v = self.settings.video
+        fields = ("num_frames", "fps", "width", "height", "steps", "guidance_scale", "negative_prompt")
+        return {f: getattr(v, f) for f in fields if getattr(v, f) is not None}
+
+    @cached_property
+    def render_cache(self):  # -> RenderCache
+        from promptloop.agents.video.cache import RenderCache
+
+        self.upgrade_db()
+        return RenderCache(self.renderer(), self.engine)
+
+    @cached_property
+    def video_scorer(self):  # -> VideoScorer
+        from promptloop.agents.video.alignment import TextVideoAlignment
+        from promptloop.agents.video.nsfw import NSFWScorer
+        from promptloop.agents.video.scorer import VideoScorer
+
+        v = self.settings.video
+        vlm = None
+        if v.vlm is not None:
+            from promptloop.agents.llm.openai_backend import OpenAIChatModel
+            from promptloop.agents.video.vlm_judge import VLMJudge
+
+            b = v.vlm
+            client = OpenAIChatModel(b.base_url, b.model or "default", api_key=b.api_key, timeout=b.timeout,
+                                     max_retries=b.max_retries, concurrency=b.concurrency, extra_body=b.extra_body)
+            vlm = VLMJudge(client, frames=v.metric_frames)
+        device = "cuda" if self.settings.device in ("auto", "cuda") and _cuda() else "cpu"
+        return VideoScorer(alignment=TextVideoAlignment(v.alignment_model, frames=v.metric_frames, device=device),
+                           nsfw=NSFWScorer(frames=v.metric_frames) if v.nsfw else None, vlm=vlm)
+
+    @cached_property
+    def video_feedback(self):  # -> VideoFeedback
+        from promptloop.graphs.video_feedback import VideoFeedback
+
+        return VideoFeedback(self.render_cache, self.video_scorer, self.render_defaults(),
+                             self.settings.video.weights)
+
     def rewrite_agents(self, *, record_traces: bool = True, default_version: str | None = None):
         """The agents of the rewrite graph; ``default_version`` (e.g. 'champion') is used when a run names none."""
         from promptloop.graphs.rewrite import RewriteAgents
@@ -126,6 +182,9 @@ class Runtime:
             from promptloop.errors import PromptloopError
 
             raise PromptloopError(f"unknown collection '{kind}'; expected one of {', '.join(builders)}")
+        if kind == "pairs":
+            return build_collect_pairs_graph(self.rewrite_agents(), self.engine, checkpointer=self.checkpointer,
+                                             video=lambda: self.video_feedback)
         return builders[kind](self.rewrite_agents(), self.engine, checkpointer=self.checkpointer)
 
     def rewrite_context(self, **overrides):
@@ -181,3 +240,12 @@ class Runtime:
                     seed=self.settings.seed)
         base.update({k: v for k, v in overrides.items() if v is not None})
         return SamplingParams(**base)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False

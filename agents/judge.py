@@ -75,13 +75,42 @@ class RewardJudge:
 
     def score(self, item: JudgeInput) -> Reward:
         dims = {d.name: _clip(d.score(item)) for d in self.dimensions}
-        used = {k: self.weights.get(k, 0.0) for k, v in dims.items() if v is not None and self.weights.get(k, 0.0) > 0}
-        total_w = sum(used.values())
-        total = sum(dims[k] * w for k, w in used.items()) / total_w if total_w else 0.0
-        return Reward(dimensions=dims, total=round(total, 4), weights=used)
+        total, used = weighted_total(dims, self.weights)
+        return Reward(dimensions=dims, total=total, weights=used)
 
     def score_many(self, items: Sequence[JudgeInput]) -> list[Reward]:
         return [self.score(i) for i in items]
+
+
+def weighted_total(dims: dict[str, float | None], weights: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """Weighted mean over the dimensions that were measured and carry weight; (0.0, {}) when none do."""
+    used = {k: weights.get(k, 0.0) for k, v in dims.items() if v is not None and weights.get(k, 0.0) > 0}
+    total_w = sum(used.values())
+    total = sum(dims[k] * w for k, w in used.items()) / total_w if total_w else 0.0
+    return round(total, 4), used
+
+
+def combine_levels(text_reward: dict, video_dims: dict[str, float | None] | None, video_weights: dict[str, float],
+                   share: float) -> dict:
+    """A candidate's reward with video-level feedback folded in (VPO stage 2).
+
+    total = (1 - share) * text_total + share * video_total, where video_total
+    is the weighted mean of the measured video dimensions (averaged over the
+    candidate's renders). With no measured video dimension (every render
+    failed) the total stays the text total and ``video_total`` is None.
+    """
+    text_total = text_reward.get("text_total", text_reward["total"])
+    video_dims = dict(video_dims or {})
+    text_dims = {k: v for k, v in text_reward["dimensions"].items() if k not in video_dims}
+    video_total, used = weighted_total(video_dims, video_weights)
+    if not used:
+        return {**text_reward, "dimensions": {**text_dims, **video_dims}, "text_total": text_total,
+                "video_total": None, "total": text_total}
+    total = round((1 - share) * text_total + share * video_total, 4)
+    return {**text_reward, "dimensions": {**text_dims, **video_dims}, "text_total": text_total,
+            "video_total": video_total, "total": total,
+            "weights": {**text_reward.get("weights", {}), **{f"video:{k}": w for k, w in used.items()}},
+            "video_share": share}
 
 
 def _clip(v: float | None) -> float | None:

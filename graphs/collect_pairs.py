@@ -12,6 +12,12 @@ Pair selection rules (``CollectContext.rule``):
 
 Prompts with no pair above the margin are skipped (and counted). Both sides'
 full scores and the margin are stored with the pair.
+
+With video-level feedback (``--video``) the rules run on the combined reward
+(text and video totals, see agents/judge.py ``combine_levels``; ``pareto``
+then compares video dimensions too), and each pair is labelled with the
+feedback that supports it: ``both`` (chosen wins on text and video totals),
+``video`` (only on video) or ``text``. Its sides list their video rows.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from promptloop.agents.critic import Critique, Thresholds
 from promptloop.graphs.collection import CollectContext, build_collect_graph
 from promptloop.graphs.persist import store_item
 from promptloop.graphs.rewrite import Item
+from promptloop.graphs.video_feedback import feedback_level
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 
@@ -80,16 +87,32 @@ def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx:
                                    thresholds=ctx.thresholds, max_pairs=ctx.max_pairs_per_prompt)
             if not choices:
                 counts["skipped_prompts"] += 1
+            videos = item.get("videos") or []
             for ch in choices:
+                chosen, rejected = item["rewards"][ch.chosen], item["rewards"][ch.rejected]
+                level = feedback_level(chosen, rejected) if videos else "text"
                 _, created = repo.add_pair(
-                    s, pid, ids[ch.chosen], ids[ch.rejected], margin=ch.margin, feedback_level="text",
+                    s, pid, ids[ch.chosen], ids[ch.rejected], margin=ch.margin, feedback_level=level,
                     round_id=ctx.round_id, rule=ctx.rule,
-                    chosen_scores={**item["rewards"][ch.chosen]["dimensions"], "total": item["rewards"][ch.chosen]["total"]},
-                    rejected_scores={**item["rewards"][ch.rejected]["dimensions"],
-                                     "total": item["rewards"][ch.rejected]["total"], "violates": ch.violates})
+                    chosen_scores=_pair_side(chosen, videos[ch.chosen] if videos else []),
+                    rejected_scores={**_pair_side(rejected, videos[ch.rejected] if videos else []),
+                                     "violates": ch.violates})
                 counts["pairs"] += created
+                if videos:
+                    counts[f"{level}_level_pairs"] = counts.get(f"{level}_level_pairs", 0) + created
     return counts
 
 
-def build_collect_pairs_graph(agents, engine: Engine, *, checkpointer=None):  # noqa: ANN001, ANN201
-    return build_collect_graph(GRAPH_NAME, agents, engine, persist_pairs, checkpointer=checkpointer)
+def _pair_side(reward: dict, renders: list[dict]) -> dict:
+    """One side's full scores as stored with the pair: every dimension, the totals, and its video rows."""
+    side = {**reward["dimensions"], "total": reward["total"]}
+    for level in ("text_total", "video_total"):
+        if level in reward:
+            side[level] = reward[level]
+    if renders:
+        side["video_ids"] = [r["video_id"] for r in renders if r.get("status") == "ok"]
+    return side
+
+
+def build_collect_pairs_graph(agents, engine: Engine, *, checkpointer=None, video=None):  # noqa: ANN001, ANN201
+    return build_collect_graph(GRAPH_NAME, agents, engine, persist_pairs, checkpointer=checkpointer, video=video)

@@ -39,6 +39,10 @@ class CollectContext(RewriteContext):
     rule: str = "margin"
     max_pairs_per_prompt: int = 1
     record_traffic: bool = False  # collection reads prompts from the store; they are not app traffic
+    video: bool = False  # render candidates and add video-level feedback (collect pairs --video)
+    video_seeds: int = 1  # renders per candidate; its video dimensions are the mean over them
+    video_seed: int = 0  # first render seed
+    video_share: float = 0.5  # video total's weight in the combined reward
 
     def sampling_record(self) -> dict:
         """How candidates were sampled, stored with each one as provenance."""
@@ -56,18 +60,32 @@ PersistFn = Callable[[Engine, list[Item], list[int], CollectContext], dict[str, 
 
 
 def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteAgents], engine: Engine,
-                        persist: PersistFn, *, checkpointer: Any = None):
+                        persist: PersistFn, *, checkpointer: Any = None, video: Callable[[], Any] | None = None):
+    """``video``: a zero-argument callable giving the VideoFeedback (built only when a run asks for video)."""
     get = lazy_agents(agents)  # one set of agents for the subgraph and the persist node
     inner = build_rewrite_graph(get, name=f"{name}.rewrite")  # inherits the parent's checkpointer
+
+    def video_node(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
+        ctx = runtime.context
+        if not ctx.video:
+            return {}
+        if video is None:
+            from promptloop.errors import PromptloopError
+
+            raise PromptloopError(f"{name} was built without a video renderer; video feedback is unavailable")
+        return {"items": video().apply(state["items"], seeds=ctx.video_seeds, base_seed=ctx.video_seed,
+                                       share=ctx.video_share)}
 
     def persist_node(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
         return {"stored": persist(engine, state["items"], state["prompt_ids"], runtime.context)}
 
     g = StateGraph(CollectState, context_schema=CollectContext)
     g.add_node("rewrite", inner)
+    g.add_node("video", traced(lambda: get().recorder, name, "video", video_node))
     g.add_node("persist", traced(lambda: get().recorder, name, "persist", persist_node))
     g.add_edge(START, "rewrite")
-    g.add_edge("rewrite", "persist")
+    g.add_edge("rewrite", "video")
+    g.add_edge("video", "persist")
     g.add_edge("persist", END)
     return g.compile(checkpointer=checkpointer, name=name)
 
@@ -206,6 +224,9 @@ def collect(rt, kind: str, *, split: str = "train", limit: int | None = None, ro
     version_id = ensure_version(rt.engine, adapter if adapter else "base", rt.settings.base_model)
     given = {k: v for k, v in overrides.items() if v is not None}
     base = vars(rt.rewrite_context(model_version=adapter, n=n)) | {"record_traffic": False}
+    if kind == "pairs":
+        base |= {"video_seeds": rt.settings.video.seeds, "video_share": rt.settings.video.share,
+                 "video_seed": rt.settings.seed}
     context_cls = EvolveContext if kind == "evolve" else CollectContext
     cctx = context_cls(**{**base, **given}, round_id=round_id, model_version_id=version_id)
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,

@@ -25,13 +25,27 @@ def store_candidates(s: Session, item: Item, prompt_id: int, *, round_id: int | 
     """Candidates of one item with their critiques and reward dimensions; returns candidate ids in order."""
     refined = {t["text"] for t in item.get("trail", []) if t.get("origin") == "refine"}
     ids = []
-    for text, crit, reward in zip(item.get("candidates", []), item.get("critiques", []), item.get("rewards", []),
-                                  strict=False):
+    videos = item.get("videos") or []
+    for k, (text, crit, reward) in enumerate(zip(item.get("candidates", []), item.get("critiques", []),
+                                                 item.get("rewards", []), strict=False)):
         cand, _ = repo.add_candidate(s, prompt_id, text, model_version_id=version_id, round_id=round_id,
                                      origin="refine" if text in refined else "sample", sampling_params=sampling)
         store_scores(s, cand.id, crit, reward)
+        if k < len(videos):
+            link_renders(s, cand.id, videos[k])
         ids.append(cand.id)
     return ids
+
+
+def link_renders(s: Session, candidate_id: int, renders: list[dict]) -> None:
+    """Point a candidate's videos at it (the first candidate wins when two share a text, hence a video)."""
+    from promptloop.store.models import Video
+
+    for r in renders:
+        row = s.get(Video, r["video_id"])
+        if row is not None and row.candidate_id is None:
+            row.candidate_id = candidate_id
+            s.add(row)
 
 
 def store_scores(s: Session, candidate_id: int, critique: dict, reward: dict) -> None:
@@ -43,8 +57,11 @@ def store_scores(s: Session, candidate_id: int, critique: dict, reward: dict) ->
     judge = reward.get("judge", "reward-judge-v1")
     for dim, score in reward.get("dimensions", {}).items():
         repo.add_reward(s, judge, dim, score, candidate_id=candidate_id)
+    for level in ("text_total", "video_total"):  # present when video-level feedback was combined in
+        if level in reward:
+            repo.add_reward(s, judge, level, reward[level], candidate_id=candidate_id)
     repo.add_reward(s, judge, "total", reward["total"], candidate_id=candidate_id,
-                    details={"weights": reward.get("weights", {})})
+                    details={"weights": reward.get("weights", {}), "video_share": reward.get("video_share")})
 
 
 def store_input_verdict(s: Session, item: Item, prompt_id: int) -> None:

@@ -100,7 +100,7 @@ class OpenAIChatModel(ChatModel):
             want = params.n - len(texts)
             body = self._body(conversation, params, model, want,
                               None if params.seed is None else params.seed + 7919 * index + attempt)
-            choices = self._chat(body)
+            choices = self.chat_completions(body)
             if not choices:
                 raise ServerError(f"{self.base_url} returned no choices for model '{model}'")
             texts.extend((c.get("message") or {}).get("content") or "" for c in choices[:want])
@@ -119,7 +119,12 @@ class OpenAIChatModel(ChatModel):
         body.update(self.extra_body)
         return body
 
-    def _chat(self, body: dict[str, Any]) -> list[dict]:
+    def chat_completions(self, body: dict[str, Any]) -> list[dict]:
+        """One ``/chat/completions`` call with retries and the structured-output fallback; returns its choices.
+
+        Public so other clients of the same server (the VLM video judge) share
+        the retry, backoff and fallback behaviour instead of re-implementing it.
+        """
         try:
             data = self._post("/chat/completions", body)
         except ServerError as exc:
@@ -127,7 +132,7 @@ class OpenAIChatModel(ChatModel):
                 # The server does not do structured output: remember, and ask again without it.
                 log.warning("%s rejected response_format; continuing without structured output", self.base_url)
                 self.structured_output = False
-                return self._chat({k: v for k, v in body.items() if k != "response_format"})
+                return self.chat_completions({k: v for k, v in body.items() if k != "response_format"})
             raise
         if "response_format" in body:
             self.structured_output = True

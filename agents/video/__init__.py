@@ -1,0 +1,1 @@
+"""Video-level agents: the diffusers renderer, its render cache, and the video reward metrics."""
