@@ -60,6 +60,8 @@ def loop_run(
     start_round: Annotated[int, typer.Option(min=0, help="Store round index of the first round")] = 0,
     worker: Annotated[str | None, typer.Option(help="Claim collection chunks as this worker, so `promptloop collect "
                                                "... --worker OTHER` processes on the same store can help")] = None,
+    video_rounds: Annotated[str, typer.Option(help="Comma-separated 0-based dpo rounds whose pairs are judged on "
+                                              "rendered videos too (video.* settings), e.g. '1,3'")] = "",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run (or resume) the loop; prints the per-round history and the before/after table."""
@@ -70,12 +72,17 @@ def loop_run(
     for f in (sft_config, dpo_config):
         if f is not None and not f.is_file():
             raise UserError(f"learner config not found: {f}")
+    try:
+        chosen_video_rounds = [int(x) for x in video_rounds.split(",") if x.strip()]
+    except ValueError as exc:
+        raise UserError(f"--video-rounds takes comma-separated round numbers, got '{video_rounds}'") from exc
     cfg = LoopConfig(name=name, rounds=rounds, schedule=[s.strip() for s in schedule.split(",") if s.strip()],
                      start_round=start_round, split=split, train_limit=limit, n=n, batch_size=batch_size,
                      max_refine_steps=max_refine_steps, margin=margin, eval_limit=eval_limit,
                      redteam_limit=redteam_limit, sft_config=str(sft_config) if sft_config else None,
                      dpo_config=str(dpo_config) if dpo_config else None, max_steps=max_steps,
-                     min_improvement=min_improvement, patience=patience, worker=worker)
+                     min_improvement=min_improvement, patience=patience, worker=worker,
+                     video_rounds=chosen_video_rounds)
     run = run_loop(rt, cfg, log=lambda m: console.print(m, highlight=False))
     state = run.state
     if run.already_done:

@@ -21,7 +21,7 @@ def render_cmd(
                                       "rendered once and then served from the cache")] = 0,
     out_file: Annotated[Path | None, typer.Option("--out", help="Also copy the MP4 (and its .png thumbnail) "
                                                   "here")] = None,
-    frames: Annotated[int | None, typer.Option(min=1, help="Frames (CogVideoX/Wan: 4k+1)")] = None,
+    frames: Annotated[int | None, typer.Option(min=1, help="Frames (CogVideoX: 8k+1, Wan: 4k+1, LTX: 8k+1)")] = None,
     width: Annotated[int | None, typer.Option(min=8)] = None,
     height: Annotated[int | None, typer.Option(min=8)] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Denoising steps")] = None,

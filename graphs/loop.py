@@ -47,6 +47,7 @@ class LoopConfig:
     min_improvement: float = 0.0  # a round that gains less on the held-out judge total counts as stalled
     patience: int = 1  # stop after this many stalled rounds in a row
     worker: str | None = None  # share collection with `collect --worker` processes (waits for all chunks)
+    video_rounds: list[int] = field(default_factory=list)  # 0-based rounds whose pairs get video-level feedback
 
     def __post_init__(self) -> None:
         bad = [s for s in self.schedule if s not in ("sft", "dpo")]
@@ -54,9 +55,22 @@ class LoopConfig:
             raise PromptloopError(f"loop schedule must list 'sft'/'dpo' per round, got {self.schedule}")
         if self.rounds < 1:
             raise PromptloopError("a loop needs at least one round")
+        not_dpo = [r for r in self.video_rounds if r < 0 or self.algorithm(r) != "dpo"]
+        if not_dpo:
+            raise PromptloopError(f"video feedback applies to preference-pair (dpo) rounds; rounds {not_dpo} are not "
+                                  f"dpo rounds of the schedule {self.schedule}")
 
     def algorithm(self, r: int) -> str:
         return self.schedule[min(r, len(self.schedule) - 1)]
+
+    def collection(self, r: int) -> tuple[str, dict]:
+        """What round ``r`` collects ('sft' or 'pairs') and the collection's context overrides."""
+        if self.algorithm(r) == "sft":
+            return "sft", {"max_refine_steps": self.max_refine_steps}
+        extra = {"max_refine_steps": 0, "margin": self.margin, "rule": self.rule}
+        if r in self.video_rounds:
+            extra["video"] = True
+        return "pairs", extra
 
     @property
     def thread_id(self) -> str:
@@ -123,9 +137,7 @@ def build_loop_graph(rt, *, checkpointer: Any = None, log: Log | None = None):  
 
     def collect_stage(state: LoopState, cfg: LoopConfig, row: dict) -> dict:
         algo = cfg.algorithm(state["round"])
-        kind = "sft" if algo == "sft" else "pairs"
-        extra = {"max_refine_steps": cfg.max_refine_steps} if kind == "sft" else {
-            "max_refine_steps": 0, "margin": cfg.margin, "rule": cfg.rule}
+        kind, extra = cfg.collection(state["round"])
         rep = collect(rt, kind, split=cfg.split, limit=cfg.train_limit, round_index=cfg.start_round + state["round"],
                       n=cfg.n, model_version=state["champion"], batch_size=cfg.batch_size,
                       on_chunk=lambda done, stored: say(f"  collected {done} prompts: {stored}"),

@@ -55,6 +55,12 @@ def test_loop_config_rejects_bad_schedules():
         LoopConfig(schedule=["ppo"])
     with pytest.raises(PromptloopError, match="at least one round"):
         LoopConfig(rounds=0)
+    cfg = LoopConfig(schedule=["sft", "dpo"], video_rounds=[1, 3], margin=0.2)
+    assert cfg.collection(0) == ("sft", {"max_refine_steps": None})
+    assert cfg.collection(1) == ("pairs", {"max_refine_steps": 0, "margin": 0.2, "rule": "margin", "video": True})
+    assert "video" not in cfg.collection(2)[1] and cfg.collection(3)[1]["video"] is True
+    with pytest.raises(PromptloopError, match=r"rounds \[0\] are not dpo rounds"):
+        LoopConfig(schedule=["sft", "dpo"], video_rounds=[0, 2])
 
 
 def _env(home: Path, smollm_path: Path) -> dict:

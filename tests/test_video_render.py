@@ -47,7 +47,7 @@ def test_tiny_render_matches_the_request(renderer):
 def test_requests_the_architecture_cannot_render_fail_with_the_reason(renderer):
     bad_frames, bad_size, good = renderer.render_many([
         RenderRequest(prompt="a", num_frames=8), RenderRequest(prompt="b", width=72), RenderRequest(prompt="c")])
-    assert bad_frames.status == "failed" and "1 + 4k frames (e.g. 9)" in bad_frames.error
+    assert bad_frames.status == "failed" and "1 + 8k frames (e.g. 9)" in bad_frames.error
     assert bad_size.status == "failed" and "divisible by 16" in bad_size.error
     assert good.status == "ok" and bad_frames.path is None
 

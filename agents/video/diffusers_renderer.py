@@ -92,7 +92,7 @@ class DiffusersRenderer(Renderer):
                 where = "local folder" if Path(self.model).exists() else "hub id (needs network or the HF cache)"
                 raise PromptloopError(f"could not load video model '{self.model}' as a {where}: "
                                       f"{type(exc).__name__}: {exc}") from exc
-        if not hasattr(pipe, "__call__") or "prompt" not in inspect.signature(pipe.__call__).parameters:
+        if not callable(pipe) or "prompt" not in inspect.signature(pipe.__call__).parameters:
             raise PromptloopError(f"'{self.model}' is not a text-to-video pipeline (its call takes no prompt)")
         if self.model == TINY_NAME and self.torch_dtype != pipe.transformer.dtype:
             pipe = pipe.to(dtype=self.torch_dtype)
@@ -122,6 +122,10 @@ class DiffusersRenderer(Renderer):
         spatial = int(getattr(pipe, "vae_scale_factor_spatial", 8) or 8)
         patch = getattr(getattr(getattr(pipe, "transformer", None), "config", None), "patch_size", None) or 1
         step = spatial * (patch if isinstance(patch, int) else patch[-1])
+        tconf = getattr(getattr(pipe, "transformer", None), "config", None)
+        if type(getattr(pipe, "vae", None)).__name__ == "AutoencoderKLCogVideoX" and \
+                getattr(tconf, "patch_size_t", None) is None:
+            t *= 2  # CogVideoX 1.0 decodes latents in pairs after the first: an odd latent count, 8k+1 frames
         if t > 1 and (r.num_frames - 1) % t:
             near = 1 + t * max(1, round((r.num_frames - 1) / t))
             return f"num_frames={r.num_frames}: {self.model_id} renders 1 + {t}k frames (e.g. {near})"

@@ -12,7 +12,7 @@ from __future__ import annotations
 TINY_NAME = "tiny"
 TINY_MODEL_ID = "tiny-random-cogvideox"
 TINY_LABEL = "tiny-random-cogvideox (random weights built from config: a pipeline test, not a video model)"
-# What a tiny render defaults to: CogVideoX wants 4k+1 frames and sizes divisible by 16 (VAE x8, patch 2).
+# What a tiny render defaults to: CogVideoX 1.0 wants 8k+1 frames and sizes divisible by 16 (VAE x8, patch 2).
 TINY_DEFAULTS = {"num_frames": 9, "width": 64, "height": 64, "steps": 4, "fps": 8, "guidance_scale": 6.0}
 
 
