@@ -273,6 +273,8 @@ def data_stats_cmd(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--
         _print_json(stats)
         return
     cols = ["candidates", "sft_accepted", "sft_rejected", "pairs", "mean_margin"]
+    extra = sorted({k for r in stats["rounds"] for k in r if k.startswith(("pairs_", "videos_"))})
+    cols += extra  # pairs per feedback level and videos by status, once video feedback has been collected
     t = Table("round", *cols, title="per round")
     for r in stats["rounds"]:
         t.add_row(r["round"], *(str(r.get(c, 0)) for c in cols))

@@ -1,4 +1,5 @@
-"""What the collected data looks like: counts per round, margin histogram, principle score distributions."""
+"""What the collected data looks like: counts per round (pairs by feedback level, videos by status), margin
+histogram, principle score distributions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from promptloop.store.models import Candidate, Critique, PreferencePair, Round, SFTExample
+from promptloop.store.models import Candidate, Critique, PreferencePair, Round, SFTExample, Video
 
 MARGIN_BINS = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0]
 
@@ -27,6 +28,13 @@ def data_stats(engine: Engine) -> dict:
                                   .group_by(PreferencePair.round_id)):
             per_round[rid]["pairs"] = n
             per_round[rid]["mean_margin"] = round(float(avg), 4)
+        for rid, level, n in s.exec(select(PreferencePair.round_id, PreferencePair.feedback_level, func.count())
+                                    .group_by(PreferencePair.round_id, PreferencePair.feedback_level)):
+            per_round[rid][f"pairs_{level}_level"] = n
+        for rid, status, n in s.exec(select(Candidate.round_id, Video.status, func.count())
+                                     .join(Video, Video.candidate_id == Candidate.id)
+                                     .group_by(Candidate.round_id, Video.status)):
+            per_round[rid][f"videos_{status}"] = n
         margins = list(s.exec(select(PreferencePair.margin)))
         scores = defaultdict(lambda: defaultdict(list))
         for rid, h, a, hp in s.exec(select(Candidate.round_id, Critique.harmless, Critique.accurate, Critique.helpful)

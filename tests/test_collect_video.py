@@ -60,6 +60,10 @@ def test_collect_pairs_with_video_feedback(graph_runtime):
             assert len(linked) == 2 and {v.seed for v in linked} == {0, 1}
         nodes = s.exec(select(TraceEvent.node).where(TraceEvent.graph == "collect_pairs")).all()
         assert "video" in nodes
+    from promptloop.store.stats import data_stats
+
+    row = next(r for r in data_stats(rt.engine)["rounds"] if r["round"] == "40")
+    assert row["videos_ok"] == len(videos) and sum(v for k, v in row.items() if k.endswith("_level")) == len(pairs)
     # the video node run again on the same candidates (a resumed chunk) renders and stores nothing new
     items = graph.get_state({"configurable": {"thread_id": report.thread_ids[0]}}).values["items"]
     with Session(rt.engine) as s:
@@ -71,6 +75,7 @@ def test_collect_pairs_with_video_feedback(graph_runtime):
         assert len(s.exec(select(Reward)).all()) == n_rewards
 
 
+@pytest.mark.slow  # the renderer-level failure test (test_video_render.py) runs by default
 def test_a_failed_render_is_recorded_and_the_collection_goes_on(graph_runtime, monkeypatch):
     rt = graph_runtime
     prompts, ctx = _setup(rt, ["a snail crossing a mossy log", "a paper boat in the rain"], 41, video_seeds=1,
