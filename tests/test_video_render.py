@@ -44,6 +44,29 @@ def test_tiny_render_matches_the_request(renderer):
     assert any((a != b).any() for a, b in zip(read[0], read[2], strict=True))
 
 
+def test_pipelines_load_from_a_local_folder_with_their_options(tiny_pipeline, tmp_path):
+    """The real loading path (DiffusionPipeline.from_pretrained) on two architectures saved to disk."""
+    from video_fixtures import tiny_wan
+
+    tiny_pipeline.save_pretrained(tmp_path / "cogvideox")
+    cog = DiffusersRenderer(str(tmp_path / "cogvideox"), out_dir=tmp_path / "v", progress=False, vae_tiling=True,
+                            vae_slicing=True, defaults={"width": 64, "height": 64, "num_frames": 9, "steps": 2})
+    wan = DiffusersRenderer(str(tiny_wan(tmp_path / "wan")), out_dir=tmp_path / "v", progress=False,
+                            defaults={"width": 32, "height": 32, "num_frames": 9, "steps": 2})
+    assert type(cog.pipeline).__name__ == "CogVideoXPipeline" and cog.pipeline.vae.use_tiling
+    assert cog.pipeline.vae.use_slicing and cog.label is None and cog.model_id == str(tmp_path / "cogvideox")
+    assert type(wan.pipeline).__name__ == "WanPipeline"
+    for r, frames, size in ((cog, 9, 64), (wan, 9, 32)):
+        a = r.render(RenderRequest(prompt="a heron landing on a pond", seed=4))
+        assert a.status == "ok" and (a.frames, a.width, a.height) == (frames, size, size)
+    assert "renders 1 + 4k frames" in wan.render(RenderRequest(prompt="x", num_frames=8)).error  # Wan: 4k+1
+    missing = DiffusersRenderer(str(tmp_path / "nowhere"), out_dir=tmp_path)
+    from promptloop.errors import PromptloopError
+
+    with pytest.raises(PromptloopError, match="could not load video model .* hub id"):
+        _ = missing.pipeline
+
+
 def test_requests_the_architecture_cannot_render_fail_with_the_reason(renderer):
     bad_frames, bad_size, good = renderer.render_many([
         RenderRequest(prompt="a", num_frames=8), RenderRequest(prompt="b", width=72), RenderRequest(prompt="c")])

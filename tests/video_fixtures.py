@@ -68,3 +68,25 @@ def tiny_clip(path: Path) -> Path:
                                                      crop_size={"height": 32, "width": 32}),
                   tokenizer=tok).save_pretrained(path)
     return path
+
+
+def tiny_wan(path: Path) -> Path:
+    """A randomly initialised Wan2.1 pipeline saved like a hub checkpoint (UMT5 encoder, Wan VAE, flow matching)."""
+    import torch
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from promptloop.agents.video.tiny import byte_level_tokenizer
+
+    tok = byte_level_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                               num_heads=4, relative_attention_num_buckets=8))
+    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    transformer = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                        in_channels=16, out_channels=16, text_dim=32, freq_dim=256, ffn_dim=32,
+                                        num_layers=2, rope_max_seq_len=32)
+    WanPipeline(tokenizer=tok, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0)).save_pretrained(path)
+    return path
