@@ -18,6 +18,7 @@ from rich.table import Table
 
 from promptloop.commands.evaluate import eval_cmd
 from promptloop.commands.loop import app as loop_app
+from promptloop.commands.ratings import app as ratings_app
 from promptloop.commands.shared import UserError, console, out
 from promptloop.commands.train import app as train_app
 from promptloop.commands.ui import ui_cmd
@@ -43,6 +44,7 @@ app.add_typer(traces_app, name="traces")
 app.add_typer(collect_app, name="collect")
 app.add_typer(train_app, name="train")
 app.add_typer(loop_app, name="loop")
+app.add_typer(ratings_app, name="ratings")
 app.command("eval")(eval_cmd)
 app.command("ui")(ui_cmd)
 app.command("render")(render_cmd)

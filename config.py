@@ -140,10 +140,13 @@ class VideoSettings(BaseModel):
     nsfw: bool = True
     vlm: BackendSettings | None = Field(None, description="a VLM judge on an OpenAI-compatible server "
                                         "(kind 'openai', base_url, model)")
+    critic: str | None = Field(None, description="a learned critic (`train critic` version name or folder) "
+                               "scoring critic_<dimension>")
     weights: dict[str, float] = Field(default_factory=lambda: {
         "temporal_flickering": 0.1, "dynamic_degree": 0.1, "motion_smoothness": 0.15, "frame_quality": 0.15,
         "text_video_alignment": 0.25, "frame_safety": 0.25, "vlm_visual_quality": 0.1,
         "vlm_text_alignment": 0.2, "vlm_motion_quality": 0.1, "vlm_safety": 0.2,
+        "critic_semantic_consistency": 0.2, "critic_motion_smoothness": 0.15, "critic_video_fidelity": 0.15,
     })
     share: float = Field(0.5, ge=0, le=1, description="video total's weight in the combined reward")
 
@@ -151,6 +154,27 @@ class VideoSettings(BaseModel):
     def _vlm_is_served(self) -> VideoSettings:
         if self.vlm is not None and self.vlm.kind != "openai":
             raise ValueError("video.vlm must be an OpenAI-compatible server (kind 'openai' with base_url)")
+        return self
+
+
+class RatingSettings(BaseModel):
+    """What people rate videos on (LiFT's three dimensions by default) and on which scale."""
+
+    dimensions: dict[str, str] = Field(default_factory=lambda: {
+        "semantic_consistency": "does the video show what the prompt asks for, all of it?",
+        "motion_smoothness": "is the motion natural and smooth, free of jitter, warping or frozen frames?",
+        "video_fidelity": "is the picture clear, detailed and free of artifacts?",
+    })
+    scale_min: float = 1.0
+    scale_max: float = 5.0
+    require_rationale: bool = Field(True, description="a score needs a rationale (LiFT collects both)")
+
+    @model_validator(mode="after")
+    def _scale(self) -> RatingSettings:
+        if self.scale_min >= self.scale_max:
+            raise ValueError("ratings.scale_min must be below ratings.scale_max")
+        if not self.dimensions:
+            raise ValueError("ratings.dimensions must name at least one dimension")
         return self
 
 
@@ -184,6 +208,7 @@ class Settings(BaseSettings):
     critic: CriticSettings = Field(default_factory=CriticSettings)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
+    ratings: RatingSettings = Field(default_factory=RatingSettings)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -138,8 +138,28 @@ class Runtime:
                                      max_retries=b.max_retries, concurrency=b.concurrency, extra_body=b.extra_body)
             vlm = VLMJudge(client, frames=v.metric_frames)
         device = "cuda" if self.settings.device in ("auto", "cuda") and _cuda() else "cpu"
+        extra = [self.learned_critic(v.critic)] if v.critic else []
         return VideoScorer(alignment=TextVideoAlignment(v.alignment_model, frames=v.metric_frames, device=device),
-                           nsfw=NSFWScorer(frames=v.metric_frames) if v.nsfw else None, vlm=vlm)
+                           nsfw=NSFWScorer(frames=v.metric_frames) if v.nsfw else None, vlm=vlm, extra=extra)
+
+    def learned_critic(self, ref: str):  # -> LearnedCritic
+        """A trained critic by version name (``promptloop train critic``) or folder."""
+        from pathlib import Path
+
+        from promptloop.learners.critic import LearnedCritic
+
+        path = Path(ref)
+        if not path.is_dir():
+            from promptloop.learners.versions import get_version
+
+            self.upgrade_db()
+            row = get_version(self.engine, ref)
+            if row.algorithm != "critic":
+                from promptloop.errors import PromptloopError
+
+                raise PromptloopError(f"'{ref}' is a {row.algorithm} version, not a critic")
+            path = Path(row.adapter_path)
+        return LearnedCritic(path, embedder=self.embedder)
 
     @cached_property
     def video_feedback(self):  # -> VideoFeedback
@@ -219,6 +239,10 @@ class Runtime:
                 return None
         else:
             row = get_version(self.engine, version)
+        if row.algorithm in ("critic", "rwr"):
+            from promptloop.errors import PromptloopError
+
+            raise PromptloopError(f"'{row.name}' is a {row.algorithm} version, not a rewriter version")
         if not row.adapter_path:
             return None
         self.chat_model.load_adapter(row.name, row.adapter_path)

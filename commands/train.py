@@ -9,7 +9,8 @@ import typer
 
 from promptloop.commands.shared import console, print_json, runtime_of
 
-app = typer.Typer(help="Train a new rewriter version (TRL + LoRA) from the store's data.", no_args_is_help=True)
+app = typer.Typer(help="Train a new rewriter version (TRL + LoRA) from the store's data, or a video critic from ratings.",
+                  no_args_is_help=True)
 
 _CONFIG = typer.Option("--config", help="YAML learner config (see learners/recipes/); flags override it")
 _ROUND = typer.Option("--round", min=0, help="Round whose data to train on (default: the latest with data)")
@@ -80,3 +81,38 @@ def train_dpo_cmd(
     _train(ctx, "dpo", config, as_json, round_index=round_index, data_rounds=data_rounds, parent=parent, name=name,
            learning_rate=learning_rate, num_train_epochs=num_train_epochs, max_steps=max_steps,
            per_device_train_batch_size=batch_size, beta=beta)
+
+
+@app.command("critic")
+def train_critic_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path | None, _CONFIG] = None,
+    name: Annotated[str | None, typer.Option(help="Version name (default critic, critic-2, ...)")] = None,
+    l2: Annotated[float | None, typer.Option(min=0.0, help="Ridge penalty")] = None,
+    holdout: Annotated[float | None, typer.Option(min=0.05, max=0.9, help="Share of rated videos held out")] = None,
+    text_features: Annotated[bool | None, typer.Option("--text-features/--no-text-features",
+                                                       help="Add the prompt's MiniLM embedding")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Learn a critic from human ratings (LiFT): per-dimension heads over frozen video and prompt features,
+    measured on held-out videos (correlation with people, pairwise accuracy). Use it with video.critic=NAME."""
+    from promptloop.learners.critic import load_critic_config, run_critic
+
+    rt = runtime_of(ctx)
+    cfg = load_critic_config(config, name=name, l2=l2, holdout=holdout, text_features=text_features)
+    rep = run_critic(rt, cfg)
+    if as_json:
+        print_json({"version": rep.name, "path": rep.path, "metrics": rep.metrics})
+        return
+    from rich.table import Table
+
+    from promptloop.commands.shared import out
+
+    t = Table("dimension", "pearson", "spearman", "pairwise acc.", "MAE", "held-out videos",
+              title=f"critic {rep.name}: {rep.train_videos} train / {rep.heldout_videos} held-out videos")
+    for d, m in rep.metrics["dimensions"].items():
+        t.add_row(d, *(("-" if m[k] is None else f"{m[k]:.3f}") for k in ("pearson", "spearman",
+                                                                             "pairwise_accuracy", "mae")),
+                  str(m["heldout"]))
+    out.print(t)
+    console.print(f"[green]registered[/] {rep.name} at {rep.path}; judge with it: PROMPTLOOP_VIDEO__CRITIC={rep.name}")

@@ -77,7 +77,7 @@ def read_prompt_file(path: Path, *, max_chars: int) -> list[PromptRow]:
         suffix = path.suffix.lower()
         if suffix not in (".txt", ".jsonl", ".csv"):
             raise PromptImportError(f"{path}: unsupported file type '{suffix or path.name}'; expected {SUPPORTED}")
-        text, errors = _decode(path)
+        text, errors = decode_text(path)
         if errors:
             raise ImportValidationError(path, errors)
         reader = {".txt": _read_txt, ".jsonl": _read_jsonl, ".csv": _read_csv}[suffix]
@@ -109,7 +109,7 @@ def import_prompts(engine: Engine, path: Path, *, split: str | None = None, sour
     return report
 
 
-def _decode(path: Path) -> tuple[str, list[RowError]]:
+def decode_text(path: Path) -> tuple[str, list[RowError]]:
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8-sig"), []

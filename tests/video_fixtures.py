@@ -73,7 +73,12 @@ def tiny_clip(path: Path) -> Path:
 def tiny_wan(path: Path) -> Path:
     """A randomly initialised Wan2.1 pipeline saved like a hub checkpoint (UMT5 encoder, Wan VAE, flow matching)."""
     import torch
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
     from transformers import UMT5Config, UMT5EncoderModel
 
     from promptloop.agents.video.tiny import byte_level_tokenizer

@@ -1,0 +1,63 @@
+"""`promptloop ratings import|export|serve`: people's ratings of videos (LiFT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from promptloop.commands.shared import UserError, console, runtime_of
+
+app = typer.Typer(help="Human ratings of videos: import, export, and a rating page for people.",
+                  no_args_is_help=True)
+
+
+@app.command("import")
+def ratings_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help=".jsonl or .csv with video_id (or candidate_id), rater, dimension, "
+                                              "score, rationale")],
+) -> None:
+    """Import ratings; the whole file is validated first and nothing is stored unless every row is valid."""
+    from promptloop.store.ratings import import_ratings
+
+    rt = runtime_of(ctx)
+    rt.upgrade_db()
+    counts = import_ratings(rt.engine, file, rt.settings.ratings)
+    console.print(f"imported {counts['new']} new rating(s), updated {counts['updated']} from {file}")
+
+
+@app.command("export")
+def ratings_export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="Output .jsonl or .csv")],
+) -> None:
+    """Every rating with its video path, the rewrite that was rendered and the user's prompt."""
+    from promptloop.store.ratings import export_ratings
+
+    rt = runtime_of(ctx)
+    rt.upgrade_db()
+    n = export_ratings(rt.engine, out)
+    console.print(f"wrote {n} rating(s) to {out}")
+
+
+@app.command("serve")
+def ratings_serve(
+    ctx: typer.Context,
+    rater: Annotated[str, typer.Option(help="Who is rating (stored with every score)")],
+    host: Annotated[str, typer.Option(help="Address to bind; loopback by default")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8502,
+) -> None:
+    """A local rating page: one video at a time with its prompt, a score and a rationale per dimension,
+    keyboard-friendly (1-5 picks a score, Tab moves, Enter saves), with progress (rated / remaining)."""
+    if not rater.strip():
+        raise UserError("--rater must name who is rating")
+    try:
+        from promptloop.ui.rating import serve
+    except ImportError as exc:
+        raise UserError(f"the rating page needs the ui extra: pip install 'promptloop[ui]' ({exc})") from exc
+    rt = runtime_of(ctx)
+    rt.upgrade_db()
+    console.print(f"rating page for [bold]{rater}[/] on http://{host}:{port} (Ctrl+C stops)")
+    serve(rt.engine, rt.settings, rater=rater.strip(), host=host, port=port)

@@ -1,0 +1,193 @@
+"""Human ratings of videos (LiFT): import, validation and export.
+
+A rating is (video or candidate, rater, dimension, score on the declared
+scale, rationale). Import reads the whole file first and stores nothing
+unless every row is valid; the report names each bad row (unknown video,
+unknown dimension, score off the scale, missing rationale, the same rating
+twice). Re-importing a file updates the ratings it already holds (one row
+per video, rater and dimension), so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+
+from promptloop.config import RatingSettings
+from promptloop.store import repository as repo
+from promptloop.store.engine import session_scope
+from promptloop.store.importer import ImportValidationError, PromptImportError, RowError, decode_text
+from promptloop.store.models import Candidate, HumanRating, Prompt, Video
+
+FIELDS = ("video_id", "candidate_id", "rater", "dimension", "score", "rationale")
+
+
+@dataclass
+class RatingRow:
+    line: int
+    video_id: int | None
+    candidate_id: int | None
+    rater: str
+    dimension: str
+    score: float
+    rationale: str | None
+
+
+def read_records(path: Path) -> tuple[list[tuple[int, dict]], list[RowError]]:
+    """(line, mapping) per record of a .jsonl or .csv file, and the rows that are not records at all."""
+    if not path.is_file():
+        raise PromptImportError(f"no such file: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".csv"):
+        raise PromptImportError(f"{path}: unsupported format '{suffix}'; expected .jsonl or .csv")
+    text, errors = decode_text(path)
+    if errors:
+        return [], errors
+    records: list[tuple[int, dict]] = []
+    if suffix == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        for rec in reader:
+            records.append((reader.line_num, {(k or "").strip().lower(): v for k, v in rec.items()}))
+        return records, errors
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            errors.append(RowError(i, f"not valid JSON ({exc.msg})"))
+            continue
+        if isinstance(obj, dict):
+            records.append((i, obj))
+        else:
+            errors.append(RowError(i, "expected a JSON object"))
+    return records, errors
+
+
+def _id(value: object) -> int | None:
+    if value in (None, ""):
+        return None
+    return int(value)  # ValueError names the row below
+
+
+def validate(session: Session, records: list[tuple[int, dict]], cfg: RatingSettings) -> tuple[list[RatingRow],
+                                                                                                list[RowError]]:
+    rows, errors, seen = [], [], {}
+    ids = {"video_id": set(), "candidate_id": set()}
+    for _, rec in records:
+        for k in ids:
+            try:
+                if _id(rec.get(k)) is not None:
+                    ids[k].add(_id(rec.get(k)))
+            except (TypeError, ValueError):
+                pass
+    videos = set(session.exec(select(Video.id).where(Video.id.in_(ids["video_id"])))) if ids["video_id"] else set()
+    cands = set(session.exec(select(Candidate.id).where(Candidate.id.in_(ids["candidate_id"])))) \
+        if ids["candidate_id"] else set()
+    for line, rec in records:
+        problems = []
+        try:
+            vid, cid = _id(rec.get("video_id")), _id(rec.get("candidate_id"))
+        except (TypeError, ValueError):
+            errors.append(RowError(line, "video_id and candidate_id must be integers"))
+            continue
+        if vid is None and cid is None:
+            problems.append("needs a video_id (or a candidate_id)")
+        if vid is not None and vid not in videos:
+            problems.append(f"unknown video {vid}")
+        if cid is not None and cid not in cands:
+            problems.append(f"unknown candidate {cid}")
+        rater = str(rec.get("rater") or "").strip()
+        if not rater:
+            problems.append("missing rater")
+        dim = str(rec.get("dimension") or "").strip()
+        if dim not in cfg.dimensions:
+            problems.append(f"unknown dimension '{dim}' (expected one of {', '.join(cfg.dimensions)})")
+        try:
+            score = float(rec.get("score"))
+            if not cfg.scale_min <= score <= cfg.scale_max:
+                problems.append(f"score {score:g} is outside the scale {cfg.scale_min:g}-{cfg.scale_max:g}")
+        except (TypeError, ValueError):
+            score = float("nan")
+            problems.append(f"score must be a number, got {rec.get('score')!r}")
+        rationale = str(rec.get("rationale") or "").strip() or None
+        if cfg.require_rationale and rationale is None:
+            problems.append("missing rationale (ratings.require_rationale is on)")
+        key = (vid, cid, rater, dim)
+        if not problems and key in seen:
+            problems.append(f"the same rating as line {seen[key]} (video, candidate, rater, dimension)")
+        if problems:
+            errors.append(RowError(line, "; ".join(problems)))
+            continue
+        seen[key] = line
+        rows.append(RatingRow(line, vid, cid, rater, dim, score, rationale))
+    return rows, errors
+
+
+def import_ratings(engine: Engine, path: Path, cfg: RatingSettings) -> dict[str, int]:
+    """All rows or none; returns counts of new and updated ratings."""
+    records, errors = read_records(path)
+    with Session(engine) as s:
+        rows, more = validate(s, records, cfg)
+    errors += more
+    if errors:
+        raise ImportValidationError(path, sorted(errors, key=lambda e: e.line))
+    if not rows:
+        raise PromptImportError(f"{path}: no ratings in the file")
+    counts = {"new": 0, "updated": 0}
+    with session_scope(engine) as s:
+        for r in rows:
+            where = ((HumanRating.video_id == r.video_id) if r.video_id is not None else HumanRating.video_id.is_(None)) \
+                & ((HumanRating.candidate_id == r.candidate_id) if r.candidate_id is not None
+                   else HumanRating.candidate_id.is_(None)) \
+                & (HumanRating.rater == r.rater) & (HumanRating.dimension == r.dimension)
+            row, created = repo.get_or_insert(s, HumanRating, where, video_id=r.video_id, candidate_id=r.candidate_id,
+                                              rater=r.rater, dimension=r.dimension, score=r.score,
+                                              scale_min=cfg.scale_min, scale_max=cfg.scale_max, rationale=r.rationale)
+            if not created:
+                row.score, row.rationale = r.score, r.rationale
+                row.scale_min, row.scale_max = cfg.scale_min, cfg.scale_max
+                s.add(row)
+            counts["new" if created else "updated"] += 1
+    return counts
+
+
+def rating_rows(engine: Engine) -> list[dict]:
+    """Every rating with its video's prompt context, oldest first (what export writes)."""
+    with Session(engine) as s:
+        q = (select(HumanRating, Video, Candidate, Prompt).join(Video, HumanRating.video_id == Video.id, isouter=True)
+             .join(Candidate, Candidate.id == Video.candidate_id, isouter=True)
+             .join(Prompt, Prompt.id == Candidate.prompt_id, isouter=True).order_by(HumanRating.id))
+        out = []
+        for h, v, c, p in s.exec(q):
+            out.append({"video_id": h.video_id, "candidate_id": h.candidate_id, "rater": h.rater,
+                        "dimension": h.dimension, "score": h.score, "scale_min": h.scale_min, "scale_max": h.scale_max,
+                        "rationale": h.rationale, "created_at": h.created_at.isoformat(),
+                        "video_path": v.path if v else None, "rewrite": c.text if c else None,
+                        "prompt": p.text if p else None})
+    return out
+
+
+def export_ratings(engine: Engine, out: Path) -> int:
+    rows = rating_rows(engine)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    if out.suffix.lower() == ".csv":
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else list(FIELDS))
+            w.writeheader()
+            w.writerows(rows)
+    elif out.suffix.lower() == ".jsonl":
+        with tmp.open("w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    else:
+        raise PromptImportError(f"--out must end in .jsonl or .csv, got '{out.name}'")
+    tmp.replace(out)
+    return len(rows)
