@@ -140,6 +140,8 @@ class VideoSettings(BaseModel):
     nsfw: bool = True
     vlm: BackendSettings | None = Field(None, description="a VLM judge on an OpenAI-compatible server "
                                         "(kind 'openai', base_url, model)")
+    lora: str | None = Field(None, description="a reward-weighted LoRA for the video model (`train rwr` version "
+                             "name or folder)")
     critic: str | None = Field(None, description="a learned critic (`train critic` version name or folder) "
                                "scoring critic_<dimension>")
     weights: dict[str, float] = Field(default_factory=lambda: {

@@ -99,14 +99,31 @@ class Runtime:
 
         v = self.settings.video
         model = model or v.model
-        key = f"renderer:{model}:{progress}"
+        lora = self.video_lora_path(v.lora) if v.lora else None
+        key = f"renderer:{model}:{lora}:{progress}"
         if key not in self._models:
             self.settings.ensure_home()
             self._models[key] = DiffusersRenderer(
                 model, out_dir=self.settings.videos_dir, dtype=v.dtype, device=v.device, cpu_offload=v.cpu_offload,
                 vae_tiling=v.vae_tiling, vae_slicing=v.vae_slicing, batch_size=v.batch_size,
-                defaults=self.render_defaults(), progress=progress)
+                defaults=self.render_defaults(), progress=progress, lora=lora)
         return self._models[key]
+
+    def video_lora_path(self, ref: str) -> str:
+        """A video LoRA by `train rwr` version name, or a folder."""
+        from pathlib import Path
+
+        if Path(ref).is_dir():
+            return ref
+        from promptloop.learners.versions import get_version
+
+        self.upgrade_db()
+        row = get_version(self.engine, ref)
+        if row.algorithm != "rwr":
+            from promptloop.errors import PromptloopError
+
+            raise PromptloopError(f"'{ref}' is a {row.algorithm} version, not a video LoRA (train rwr)")
+        return row.adapter_path
 
     def render_defaults(self) -> dict:
         """RenderRequest fields set in Settings.video (unset ones are left to the model's defaults)."""

@@ -96,10 +96,11 @@ def train_critic_cmd(
 ) -> None:
     """Learn a critic from human ratings (LiFT): per-dimension heads over frozen video and prompt features,
     measured on held-out videos (correlation with people, pairwise accuracy). Use it with video.critic=NAME."""
-    from promptloop.learners.critic import load_critic_config, run_critic
+    from promptloop.learners.config import load_config
+    from promptloop.learners.critic import run_critic
 
     rt = runtime_of(ctx)
-    cfg = load_critic_config(config, name=name, l2=l2, holdout=holdout, text_features=text_features)
+    cfg = load_config("critic", config, name=name, l2=l2, holdout=holdout, text_features=text_features)
     rep = run_critic(rt, cfg)
     if as_json:
         print_json({"version": rep.name, "path": rep.path, "metrics": rep.metrics})
@@ -116,3 +117,33 @@ def train_critic_cmd(
                   str(m["heldout"]))
     out.print(t)
     console.print(f"[green]registered[/] {rep.name} at {rep.path}; judge with it: PROMPTLOOP_VIDEO__CRITIC={rep.name}")
+
+
+@app.command("rwr")
+def train_rwr_cmd(
+    ctx: typer.Context,
+    config: Annotated[Path | None, _CONFIG] = None,
+    name: Annotated[str | None, typer.Option(help="Version name (default rwr, rwr-2, ...)")] = None,
+    source: Annotated[str | None, typer.Option(help="ratings (people) | judge (stored video totals, e.g. from a "
+                                               "critic)")] = None,
+    weighting: Annotated[str | None, typer.Option(help="lift | normalized | exp (see learners/rwr.py)")] = None,
+    steps: Annotated[int | None, typer.Option(min=1)] = None,
+    learning_rate: Annotated[float | None, typer.Option(min=0.0)] = None,
+    rank: Annotated[int | None, typer.Option(min=1, help="LoRA rank")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Reward-weighted fine-tuning of the video model (LiFT): a LoRA on video.model's transformer, trained on
+    rated videos with the diffusion loss weighted by reward. Render with it: video.lora=NAME."""
+    from promptloop.learners.config import load_config
+    from promptloop.learners.rwr import run_rwr
+
+    rt = runtime_of(ctx)
+    cfg = load_config("rwr", config, name=name, source=source, weighting=weighting, steps=steps,
+                                learning_rate=learning_rate, rank=rank)
+    res = run_rwr(rt, cfg)
+    if as_json:
+        print_json({k: v for k, v in res.items() if k != "loss_curve"} | {"loss_curve": res["loss_curve"]})
+        return
+    console.print(f"[green]registered[/] {res['name']} at {res['path']}: {res['samples']} videos, {res['steps']} "
+                  f"steps in {res['wall_s']} s, weighted loss on the fixed set {res['eval_loss_before']:.4f} -> "
+                  f"{res['eval_loss_after']:.4f}; render with it: PROMPTLOOP_VIDEO__LORA={res['name']}")

@@ -89,11 +89,24 @@ class DPOLearnerConfig(LearnerConfig):
 CONFIGS: dict[str, type[LearnerConfig]] = {"sft": SFTLearnerConfig, "dpo": DPOLearnerConfig}
 
 
+def config_class(algorithm: str) -> type:
+    """The config dataclass of a learner: sft, dpo (rewriter), critic, rwr (video model)."""
+    if algorithm == "critic":
+        from promptloop.learners.critic import CriticConfig
+
+        return CriticConfig
+    if algorithm == "rwr":
+        from promptloop.learners.rwr import RWRConfig
+
+        return RWRConfig
+    if algorithm not in CONFIGS:
+        raise ConfigError(f"unknown algorithm '{algorithm}'; expected one of {', '.join([*CONFIGS, 'critic', 'rwr'])}")
+    return CONFIGS[algorithm]
+
+
 def load_config(algorithm: str, path: str | Path | None = None, **overrides: Any) -> LearnerConfig:
     """Defaults < YAML file < overrides (None = not given). Unknown keys are an error that names them."""
-    if algorithm not in CONFIGS:
-        raise ConfigError(f"unknown algorithm '{algorithm}'; expected one of {', '.join(CONFIGS)}")
-    cls = CONFIGS[algorithm]
+    cls = config_class(algorithm)
     values: dict[str, Any] = {}
     if path is not None:
         import yaml

@@ -218,24 +218,6 @@ class LearnedCritic:
         return out
 
 
-def load_critic_config(path: Path | None, **overrides) -> CriticConfig:
-    """CriticConfig from defaults < YAML file < flags (None = not given); an unknown key is an error."""
-    import yaml
-
-    values: dict = {}
-    if path is not None:
-        if not Path(path).is_file():
-            raise PromptloopError(f"critic config not found: {path}")
-        values = yaml.safe_load(Path(path).read_text()) or {}
-        known = set(CriticConfig.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise PromptloopError(f"{path}: unknown critic config key(s) {', '.join(unknown)}; "
-                                  f"known: {', '.join(sorted(known))}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return CriticConfig(**values)
-
-
 def run_critic(rt, cfg: CriticConfig, *, progress: bool = True) -> CriticReport:  # noqa: ANN001
     """Train on the store's ratings and register the critic as a model version (algorithm 'critic')."""
     from promptloop.learners.versions import next_name, register

@@ -140,6 +140,11 @@ def import_ratings(engine: Engine, path: Path, cfg: RatingSettings) -> dict[str,
         raise ImportValidationError(path, sorted(errors, key=lambda e: e.line))
     if not rows:
         raise PromptImportError(f"{path}: no ratings in the file")
+    return save_ratings(engine, rows, cfg)
+
+
+def save_ratings(engine: Engine, rows: list[RatingRow], cfg: RatingSettings) -> dict[str, int]:
+    """Validated rows in one transaction: a new rating per (video, candidate, rater, dimension), else an update."""
     counts = {"new": 0, "updated": 0}
     with session_scope(engine) as s:
         for r in rows:
@@ -191,3 +196,27 @@ def export_ratings(engine: Engine, out: Path) -> int:
         raise PromptImportError(f"--out must end in .jsonl or .csv, got '{out.name}'")
     tmp.replace(out)
     return len(rows)
+
+
+def rating_queue(engine: Engine, rater: str, dimensions: list[str]) -> tuple[list[int], int]:
+    """(ids of rendered videos ``rater`` has not rated on every dimension, oldest first; how many videos in all)."""
+    with Session(engine) as s:
+        videos = list(s.exec(select(Video.id).where(Video.status == "ok", Video.path.is_not(None)).order_by(Video.id)))
+        done: dict[int, set[str]] = {}
+        for vid, dim in s.exec(select(HumanRating.video_id, HumanRating.dimension)
+                               .where(HumanRating.rater == rater, HumanRating.dimension.in_(dimensions))):
+            done.setdefault(vid, set()).add(dim)
+    return [v for v in videos if not set(dimensions) <= done.get(v, set())], len(videos)
+
+
+def video_context(engine: Engine, video_id: int) -> dict | None:
+    """What a rater sees beside a video: the user's prompt, the text the video model rendered, the model."""
+    with Session(engine) as s:
+        v = s.get(Video, video_id)
+        if v is None:
+            return None
+        c = s.get(Candidate, v.candidate_id) if v.candidate_id else None
+        p = s.get(Prompt, c.prompt_id) if c else None
+    rendered = c.text if c else (v.params or {}).get("prompt")
+    return {"video_id": v.id, "prompt": p.text if p else rendered, "rendered": rendered, "model": v.model,
+            "seed": v.seed, "path": v.path, "frames": v.frames, "fps": v.fps}

@@ -55,3 +55,18 @@ def test_video_commands_reject_bad_input(tmp_path):
     assert garbage.returncode == 2 and "cannot read" in garbage.stderr
     seeds = run(home, "collect", "pairs", "--seeds", "2")
     assert seeds.returncode == 2 and "only apply with --video" in seeds.stderr
+
+
+def test_feedback_commands_report_bad_input(tmp_path):
+    home = tmp_path / "home"
+    bad = tmp_path / "ratings.jsonl"
+    bad.write_text(json.dumps({"video_id": 7, "rater": "ana", "dimension": "video_fidelity", "score": 9}) + "\n")
+    imported = run(home, "ratings", "import", str(bad))
+    assert imported.returncode == 2 and "unknown video 7" in imported.stderr and "outside the scale" in imported.stderr
+    assert "nothing was imported" in imported.stderr
+    critic = run(home, "train", "critic")
+    assert critic.returncode == 2 and "ratings on at least 8 videos" in critic.stderr
+    rwr = run(home, "train", "rwr", "--weighting", "softmax")
+    assert rwr.returncode == 2 and "unknown weighting 'softmax'" in rwr.stderr
+    exported = run(home, "ratings", "export", str(tmp_path / "out.jsonl"))
+    assert exported.returncode == 0 and (tmp_path / "out.jsonl").read_text() == ""

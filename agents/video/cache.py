@@ -50,7 +50,7 @@ class RenderCache:
         if todo:
             arts = self.renderer.render_many(list(todo.values()))
             self.rendered += sum(a.status == "ok" for a in arts)
-            self._save(dict(zip(todo, arts, strict=True)))
+            self._save({k: (a, todo[k].prompt) for k, a in zip(todo, arts, strict=True)})
             found = self._lookup(set(keys))
         return [StoredVideo(found[k].id, _artifact(found[k]), k not in todo) for k in keys]
 
@@ -61,10 +61,12 @@ class RenderCache:
                 s.expunge(r)
         return {r.content_hash: r for r in rows}
 
-    def _save(self, arts: dict[str, VideoArtifact]) -> None:
+    def _save(self, arts: dict[str, tuple[VideoArtifact, str]]) -> None:
         with session_scope(self.engine) as s:
-            for key, a in arts.items():
-                fields = dict(renderer=self.renderer.name, model=a.model, seed=a.seed, params=a.params, path=a.path,
+            for key, (a, prompt) in arts.items():
+                # the rendered text travels with the row: a video rendered outside a collection has no candidate
+                fields = dict(renderer=self.renderer.name, model=a.model, seed=a.seed,
+                              params={**a.params, "prompt": prompt}, path=a.path,
                               thumbnail_path=a.thumbnail_path, frames=a.frames, fps=a.fps, width=a.width,
                               height=a.height, status=a.status, error=a.error)
                 row, created = repo.add_video(s, key, **fields)
@@ -75,6 +77,7 @@ class RenderCache:
 
 
 def _artifact(row: Video) -> VideoArtifact:
+    params = {k: v for k, v in (row.params or {}).items() if k != "prompt"}
     return VideoArtifact(path=row.path, thumbnail_path=row.thumbnail_path, model=row.model, seed=row.seed,
-                         frames=row.frames, fps=row.fps, width=row.width, height=row.height, params=row.params,
+                         frames=row.frames, fps=row.fps, width=row.width, height=row.height, params=params,
                          status=row.status, error=row.error)

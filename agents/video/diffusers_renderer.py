@@ -42,9 +42,13 @@ class DiffusersRenderer(Renderer):
 
     def __init__(self, model: str = TINY_NAME, *, out_dir: str | Path, dtype: str = "auto", device: str = "auto",
                  cpu_offload: bool = False, vae_tiling: bool = False, vae_slicing: bool = False,
-                 batch_size: int = 1, defaults: dict | None = None, progress: bool = True, pipeline=None):  # noqa: ANN001
+                 batch_size: int = 1, defaults: dict | None = None, progress: bool = True, pipeline=None,  # noqa: ANN001
+                 lora: str | Path | None = None):
         self.model = model
-        self.model_id = TINY_MODEL_ID if model == TINY_NAME else model
+        self.lora = str(lora) if lora else None
+        # a fine-tuned LoRA (learners/rwr.py) renders different videos: it is part of the model's identity
+        self.model_id = (TINY_MODEL_ID if model == TINY_NAME else model) + (
+            f"+lora:{Path(self.lora).name}" if self.lora else "")
         self.label = TINY_LABEL if model == TINY_NAME else None
         self.out_dir = Path(out_dir)
         self.dtype_name, self.device_name = dtype, device
@@ -94,6 +98,10 @@ class DiffusersRenderer(Renderer):
                                       f"{type(exc).__name__}: {exc}") from exc
         if not callable(pipe) or "prompt" not in inspect.signature(pipe.__call__).parameters:
             raise PromptloopError(f"'{self.model}' is not a text-to-video pipeline (its call takes no prompt)")
+        if self.lora:
+            if not Path(self.lora).is_dir():
+                raise PromptloopError(f"video LoRA not found: {self.lora}")
+            pipe.load_lora_weights(self.lora, adapter_name="rwr")
         if self.model == TINY_NAME and self.torch_dtype != pipe.transformer.dtype:
             pipe = pipe.to(dtype=self.torch_dtype)
         if self.cpu_offload and self.device == "cuda":
