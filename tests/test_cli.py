@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite", "collect", "train", "loop", "eval"]
+COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite", "collect", "train", "loop", "eval", "render", "judge",
+            "ratings", "ui"]
 
 
 def run(home: Path, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -122,6 +122,7 @@ def _cli_env(home: Path, smollm_path: Path) -> dict:
     return env
 
 
+@pytest.mark.slow  # two real CLI processes on the embedded models (~2 min); CI runs it
 def test_killed_collection_resumes_without_duplicates(tmp_path, smollm_path):
     home = tmp_path / "home"
     env = _cli_env(home, smollm_path)
