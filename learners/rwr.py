@@ -36,6 +36,7 @@ from sqlmodel import Session, select
 from promptloop.errors import PromptloopError
 
 WEIGHTINGS = ("lift", "normalized", "exp")
+ADAPTER = "rwr_train"
 LIFT_LABEL_WEIGHTS = {"good": 0.9, "normal": 0.2, "bad": 0.05}
 
 
@@ -152,8 +153,11 @@ class RewardWeightedTrainer:
         self.weights = torch.tensor(sample_weights(self.rewards, cfg.weighting, cfg.temperature),
                                     dtype=torch.float32, device=self.device)
         pipe.transformer.requires_grad_(False)
+        if ADAPTER in (getattr(pipe.transformer, "peft_config", None) or {}):
+            pipe.transformer.delete_adapters(ADAPTER)  # a previous run in this process left its adapter
         pipe.transformer.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True,
-                                                target_modules=cfg.target_modules))
+                                                target_modules=cfg.target_modules), adapter_name=ADAPTER)
+        pipe.transformer.set_adapter(ADAPTER)
         self.params = [p for p in pipe.transformer.parameters() if p.requires_grad]
         self.video_ids = [d.video_id for d in data]
 
@@ -216,9 +220,14 @@ class RewardWeightedTrainer:
         tmp = out_dir.with_name(out_dir.name + ".partial")
         tmp.mkdir(parents=True, exist_ok=True)
         type(self.pipe).save_lora_weights(tmp, transformer_lora_layers=get_peft_model_state_dict(
-            self.pipe.transformer))
+            self.pipe.transformer, adapter_name=ADAPTER))
         tmp.replace(out_dir)
         return out_dir
+
+    def close(self) -> None:
+        """Take the training adapter off the pipeline, so the process renders with the base model again."""
+        if ADAPTER in (getattr(self.pipe.transformer, "peft_config", None) or {}):
+            self.pipe.transformer.delete_adapters(ADAPTER)
 
 
 def run_rwr(rt, cfg: RWRConfig, *, pipeline=None, progress: bool = True) -> dict:  # noqa: ANN001
@@ -234,8 +243,11 @@ def run_rwr(rt, cfg: RWRConfig, *, pipeline=None, progress: bool = True) -> dict
     if out.exists():
         raise PromptloopError(f"{out} exists; video LoRAs are never overwritten")
     trainer = RewardWeightedTrainer(pipe, data, cfg, progress=progress)
-    metrics = trainer.train()
-    trainer.save(out)
+    try:
+        metrics = trainer.train()
+        trainer.save(out)
+    finally:
+        trainer.close()  # the renderer shares this pipeline: it must not keep rendering with the training LoRA
     (out / "rwr.json").write_text(json.dumps({"config": asdict(cfg), "metrics": metrics,
                                               "video_ids": trainer.video_ids}, indent=2))
     register(rt.engine, name=name, base_model=renderer.model_id, adapter_path=str(out), parent_id=None,
