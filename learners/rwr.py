@@ -206,7 +206,7 @@ class RewardWeightedTrainer:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            curve.append(round(float(loss), 6))
+            curve.append(round(loss.item(), 6))
         self.pipe.transformer.eval()
         after = self.fixed_eval_loss()
         return {"eval_loss_before": round(before, 6), "eval_loss_after": round(after, 6), "loss_curve": curve,
