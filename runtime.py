@@ -176,6 +176,12 @@ class Runtime:
 
                 raise PromptloopError(f"'{ref}' is a {row.algorithm} version, not a critic")
             path = Path(row.adapter_path)
+        if not (path / "critic.npz").is_file() and (path / "config.json").is_file():
+            from promptloop.learners.vlm_critic import (
+                VLMCritic,  # a fine-tuned VLM (train critic --backend vlm)
+            )
+
+            return VLMCritic(path)
         return LearnedCritic(path, embedder=self.embedder)
 
     @cached_property

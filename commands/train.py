@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from promptloop.commands.shared import console, print_json, runtime_of
+from promptloop.commands.shared import UserError, console, print_json, runtime_of
 
 app = typer.Typer(help="Train a new rewriter version (TRL + LoRA) from the store's data, or a video critic from ratings.",
                   no_args_is_help=True)
@@ -92,14 +92,35 @@ def train_critic_cmd(
     holdout: Annotated[float | None, typer.Option(min=0.05, max=0.9, help="Share of rated videos held out")] = None,
     text_features: Annotated[bool | None, typer.Option("--text-features/--no-text-features",
                                                        help="Add the prompt's MiniLM embedding")] = None,
+    backend: Annotated[str, typer.Option(help="head: ridge heads over frozen features (CPU); vlm: fine-tune an "
+                                         "image-text-to-text model with TRL to write scores and rationales")
+                       ] = "head",
+    model: Annotated[str | None, typer.Option(help="vlm: local folder or hub id of the VLM")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="vlm: training steps")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Learn a critic from human ratings (LiFT): per-dimension heads over frozen video and prompt features,
-    measured on held-out videos (correlation with people, pairwise accuracy). Use it with video.critic=NAME."""
+    """Learn a critic from human ratings (LiFT): per-dimension heads over frozen video and prompt features
+    (--backend head), or a VLM fine-tuned with TRL that also writes rationales (--backend vlm); measured on
+    held-out videos (correlation with people, pairwise accuracy). Use it with video.critic=NAME."""
     from promptloop.learners.config import load_config
     from promptloop.learners.critic import run_critic
 
     rt = runtime_of(ctx)
+    if backend not in ("head", "vlm"):
+        raise UserError(f"unknown critic backend '{backend}'; expected head or vlm")
+    if backend == "vlm":
+        from promptloop.learners.vlm_critic import train_vlm_critic
+
+        vcfg = load_config("vlm_critic", config, name=name, model=model, max_steps=max_steps, holdout=holdout)
+        res = train_vlm_critic(rt, vcfg)
+        if as_json:
+            print_json(res)
+        else:
+            console.print(f"[green]registered[/] {res['name']} at {res['path']}: loss {res['first_loss']:.3f} -> "
+                          f"{res['last_loss']:.3f} in {res['steps']} steps; held-out parse rate "
+                          f"{res['parse_rate']:.2f}, " + ", ".join(
+                              f"{d} r={m['pearson']}" for d, m in res["dimensions"].items()))
+        return
     cfg = load_config("critic", config, name=name, l2=l2, holdout=holdout, text_features=text_features)
     rep = run_critic(rt, cfg)
     if as_json:

@@ -99,6 +99,10 @@ def config_class(algorithm: str) -> type:
         from promptloop.learners.rwr import RWRConfig
 
         return RWRConfig
+    if algorithm == "vlm_critic":
+        from promptloop.learners.vlm_critic import VLMCriticConfig
+
+        return VLMCriticConfig
     if algorithm not in CONFIGS:
         raise ConfigError(f"unknown algorithm '{algorithm}'; expected one of {', '.join([*CONFIGS, 'critic', 'rwr'])}")
     return CONFIGS[algorithm]

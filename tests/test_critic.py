@@ -89,3 +89,29 @@ def test_critic_needs_enough_ratings_and_loads_only_what_it_saved(tmp_path, embe
     with pytest.raises(PromptloopError, match="no trained critic"):
         LearnedCritic(tmp_path)
     assert pairwise_accuracy(np.array([1, 2, 3.0]), np.array([1, 3, 2.0])) == pytest.approx(2 / 3, abs=1e-4)
+
+
+@pytest.mark.slow  # TRL fine-tuning of a (tiny) VLM: ~1 min on 2 cores
+def test_vlm_critic_is_fine_tuned_with_trl_and_rates_with_rationales(rated_store, tmp_path, smollm_path):
+    from video_fixtures import tiny_llava
+
+    from promptloop.learners.vlm_critic import VLMCritic, VLMCriticConfig, train_vlm_critic
+
+    rt, _ = rated_store
+    vlm = tiny_llava(tmp_path / "llava", smollm_path)
+    res = train_vlm_critic(rt, VLMCriticConfig(model=str(vlm), name="vlm-test", max_steps=12, frames=2,
+                                               learning_rate=3e-3, batch_size=4, holdout=0.1), progress=False)
+    assert res["steps"] == 12 and res["last_loss"] < res["first_loss"]
+    assert res["heldout_videos"] == 6 and 0.0 <= res["parse_rate"] <= 1.0 and res["samples"]
+    with Session(rt.engine) as s:
+        row = s.exec(select(ModelVersion).where(ModelVersion.name == "vlm-test")).one()
+        assert row.algorithm == "critic" and row.data_provenance["kind"] == "vlm"
+    # served as critic_<dimension> dimensions: a score with the model's rationale, or None with the reason
+    rt.settings.video.critic = "vlm-test"
+    critic = rt.learned_critic("vlm-test")
+    assert isinstance(critic, VLMCritic)
+    out = critic.score(clip(5, 1, 3), "a yellow block sliding to the right")
+    assert set(out) == {"critic_semantic_consistency", "critic_motion_smoothness", "critic_video_fidelity"}
+    for m in out.values():
+        assert (m.score is None and "no 1-5 score" in m.details["reason"]) or (0 <= m.score <= 1 and "rationale"
+                                                                               in m.details)

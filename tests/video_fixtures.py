@@ -95,3 +95,40 @@ def tiny_wan(path: Path) -> Path:
     WanPipeline(tokenizer=tok, text_encoder=text_encoder, vae=vae, transformer=transformer,
                 scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0)).save_pretrained(path)
     return path
+
+
+def tiny_llava(path: Path, tokenizer_from: Path) -> Path:
+    """A randomly initialised LLaVA (CLIP vision tower + Llama decoder) with SmolLM2's tokenizer, saved like a
+    hub checkpoint: the smallest real image-text-to-text model transformers and TRL handle end to end."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_from)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+                "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}"
+                "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    processor = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                  crop_size={"height": 32, "width": 32}),
+                               tokenizer=tok, chat_template=template, patch_size=8, image_token="<image>",
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
+    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                     num_attention_heads=4, image_size=32, patch_size=8),
+                      text_config=LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+                      image_token_index=tok.convert_tokens_to_ids("<image>"),
+                      vision_feature_select_strategy="default", vision_feature_layer=-1)
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(cfg).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
