@@ -13,6 +13,9 @@ from sqlalchemy.engine import Engine
 
 from promptloop.config import Settings
 
+# RenderRequest fields Settings.video may set for every render (None = the model's default)
+RENDER_FIELDS = ("num_frames", "fps", "width", "height", "steps", "guidance_scale", "negative_prompt")
+
 
 class Runtime:
     def __init__(self, settings: Settings):
@@ -93,24 +96,24 @@ class Runtime:
         return RewardJudge(self.settings.judge.weights)
 
     # --- video ---------------------------------------------------------------------------
-    def renderer(self, model: str | None = None, *, progress: bool = True):  # -> DiffusersRenderer
-        """A renderer for Settings.video (``model`` overrides the video model); one per model per process."""
+    def renderer(self, model: str | None = None):  # -> DiffusersRenderer
+        """A renderer for Settings.video (``model`` overrides the video model); one pipeline per model per process."""
         from promptloop.agents.video.diffusers_renderer import DiffusersRenderer
 
         v = self.settings.video
         model = model or v.model
-        lora = self.video_lora_path(v.lora) if v.lora else None
-        key = f"renderer:{model}:{lora}:{progress}"
+        lora = self.artifact_folder(v.lora, "rwr") if v.lora else None
+        key = f"renderer:{model}:{lora}"
         if key not in self._models:
             self.settings.ensure_home()
             self._models[key] = DiffusersRenderer(
                 model, out_dir=self.settings.videos_dir, dtype=v.dtype, device=v.device, cpu_offload=v.cpu_offload,
                 vae_tiling=v.vae_tiling, vae_slicing=v.vae_slicing, batch_size=v.batch_size,
-                defaults=self.render_defaults(), progress=progress, lora=lora)
+                defaults={f: getattr(v, f) for f in RENDER_FIELDS}, lora=lora)
         return self._models[key]
 
-    def video_lora_path(self, ref: str) -> str:
-        """A video LoRA by `train rwr` version name, or a folder."""
+    def artifact_folder(self, ref: str, algorithm: str) -> str:
+        """The folder of a video-side artifact named by its version (``train rwr`` / ``train critic``) or path."""
         from pathlib import Path
 
         if Path(ref).is_dir():
@@ -119,17 +122,11 @@ class Runtime:
 
         self.upgrade_db()
         row = get_version(self.engine, ref)
-        if row.algorithm != "rwr":
+        if row.algorithm != algorithm:
             from promptloop.errors import PromptloopError
 
-            raise PromptloopError(f"'{ref}' is a {row.algorithm} version, not a video LoRA (train rwr)")
+            raise PromptloopError(f"'{ref}' is a {row.algorithm} version, not a {algorithm} version")
         return row.adapter_path
-
-    def render_defaults(self) -> dict:
-        """RenderRequest fields set in Settings.video (unset ones are left to the model's defaults)."""
-        v = self.settings.video
-        fields = ("num_frames", "fps", "width", "height", "steps", "guidance_scale", "negative_prompt")
-        return {f: getattr(v, f) for f in fields if getattr(v, f) is not None}
 
     @cached_property
     def render_cache(self):  # -> RenderCache
@@ -165,21 +162,9 @@ class Runtime:
 
         from promptloop.learners.critic import LearnedCritic
 
-        path = Path(ref)
-        if not path.is_dir():
-            from promptloop.learners.versions import get_version
-
-            self.upgrade_db()
-            row = get_version(self.engine, ref)
-            if row.algorithm != "critic":
-                from promptloop.errors import PromptloopError
-
-                raise PromptloopError(f"'{ref}' is a {row.algorithm} version, not a critic")
-            path = Path(row.adapter_path)
+        path = Path(self.artifact_folder(ref, "critic"))
         if not (path / "critic.npz").is_file() and (path / "config.json").is_file():
-            from promptloop.learners.vlm_critic import (
-                VLMCritic,  # a fine-tuned VLM (train critic --backend vlm)
-            )
+            from promptloop.learners.vlm_critic import VLMCritic  # train critic --backend vlm
 
             return VLMCritic(path)
         return LearnedCritic(path, embedder=self.embedder)
@@ -188,8 +173,7 @@ class Runtime:
     def video_feedback(self):  # -> VideoFeedback
         from promptloop.graphs.video_feedback import VideoFeedback
 
-        return VideoFeedback(self.render_cache, self.video_scorer, self.render_defaults(),
-                             self.settings.video.weights)
+        return VideoFeedback(self.render_cache, self.video_scorer, self.settings.video.weights)
 
     def rewrite_agents(self, *, record_traces: bool = True, default_version: str | None = None):
         """The agents of the rewrite graph; ``default_version`` (e.g. 'champion') is used when a run names none."""

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from promptloop.commands.shared import UserError, console, runtime_of
+from promptloop.commands.shared import UserError, console, runtime_of, serve_web_app
 
 app = typer.Typer(help="Human ratings of videos: import, export, and a rating page for people.",
                   no_args_is_help=True)
@@ -53,11 +53,5 @@ def ratings_serve(
     keyboard-friendly (1-5 picks a score, Tab moves, Enter saves), with progress (rated / remaining)."""
     if not rater.strip():
         raise UserError("--rater must name who is rating")
-    try:
-        from promptloop.ui.rating import serve
-    except ImportError as exc:
-        raise UserError(f"the rating page needs the ui extra: pip install 'promptloop[ui]' ({exc})") from exc
-    rt = runtime_of(ctx)
-    rt.upgrade_db()
-    console.print(f"rating page for [bold]{rater}[/] on http://{host}:{port} (Ctrl+C stops)")
-    serve(rt.engine, rt.settings, rater=rater.strip(), host=host, port=port)
+    serve_web_app(ctx, "rating", f"rating page for [bold]{rater}[/] on http://{host}:{port} (Ctrl+C stops)",
+                  rater=rater.strip(), host=host, port=port)

@@ -26,3 +26,17 @@ def runtime_of(ctx: typer.Context) -> Runtime:
 
 def print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def serve_web_app(ctx, module: str, banner: str, **kwargs) -> None:  # noqa: ANN001
+    """Start one of promptloop's local web apps (``promptloop.ui.<module>.serve``) on the store of this run."""
+    import importlib
+
+    try:
+        serve = importlib.import_module(f"promptloop.ui.{module}").serve
+    except ImportError as exc:
+        raise UserError(f"the web pages need the ui extra: pip install 'promptloop[ui]' ({exc})") from exc
+    rt = runtime_of(ctx)
+    rt.upgrade_db()
+    console.print(banner)
+    serve(rt.engine, rt.settings, **kwargs)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from promptloop.commands.shared import UserError, console, runtime_of
+from promptloop.commands.shared import serve_web_app
 
 
 def ui_cmd(
@@ -17,11 +17,5 @@ def ui_cmd(
 ) -> None:
     """Inspect what the agents did: runs and their node timelines, candidates with critiques and rewards,
     preference pairs, videos, per-round metrics and model version lineage (read-only)."""
-    try:
-        from promptloop.ui.app import serve
-    except ImportError as exc:
-        raise UserError(f"the trace viewer needs the ui extra: pip install 'promptloop[ui]' ({exc})") from exc
-    rt = runtime_of(ctx)
-    rt.upgrade_db()
-    console.print(f"promptloop traces on [bold]http://{host}:{port}[/] (read-only; Ctrl+C stops)")
-    serve(rt.engine, rt.settings, host=host, port=port)
+    serve_web_app(ctx, "app", f"promptloop traces on [bold]http://{host}:{port}[/] (read-only; Ctrl+C stops)",
+                  host=host, port=port)

@@ -41,12 +41,11 @@ def render_cmd(
     rt.upgrade_db()
     renderer = rt.renderer(model)
     request = RenderRequest(prompt=prompt, seed=seed, num_frames=frames, width=width, height=height, steps=steps,
-                            fps=fps, guidance_scale=guidance, **{k: v for k, v in rt.render_defaults().items()
-                                                                  if k == "negative_prompt"})
+                            fps=fps, guidance_scale=guidance)  # unset fields: Settings.video, then the model's
     if renderer.label:
         console.print(f"[yellow]{renderer.label}[/]")
     with console.status(f"rendering with {renderer.model_id} ..."):
-        video = RenderCache(renderer, rt.engine).render_many([renderer.resolve(request)])[0]
+        video = RenderCache(renderer, rt.engine).render_many([request])[0]
     a = video.artifact
     if a.status != "ok":
         raise UserError(f"render failed (video {video.video_id}): {a.error}")

@@ -37,9 +37,8 @@ VIDEO_JUDGE = "video-judge-v1"
 
 @dataclass
 class VideoFeedback:
-    cache: RenderCache
+    cache: RenderCache  # its renderer fills unset request fields from Settings.video and the model's defaults
     scorer: VideoScorer
-    render_defaults: dict  # RenderRequest fields from Settings.video (None = the model's default)
     weights: dict[str, float]
 
     @property
@@ -51,8 +50,7 @@ class VideoFeedback:
                  for j, _ in enumerate(item.get("candidates", [])) for s in range(seeds)]
         if not slots:
             return items
-        requests = [RenderRequest(prompt=items[i]["candidates"][j], seed=seed, **self.render_defaults)
-                    for i, j, seed in slots]
+        requests = [RenderRequest(prompt=items[i]["candidates"][j], seed=seed) for i, j, seed in slots]
         videos = self.cache.render_many(requests)
         scored = self._scores(videos, [items[i]["prompt"] for i, _, _ in slots])
         per_candidate: dict[tuple[int, int], list[tuple[StoredVideo, dict | None]]] = {}
@@ -84,22 +82,24 @@ class VideoFeedback:
             stored: dict[int, dict] = {}
             for r in rows:
                 stored.setdefault(r.video_id, {})[r.dimension] = r.score
+        measured = {}
         for vid, (video, prompt) in ok.items():
             if vid in stored and "video_total" in stored[vid]:
                 continue
             try:
-                scores = self.scorer.score_file(video.artifact.path, prompt)
+                measured[vid] = (self.scorer.score_file(video.artifact.path, prompt), prompt)
             except Exception as exc:  # noqa: BLE001 - an unreadable file loses its video feedback only
                 log.warning("could not score video %s: %s", vid, exc)
-                continue
-            total, used = weighted_total(scores.dimensions, self.weights)
-            with session_scope(self.engine) as s:
-                for dim, value in scores.dimensions.items():
-                    repo.add_reward(s, VIDEO_JUDGE, dim, value, video_id=vid,
-                                    details={"raw": scores.raw.get(dim), **scores.details.get(dim, {})})
-                repo.add_reward(s, VIDEO_JUDGE, "video_total", total if used else None, video_id=vid,
-                                details={"weights": used, "user_prompt": prompt, "seconds": scores.seconds})
-            stored[vid] = {**scores.dimensions, "video_total": total if used else None}
+        if measured:
+            with session_scope(self.engine) as s:  # one transaction for the chunk's new video rewards
+                for vid, (scores, prompt) in measured.items():
+                    total, used = weighted_total(scores.dimensions, self.weights)
+                    for dim, value in scores.dimensions.items():
+                        repo.add_reward(s, VIDEO_JUDGE, dim, value, video_id=vid,
+                                        details={"raw": scores.raw.get(dim), **scores.details.get(dim, {})})
+                    repo.add_reward(s, VIDEO_JUDGE, "video_total", total if used else None, video_id=vid,
+                                    details={"weights": used, "user_prompt": prompt, "seconds": scores.seconds})
+                    stored[vid] = {**scores.dimensions, "video_total": total if used else None}
         return {vid: {k: v for k, v in d.items() if k != "video_total"} for vid, d in stored.items()}
 
 

@@ -55,6 +55,7 @@ class RatedVideo:
     prompt: str
     targets: dict[str, float]  # mean score over raters, per dimension
     raters: int = 0
+    rendered: str = ""  # the text the video model rendered (the rewrite), what a video-model learner conditions on
 
 
 @dataclass
@@ -67,21 +68,32 @@ class CriticReport:
     dimensions: list[str] = field(default_factory=list)
 
 
-def rated_videos(engine: Engine, dimensions: list[str]) -> list[RatedVideo]:
-    """Videos with ratings, each with its user prompt (the prompt its candidate answered) and mean scores."""
+def rated_videos(engine: Engine, dimensions: list[str] | None = None) -> list[RatedVideo]:
+    """Videos with ratings (on ``dimensions``, default all), each with its user prompt, the rendered text and the
+    mean score per dimension, every scale mapped to [0, 1]."""
+    q = (select(HumanRating, Video, Candidate, Prompt).join(Video, HumanRating.video_id == Video.id)
+         .join(Candidate, Candidate.id == Video.candidate_id, isouter=True)
+         .join(Prompt, Prompt.id == Candidate.prompt_id, isouter=True).where(Video.status == "ok"))
+    if dimensions is not None:
+        q = q.where(HumanRating.dimension.in_(dimensions))
     with Session(engine) as s:
-        rows = s.exec(select(HumanRating, Video, Prompt).join(Video, HumanRating.video_id == Video.id)
-                      .join(Candidate, Candidate.id == Video.candidate_id, isouter=True)
-                      .join(Prompt, Prompt.id == Candidate.prompt_id, isouter=True)
-                      .where(HumanRating.dimension.in_(dimensions), Video.status == "ok")).all()
+        rows = s.exec(q).all()
     scores: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    info: dict[int, tuple[str, str, set]] = {}
-    for h, v, p in rows:
+    info: dict[int, RatedVideo] = {}
+    raters: dict[int, set[str]] = defaultdict(set)
+    for h, v, c, p in rows:
         span = (h.scale_max - h.scale_min) or 1.0
-        scores[v.id][h.dimension].append((h.score - h.scale_min) / span)  # every scale mapped to [0, 1]
-        info.setdefault(v.id, (v.path, p.text if p else "", set()))[2].add(h.rater)
-    return [RatedVideo(vid, info[vid][0], info[vid][1], {d: float(np.mean(x)) for d, x in dims.items()},
-                       len(info[vid][2])) for vid, dims in sorted(scores.items()) if Path(info[vid][0]).is_file()]
+        scores[v.id][h.dimension].append((h.score - h.scale_min) / span)
+        raters[v.id].add(h.rater)
+        rendered = c.text if c else (v.params or {}).get("prompt", "")
+        info.setdefault(v.id, RatedVideo(v.id, v.path, p.text if p else rendered, {}, rendered=rendered))
+    out = []
+    for vid, dims in sorted(scores.items()):
+        if Path(info[vid].path).is_file():
+            info[vid].targets = {d: float(np.mean(x)) for d, x in dims.items()}
+            info[vid].raters = len(raters[vid])
+            out.append(info[vid])
+    return out
 
 
 class FeatureExtractor:

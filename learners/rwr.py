@@ -85,32 +85,25 @@ class RewardedVideo:
 
 
 def rewarded_videos(engine: Engine, source: str) -> list[RewardedVideo]:
-    from promptloop.store.models import Candidate, HumanRating, Reward, Video
+    """Videos with a reward in [0, 1]: people's ratings (mean over dimensions of each dimension's mean over raters,
+    learners/critic.py ``rated_videos``) or the judge's stored video totals; conditioned on the rendered text."""
+    from promptloop.learners.critic import rated_videos
+    from promptloop.store.models import Candidate, Reward, Video
 
+    if source == "ratings":
+        return [RewardedVideo(r.video_id, r.path, r.rendered, float(np.mean(list(r.targets.values()))))
+                for r in rated_videos(engine) if r.rendered]
     with Session(engine) as s:
-        if source == "ratings":
-            rows = s.exec(select(HumanRating, Video).join(Video, HumanRating.video_id == Video.id)
-                          .where(Video.status == "ok")).all()
-            per: dict[int, list[float]] = {}
-            vids = {}
-            for h, v in rows:
-                per.setdefault(v.id, []).append((h.score - h.scale_min) / ((h.scale_max - h.scale_min) or 1.0))
-                vids[v.id] = v
-            rewards = {vid: float(np.mean(x)) for vid, x in per.items()}
-        else:
-            rows = s.exec(select(Reward, Video).join(Video, Reward.video_id == Video.id)
-                          .where(Reward.dimension == "video_total", Reward.score.is_not(None),
-                                 Reward.candidate_id.is_(None), Video.status == "ok")).all()
-            rewards = {v.id: float(r.score) for r, v in rows}
-            vids = {v.id: v for _, v in rows}
+        rows = s.exec(select(Reward, Video).join(Video, Reward.video_id == Video.id)
+                      .where(Reward.dimension == "video_total", Reward.score.is_not(None),
+                             Reward.candidate_id.is_(None), Video.status == "ok")).all()
         texts = {c.id: c.text for c in s.exec(select(Candidate).where(
-            Candidate.id.in_([v.candidate_id for v in vids.values() if v.candidate_id])))}
+            Candidate.id.in_([v.candidate_id for _, v in rows if v.candidate_id])))}
     out = []
-    for vid, reward in sorted(rewards.items()):
-        v = vids[vid]
+    for r, v in sorted(rows, key=lambda rv: rv[1].id):
         prompt = texts.get(v.candidate_id) or (v.params or {}).get("prompt")
         if prompt and v.path and Path(v.path).is_file():
-            out.append(RewardedVideo(vid, v.path, prompt, reward))
+            out.append(RewardedVideo(v.id, v.path, prompt, float(r.score)))
     return out
 
 
@@ -236,7 +229,7 @@ def run_rwr(rt, cfg: RWRConfig, *, pipeline=None, progress: bool = True) -> dict
 
     rt.upgrade_db()
     data = rewarded_videos(rt.engine, cfg.source)
-    renderer = rt.renderer(progress=False)
+    renderer = rt.renderer()
     pipe = pipeline if pipeline is not None else renderer.pipeline
     name = cfg.name or next_name(rt.engine, "rwr")
     out = rt.settings.home / "video_loras" / name

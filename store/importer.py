@@ -126,11 +126,13 @@ def _read_txt(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:
     return [PromptRow(i, line) for i, line in enumerate(lines, start=1)], []
 
 
-def _read_jsonl(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:
-    rows, errors = [], []
+def jsonl_records(text: str, *, blank_lines_ok: bool = False) -> tuple[list[tuple[int, dict]], list[RowError]]:
+    """(line, object) for each JSON-object line, and a RowError for each line that is not one."""
+    records, errors = [], []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
-            errors.append(RowError(i, "empty line"))
+            if not blank_lines_ok:
+                errors.append(RowError(i, "empty line"))
             continue
         try:
             obj = json.loads(line)
@@ -140,25 +142,35 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]
         if not isinstance(obj, dict):
             errors.append(RowError(i, "expected a JSON object"))
             continue
+        records.append((i, obj))
+    return records, errors
+
+
+def csv_records(text: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(lower-cased header, [(line, row with lower-cased keys)]) of a CSV file."""
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+    return columns, [(reader.line_num, {(k or "").strip().lower(): v for k, v in rec.items()}) for rec in reader]
+
+
+def _read_jsonl(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:
+    records, errors = jsonl_records(text)
+    rows = []
+    for i, obj in records:
         row = _row_from_mapping(i, obj)
         if row is None:
             errors.append(RowError(i, f"missing key: one of {' / '.join(TEXT_COLUMNS)}"))
         else:
             rows.append(row)
-    return rows, errors
+    return rows, sorted(errors, key=lambda e: e.line)
 
 
 def _read_csv(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+    columns, records = csv_records(text)
     if not any(c in TEXT_COLUMNS for c in columns):
         raise PromptImportError(f"{path}: missing column: the CSV header needs a 'prompt' or 'text' column "
                            f"(found: {', '.join(columns) or 'no header'})")
-    rows = []
-    for rec in reader:
-        mapping = {(k or "").strip().lower(): v for k, v in rec.items()}
-        rows.append(_row_from_mapping(reader.line_num, mapping) or PromptRow(reader.line_num, ""))
-    return rows, []
+    return [_row_from_mapping(line, mapping) or PromptRow(line, "") for line, mapping in records], []
 
 
 def _read_datasets_folder(path: Path) -> tuple[list[PromptRow], list[RowError]]:

@@ -11,7 +11,6 @@ per video, rater and dimension), so nothing is counted twice.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,14 @@ from sqlmodel import Session, select
 from promptloop.config import RatingSettings
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
-from promptloop.store.importer import ImportValidationError, PromptImportError, RowError, decode_text
+from promptloop.store.importer import (
+    ImportValidationError,
+    PromptImportError,
+    RowError,
+    csv_records,
+    decode_text,
+    jsonl_records,
+)
 from promptloop.store.models import Candidate, HumanRating, Prompt, Video
 
 FIELDS = ("video_id", "candidate_id", "rater", "dimension", "score", "rationale")
@@ -49,25 +55,9 @@ def read_records(path: Path) -> tuple[list[tuple[int, dict]], list[RowError]]:
     text, errors = decode_text(path)
     if errors:
         return [], errors
-    records: list[tuple[int, dict]] = []
     if suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        for rec in reader:
-            records.append((reader.line_num, {(k or "").strip().lower(): v for k, v in rec.items()}))
-        return records, errors
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(RowError(i, f"not valid JSON ({exc.msg})"))
-            continue
-        if isinstance(obj, dict):
-            records.append((i, obj))
-        else:
-            errors.append(RowError(i, "expected a JSON object"))
-    return records, errors
+        return csv_records(text)[1], []
+    return jsonl_records(text, blank_lines_ok=True)
 
 
 def _id(value: object) -> int | None:

@@ -91,9 +91,9 @@ def test_run_rwr_registers_a_version_the_renderer_can_use(rated_tiny):
         assert v.algorithm == "rwr" and v.base_model == "tiny-random-cogvideox"
         assert v.data_provenance["weighting"] == "normalized" and len(v.data_provenance["video_ids"]) == 4
     # the shared pipeline is the base model again, and a second run in the same process works
-    assert not getattr(rt.renderer(progress=False).pipeline.transformer, "peft_config", None)
+    assert not getattr(rt.renderer().pipeline.transformer, "peft_config", None)
     assert run_rwr(rt, RWRConfig(name="rwr-again", steps=1), progress=False)["steps"] == 1
     rt.settings.video.lora = "rwr-test"
-    assert rt.renderer(progress=False).model_id == "tiny-random-cogvideox+lora:rwr-test"
+    assert rt.renderer().model_id == "tiny-random-cogvideox+lora:rwr-test"
     with pytest.raises(PromptloopError, match="never overwritten"):
         run_rwr(rt, RWRConfig(name="rwr-test", steps=1), progress=False)

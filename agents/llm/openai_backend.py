@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
+def response_format(schema: dict) -> dict:
+    """OpenAI's structured-output request field for a JSON schema (vLLM and most servers accept it)."""
+    return {"type": "json_schema", "json_schema": {"name": schema.get("title", "answer"), "schema": schema,
+                                                   "strict": False}}
+
+
 class ServerError(PromptloopError, RuntimeError):
     """The server answered with an error that retrying will not fix, or kept failing past the retries."""
 
@@ -114,8 +120,7 @@ class OpenAIChatModel(ChatModel):
         if seed is not None:
             body["seed"] = seed
         if params.json_schema is not None and self.structured_output is not False:
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": params.json_schema.get("title", "answer"), "schema": params.json_schema, "strict": False}}
+            body["response_format"] = response_format(params.json_schema)
         body.update(self.extra_body)
         return body
 

@@ -46,10 +46,6 @@ class TextVideoAlignment:
             return f"'{self.model_ref}' is not an image-text model (no get_image_features/get_text_features)"
         return model, processor
 
-    @property
-    def available(self) -> bool:
-        return not isinstance(self._loaded, str)
-
     def score(self, frames: np.ndarray, prompt: str) -> MetricResult:
         if isinstance(self._loaded, str):
             return MetricResult(self.name, None, details={"reason": self._loaded})

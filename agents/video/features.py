@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from promptloop.agents.video.metrics import (
-    dynamic_degree,
-    frame_quality,
-    motion_smoothness,
-    optical_flows,
-    temporal_flickering,
-)
+from promptloop.agents.video.metrics import frame_metrics, optical_flows
 
 FEATURE_NAMES = ("flicker_mad", "motion_px", "dynamic_top5_px", "dynamic_share", "acceleration_ratio",
                  "speed_variation", "bad_frame_share", "brightness", "contrast", "colourfulness", "sharpness_log",
@@ -27,9 +21,7 @@ def video_features(frames: np.ndarray) -> np.ndarray:
     import cv2
 
     flows = optical_flows(frames)
-    mm, dd = dynamic_degree(frames, flows)
-    m = {"temporal_flickering": temporal_flickering(frames), "motion_magnitude": mm, "dynamic_degree": dd,
-         "motion_smoothness": motion_smoothness(flows), "frame_quality": frame_quality(frames)}
+    m = frame_metrics(frames, flows)
     # how much the speed of the fastest-moving pixels changes from pair to pair (jerks, stutter)
     if len(flows) > 1:
         mag = np.linalg.norm(flows, axis=-1).reshape(len(flows), -1)

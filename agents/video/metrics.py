@@ -140,9 +140,9 @@ def frame_quality(frames: np.ndarray) -> MetricResult:
         "stalled": int(stall.sum()), "still_video": not moving})
 
 
-def frame_metrics(frames: np.ndarray) -> dict[str, MetricResult]:
-    """Every weight-free metric of one video, sharing one optical-flow pass."""
-    flows = optical_flows(frames)
+def frame_metrics(frames: np.ndarray, flows: np.ndarray | None = None) -> dict[str, MetricResult]:
+    """Every weight-free metric of one video, sharing one optical-flow pass (``flows`` when already computed)."""
+    flows = optical_flows(frames) if flows is None else flows
     mm, dd = dynamic_degree(frames, flows)
     out = [temporal_flickering(frames), dd, motion_smoothness(flows), frame_quality(frames), mm]
     return {m.name: m for m in out}

@@ -20,8 +20,6 @@ from pydantic import BaseModel, Field
 from promptloop.agents.video.media import read_video
 from promptloop.agents.video.metrics import MetricResult, frame_metrics
 
-METRIC_DIMENSIONS = ("temporal_flickering", "dynamic_degree", "motion_smoothness", "frame_quality")
-
 
 class VideoScores(BaseModel):
     dimensions: dict[str, float | None]

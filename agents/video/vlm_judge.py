@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from promptloop.agents.llm.openai_backend import OpenAIChatModel
+from promptloop.agents.llm.openai_backend import OpenAIChatModel, response_format
 from promptloop.agents.video.media import sample_indices
 from promptloop.agents.video.metrics import MetricResult
 
@@ -69,9 +69,7 @@ class VLMJudge:
         body = {"model": self.client.model, "messages": [{"role": "user", "content": content}],
                 "max_tokens": self.max_tokens, "temperature": 0.0}
         if self.client.structured_output is not False:
-            schema = judge_schema(self.dimensions)
-            body["response_format"] = {"type": "json_schema", "json_schema": {
-                "name": schema["title"], "schema": schema, "strict": False}}
+            body["response_format"] = response_format(judge_schema(self.dimensions))
         return body
 
     def score(self, frames: np.ndarray, prompt: str) -> dict[str, MetricResult]:
