@@ -445,7 +445,8 @@ def _verdict_row(v) -> dict:  # noqa: ANN001
 
 # --- collect ------------------------------------------------------------------------
 def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round_index: int, n: int,
-             model_version: str, batch_size: int, worker: str | None = None, **ctx_overrides) -> None:
+             model_version: str, batch_size: int | None, worker: str | None = None,
+             part_size: int | None = None, concurrency: int | None = None, **ctx_overrides) -> None:
     import time
 
     from promptloop.graphs.collection import collect, select_prompts
@@ -458,7 +459,7 @@ def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round
     with collection_progress(f"collect {kind} r{round_index}", len(prompts), found_key) as on_chunk:
         report = collect(rt, kind, split=split, limit=limit, round_index=round_index, n=n,
                          model_version=model_version, batch_size=batch_size, prompts=prompts, on_chunk=on_chunk,
-                         worker=worker, **ctx_overrides)
+                         worker=worker, max_concurrency=concurrency, part_size=part_size, **ctx_overrides)
     if worker:
         console.print(f"worker {worker}: ", end="")
     console.print(f"{report.prompts} prompts in {report.chunks} chunk(s) ({report.skipped_chunks} already done, "
@@ -470,7 +471,11 @@ _SPLIT = typer.Option(help="Prompt split to collect from")
 _LIMIT = typer.Option(min=1, help="At most this many prompts")
 _ROUND = typer.Option("--round", min=0, help="Round index the rows belong to")
 _VERSION = typer.Option(help="Rewriter version that samples: base | champion | NAME")
-_BATCH = typer.Option(min=1, help="Prompts per checkpointed graph run (model calls are batched across them)")
+_BATCH = typer.Option(min=1, help="Prompts per checkpointed graph run (default collect.chunk_size)")
+_PART = typer.Option(min=1, help="Prompts per fanned-out part: one batched pass of the pipeline, model calls "
+                     "batched across them (default collect.part_size)")
+_CONCURRENCY = typer.Option(min=1, max=256, help="Parts in flight at once, LangGraph max_concurrency (default "
+                            "collect.max_concurrency; raise it for a served backend that batches requests)")
 _WORKER = typer.Option(help="Share this collection with other workers on the same store (each started with the "
                        "same arguments and its own name): prompts are claimed in chunks, none processed twice")
 
@@ -483,12 +488,14 @@ def collect_sft(
     round_index: Annotated[int, _ROUND] = 0,
     n: Annotated[int, typer.Option(min=1, max=64, help="Candidates sampled per prompt")] = 4,
     model_version: Annotated[str, _VERSION] = "base",
-    batch_size: Annotated[int, _BATCH] = 16,
+    batch_size: Annotated[int | None, _BATCH] = None,
+    part_size: Annotated[int | None, _PART] = None,
+    concurrency: Annotated[int | None, _CONCURRENCY] = None,
     max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
     worker: Annotated[str | None, _WORKER] = None,
 ) -> None:
     """VPO stage 1: rewrite, critique, refine until the principles pass, store SFT examples (and rejects)."""
-    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, worker,
+    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, worker, part_size, concurrency,
              max_refine_steps=max_refine_steps)
 
 
@@ -499,7 +506,9 @@ def collect_evolve(
     limit: Annotated[int | None, _LIMIT] = None,
     round_index: Annotated[int, _ROUND] = 0,
     model_version: Annotated[str, _VERSION] = "base",
-    batch_size: Annotated[int, _BATCH] = 16,
+    batch_size: Annotated[int | None, _BATCH] = None,
+    part_size: Annotated[int | None, _PART] = None,
+    concurrency: Annotated[int | None, _CONCURRENCY] = None,
     generations: Annotated[int, typer.Option(min=1, max=50, help="Generations (Prompt-A-Video uses about 8)")] = 3,
     population: Annotated[int, typer.Option(min=2, max=64, help="Individuals kept per prompt (elitism)")] = 4,
     offspring: Annotated[int, typer.Option(min=1, max=64, help="New prompts written per generation")] = 4,
@@ -507,7 +516,8 @@ def collect_evolve(
     worker: Annotated[str | None, _WORKER] = None,
 ) -> None:
     """Prompt-A-Video stage 1: evolve rewrites by LLM mutation/crossover with reward fitness; top ones to SFT."""
-    _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size, worker,
+    _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size, worker, part_size,
+             concurrency,
              generations=generations, population=population, offspring=offspring, top_k=top_k)
 
 
@@ -519,7 +529,9 @@ def collect_pairs(
     round_index: Annotated[int, _ROUND] = 1,
     n: Annotated[int, typer.Option(min=2, max=64, help="Candidates sampled per prompt")] = 4,
     model_version: Annotated[str, _VERSION] = "base",
-    batch_size: Annotated[int, _BATCH] = 16,
+    batch_size: Annotated[int | None, _BATCH] = None,
+    part_size: Annotated[int | None, _PART] = None,
+    concurrency: Annotated[int | None, _CONCURRENCY] = None,
     margin: Annotated[float, typer.Option(min=0.0, help="Minimum reward-total gap between chosen and rejected")] = 0.1,
     rule: Annotated[str, typer.Option(help="margin | pareto | gated (see graphs/collect_pairs.py)")] = "margin",
     pairs_per_prompt: Annotated[int, typer.Option(min=1)] = 1,
@@ -542,7 +554,8 @@ def collect_pairs(
     if not video and (seeds is not None or video_share is not None):
         raise UserError("--seeds and --video-share only apply with --video")
     extra = dict(video=True, video_seeds=seeds, video_share=video_share) if video else {}
-    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, max_refine_steps=0,
+    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, part_size, concurrency,
+             max_refine_steps=0,
              margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt, **extra)
 
 

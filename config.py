@@ -34,6 +34,22 @@ class GenerationSettings(BaseModel):
     batch_size: int = Field(16, ge=1, description="conversations per forward batch")
 
 
+class CollectSettings(BaseModel):
+    """How a collection is cut up: checkpointed chunks, fanned out (LangGraph ``Send``) into parts.
+
+    A part is one batched pass of the rewrite pipeline (one model call per
+    node over all its prompts). In-process backends run one part's model call
+    at a time, so parts as big as the model batch and two in flight (one
+    generating while the other is guarded, critiqued, judged) are right; a
+    served backend (``vllm serve``, any OpenAI-compatible server) batches
+    concurrent requests itself, so give it smaller parts and more in flight.
+    """
+
+    chunk_size: int = Field(64, ge=1, description="prompts per checkpointed graph run (one thread)")
+    part_size: int = Field(32, ge=1, description="prompts per fanned-out part (one batched pipeline pass)")
+    max_concurrency: int = Field(2, ge=1, le=256, description="parts in flight at once (LangGraph max_concurrency)")
+
+
 class RewriteSettings(BaseModel):
     """What the video model likes: a prompt of roughly this many words."""
 
@@ -205,6 +221,7 @@ class Settings(BaseSettings):
     backends: dict[Literal["rewriter", "critic", "guard"], BackendSettings] = Field(
         default_factory=dict, description="per-agent model backend; agents not named run base_model in process")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    collect: CollectSettings = Field(default_factory=CollectSettings)
     rewrite: RewriteSettings = Field(default_factory=RewriteSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     critic: CriticSettings = Field(default_factory=CriticSettings)

@@ -4,7 +4,9 @@
 
 Both arms run the real collect-pairs graph (guard, rewriter, critic, judge,
 pair selection, persistence) on the embedded default with the same settings;
-the batched arm puts all prompts in one graph run (model calls batched across
+the batched arm puts all prompts in one checkpointed graph run, fanned out
+with ``Send`` into parts of ``collect.part_size`` prompts (at most
+``collect.max_concurrency`` in flight; model calls batched across a part's
 prompts), the other runs one graph per prompt. Each arm writes to its own
 round so neither reuses the other's rows. The LLM critic is off in both arms
 (SmolLM2-135M never returns valid critique JSON, and the circuit breaker would
@@ -47,10 +49,11 @@ def main() -> None:
 
     def arm(batch: int, round_index: int) -> tuple[float, dict]:
         base = vars(rt.rewrite_context(n=args.n, max_refine_steps=0, max_new_tokens=args.max_new_tokens))
-        ctx = CollectContext(**base, round_id=ensure_round(rt.engine, round_index), model_version_id=version)
+        ctx = CollectContext(**base, round_id=ensure_round(rt.engine, round_index), model_version_id=version,
+                             part_size=min(batch, settings.collect.part_size))
         t0 = time.perf_counter()
         rep = run_collection(graph, "pairs", prompts, ctx, round_index=round_index, batch_size=batch,
-                             key={"bench": stamp, "batch": batch})
+                             key={"bench": stamp, "batch": batch}, max_concurrency=settings.collect.max_concurrency)
         return time.perf_counter() - t0, rep.stored
 
     rt.chat_model.generate([rt.rewriter().messages_for("warm up")], rt.sampling(n=1, max_new_tokens=2))
@@ -58,7 +61,8 @@ def main() -> None:
     t_batched, stored_b = arm(len(prompts), 1000 + stamp % 1000)
     t_single, stored_s = arm(1, 2000 + stamp % 1000)
     result = {"bench": "collect_pairs", "prompts": len(prompts), "n": args.n, "max_new_tokens": args.max_new_tokens,
-              "batched_s": round(t_batched, 1), "one_at_a_time_s": round(t_single, 1),
+              "part_size": min(len(prompts), settings.collect.part_size),
+              "max_concurrency": settings.collect.max_concurrency, "batched_s": round(t_batched, 1), "one_at_a_time_s": round(t_single, 1),
               "speedup": round(t_single / t_batched, 2), "batched_rows": stored_b, "one_at_a_time_rows": stored_s}
     settings.append_report("bench_collect_pairs", result)
     print(json.dumps(result, indent=2))

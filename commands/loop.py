@@ -47,7 +47,8 @@ def loop_run(
     limit: Annotated[int | None, typer.Option(min=1, help="Train prompts collected per round")] = 64,
     split: Annotated[str, typer.Option(help="Prompt split collected from")] = "train",
     n: Annotated[int, typer.Option(min=2, max=64, help="Candidates sampled per prompt")] = 4,
-    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per checkpointed collection chunk")] = 16,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Prompts per checkpointed collection chunk "
+                                                   "(default collect.chunk_size)")] = None,
     max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
     margin: Annotated[float, typer.Option(min=0.0, help="Pair margin on the judge total")] = 0.1,
     eval_limit: Annotated[int | None, typer.Option(min=1, help="Held-out eval prompts (evenly spaced)")] = 32,

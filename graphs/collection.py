@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Send
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -39,6 +41,7 @@ class CollectContext(RewriteContext):
     rule: str = "margin"
     max_pairs_per_prompt: int = 1
     record_traffic: bool = False  # collection reads prompts from the store; they are not app traffic
+    part_size: int = 32  # prompts per fanned-out part; each part is one batched pass of the pipeline
     video: bool = False  # render candidates and add video-level feedback (collect pairs --video)
     video_seeds: int = 1  # renders per candidate; its video dimensions are the mean over them
     video_seed: int = 0  # first render seed
@@ -53,21 +56,55 @@ class CollectContext(RewriteContext):
 class CollectState(TypedDict, total=False):
     items: list[Item]
     prompt_ids: list[int]
+    parts: Annotated[list[dict], operator.add]  # what each fanned-out part returned, gathered by offset
     stored: dict[str, int]
 
 
+class PartState(TypedDict):
+    offset: int
+    items: list[Item]
+
+
 PersistFn = Callable[[Engine, list[Item], list[int], CollectContext], dict[str, int]]
+PART_NODE = "part"
 
 
 def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteAgents], engine: Engine,
-                        persist: PersistFn, *, checkpointer: Any = None, video: Callable[[], Any] | None = None):
-    """``video``: a zero-argument callable giving the VideoFeedback (built only when a run asks for video)."""
+                        persist: PersistFn, *, pipeline: Any = None, context_schema: type = CollectContext,
+                        checkpointer: Any = None, video: Callable[[], Any] | None = None):
+    """fan out -> part (``pipeline`` per part, in parallel) -> gather -> video -> persist.
+
+    The chunk's prompts are sent to ``part`` in slices of ``part_size`` with
+    LangGraph's ``Send``; the run's ``max_concurrency`` bounds how many are in
+    flight. Each part runs ``pipeline`` (default: the rewrite graph) as a
+    subgraph over its whole slice, so every model call inside is batched.
+    A part that finished before a crash is kept in the checkpoint as that
+    step's write: a resumed chunk re-runs only the parts that had not.
+    ``video``: a zero-argument callable giving the VideoFeedback (built only
+    when a run asks for video).
+    """
     get = lazy_agents(agents)  # one set of agents for the subgraph and the persist node
-    inner = build_rewrite_graph(get, name=f"{name}.rewrite")  # inherits the parent's checkpointer
+    pipeline = pipeline or build_rewrite_graph(get, name=f"{name}.rewrite")  # inherits the parent's checkpointer
+
+    def fan_out(state: CollectState, runtime: Runtime[CollectContext]) -> list[Send]:
+        items, size = state["items"], max(1, runtime.context.part_size)
+        return [Send(PART_NODE, {"offset": a, "items": items[a:a + size]}) for a in range(0, len(items), size)]
+
+    def part(state: PartState, runtime: Runtime[CollectContext]) -> dict:
+        out = pipeline.invoke({"items": state["items"]}, context=runtime.context)
+        return {"parts": [{"offset": state["offset"], "items": out["items"]}]}
+
+    def gather(state: CollectState) -> dict:
+        parts = sorted(state.get("parts", []), key=lambda p: p["offset"])
+        items = [it for p in parts for it in p["items"]]
+        if len(items) != len(state["items"]):
+            raise RuntimeError(f"{name}: gathered {len(items)} items from {len(parts)} part(s), "
+                               f"expected {len(state['items'])}")
+        return {"items": items}
 
     def video_node(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
         ctx = runtime.context
-        if not ctx.video:
+        if not getattr(ctx, "video", False):
             return {}
         if video is None:
             from promptloop.errors import PromptloopError
@@ -79,12 +116,14 @@ def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteA
     def persist_node(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
         return {"stored": persist(engine, state["items"], state["prompt_ids"], runtime.context)}
 
-    g = StateGraph(CollectState, context_schema=CollectContext)
-    g.add_node("rewrite", inner)
+    g = StateGraph(CollectState, context_schema=context_schema)
+    g.add_node(PART_NODE, part)
+    g.add_node("gather", gather)
     g.add_node("video", traced(lambda: get().recorder, name, "video", video_node))
     g.add_node("persist", traced(lambda: get().recorder, name, "persist", persist_node))
-    g.add_edge(START, "rewrite")
-    g.add_edge("rewrite", "video")
+    g.add_conditional_edges(START, fan_out, [PART_NODE])
+    g.add_edge(PART_NODE, "gather")
+    g.add_edge("gather", "video")
     g.add_edge("video", "persist")
     g.add_edge("persist", END)
     return g.compile(checkpointer=checkpointer, name=name)
@@ -142,35 +181,52 @@ def select_prompts(engine: Engine, split: str, limit: int | None, source: str | 
 def run_collection(graph, kind: str, prompts: list[Prompt], ctx: CollectContext, *, round_index: int,  # noqa: ANN001
                    batch_size: int, key: dict, on_chunk: Callable[[int, dict], None] | None = None,
                    engine: Engine | None = None, worker: str | None = None, wait: bool = False,
-                   lease_s: float = 1800.0, poll_s: float = 2.0) -> CollectionReport:
+                   lease_s: float = 1800.0, poll_s: float = 2.0, max_concurrency: int | None = None
+                   ) -> CollectionReport:
     """Run ``graph`` over ``prompts`` in checkpointed chunks; safe to kill and start again.
 
-    With ``worker`` set, the prompts become a shared job in the store and this
-    process claims chunks of it, so several workers (processes or machines on
-    one PostgreSQL) split a collection without processing a prompt twice;
-    ``wait`` keeps polling until every prompt of the job is done by someone.
+    ``on_chunk(prompts_done, rows_stored)`` is called as each fanned-out part
+    finishes (rows 0) and when its chunk is stored. With ``worker`` set, the
+    prompts become a shared job in the store and this process claims chunks
+    of it, so several workers (processes or machines on one PostgreSQL) split
+    a collection without processing a prompt twice; ``wait`` keeps polling
+    until every prompt of the job is done by someone.
     """
     report = CollectionReport(kind=kind, round_index=round_index, prompts=len(prompts))
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
+    def stream(inp: dict | None, config: dict) -> dict:
+        """Invoke, reporting each part as it finishes; returns what was stored."""
+        done, final = 0, {}
+        for mode, chunk in graph.stream(inp, config, context=ctx, stream_mode=["updates", "values"]):
+            if mode == "values":
+                final = chunk
+            elif on_chunk and isinstance(chunk, dict) and chunk.get(PART_NODE):
+                n = sum(len(p["items"]) for p in chunk[PART_NODE].get("parts", []))
+                done += n
+                on_chunk(n, {})
+        return {"stored": final.get("stored", {}), "reported": done}
+
     def run_chunk(chunk: list[Prompt], thread_id: str) -> None:
         config = {"configurable": {"thread_id": thread_id, "run_id": thread_id}}
+        if max_concurrency:
+            config["max_concurrency"] = max_concurrency
         report.chunks += 1
         report.thread_ids.append(thread_id)
         snapshot = graph.get_state(config)
         if snapshot.values and not snapshot.next:
             report.skipped_chunks += 1
-            stored = snapshot.values.get("stored", {})
+            out = {"stored": snapshot.values.get("stored", {}), "reported": 0}
         elif snapshot.values:
             report.resumed_chunks += 1
-            stored = graph.invoke(None, config, context=ctx).get("stored", {})
+            out = stream(None, config)
         else:
-            state = {"items": [{"prompt": p.text} for p in chunk], "prompt_ids": [p.id for p in chunk]}
-            stored = graph.invoke(state, config, context=ctx).get("stored", {})
-        for k, v in stored.items():
+            out = stream({"items": [{"prompt": p.text} for p in chunk], "prompt_ids": [p.id for p in chunk]},
+                         config)
+        for k, v in out["stored"].items():
             report.stored[k] = report.stored.get(k, 0) + v
         if on_chunk:
-            on_chunk(len(chunk), stored)
+            on_chunk(max(0, len(chunk) - out["reported"]), out["stored"])
 
     if worker is None:
         for c, start in enumerate(range(0, len(prompts), batch_size)):
@@ -206,14 +262,16 @@ def run_collection(graph, kind: str, prompts: list[Prompt], ctx: CollectContext,
 
 
 def collect(rt, kind: str, *, split: str = "train", limit: int | None = None, round_index: int = 0, n: int = 4,  # noqa: ANN001
-            model_version: str = "base", batch_size: int = 16, prompts: list[Prompt] | None = None,
+            model_version: str = "base", batch_size: int | None = None, prompts: list[Prompt] | None = None,
             source: str | None = None, key_extra: dict | None = None,
             on_chunk: Callable[[int, dict], None] | None = None, worker: str | None = None, wait: bool = False,
-            **overrides) -> CollectionReport:
+            max_concurrency: int | None = None, **overrides) -> CollectionReport:
     """Run collection ``kind`` ('sft', 'pairs', 'evolve') for a round: the CLI's and the loop's entry point.
 
     The checkpoint key is built from the arguments, so the same call after a
     kill resumes; ``overrides`` are context fields (None = the setting).
+    ``batch_size`` (prompts per checkpointed chunk) and ``max_concurrency``
+    (parts in flight) default to the ``[collect]`` settings.
     """
     from promptloop.graphs.evolve import EvolveContext
 
@@ -223,14 +281,18 @@ def collect(rt, kind: str, *, split: str = "train", limit: int | None = None, ro
     round_id = ensure_round(rt.engine, round_index)
     version_id = ensure_version(rt.engine, adapter if adapter else "base", rt.settings.base_model)
     given = {k: v for k, v in overrides.items() if v is not None}
-    base = vars(rt.rewrite_context(model_version=adapter, n=n)) | {"record_traffic": False}
+    collect_settings = rt.settings.collect
+    batch_size = batch_size or collect_settings.chunk_size
+    base = vars(rt.rewrite_context(model_version=adapter, n=n)) | {"record_traffic": False,
+                                                                  "part_size": collect_settings.part_size}
     if kind == "pairs":
         base |= {"video_seeds": rt.settings.video.seeds, "video_share": rt.settings.video.share,
                  "video_seed": rt.settings.seed}
     context_cls = EvolveContext if kind == "evolve" else CollectContext
     cctx = context_cls(**{**base, **given}, round_id=round_id, model_version_id=version_id)
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,
-           "version": adapter or "base", "batch": batch_size, **given, **(key_extra or {})}
+           "version": adapter or "base", "batch": batch_size, **given, "part_size": cctx.part_size,
+           **(key_extra or {})}
     return run_collection(rt.collect_graph(kind), kind, prompts, cctx, round_index=round_index,
                           batch_size=batch_size, key=key, on_chunk=on_chunk, engine=rt.engine, worker=worker,
-                          wait=wait)
+                          wait=wait, max_concurrency=max_concurrency or collect_settings.max_concurrency)

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from promptloop.agents.judge import JudgeInput
 from promptloop.agents.rewriter import clean_rewrite, template
-from promptloop.graphs.collection import CollectContext, CollectState
+from promptloop.graphs.collection import CollectContext, CollectState, build_collect_graph
 from promptloop.graphs.persist import store_input_verdict, store_scores
 from promptloop.graphs.rewrite import REFUSAL, RewriteAgents, lazy_agents
 from promptloop.graphs.tracing import traced
@@ -49,6 +49,14 @@ def _fitness(ind: dict) -> float:
 
 def build_evolve_graph(agents: RewriteAgents | Callable[[], RewriteAgents], engine: Engine, *,
                        checkpointer: Any = None, name: str = GRAPH_NAME):
+    """The collection graph (fan-out, gather, persist) around the evolution pipeline."""
+    get = lazy_agents(agents)
+    return build_collect_graph(name, get, engine, persist_evolution, pipeline=build_evolution_graph(get, name=name),
+                               context_schema=EvolveContext, checkpointer=checkpointer)
+
+
+def build_evolution_graph(agents: RewriteAgents | Callable[[], RewriteAgents], *, name: str = GRAPH_NAME):
+    """seed -> breed (G times): one part's prompts evolve together, each model call batched over all of them."""
     get = lazy_agents(agents)
     mutate_tmpl, cross_tmpl = template("evolve_mutate.txt"), template("evolve_crossover.txt")
 
@@ -130,21 +138,16 @@ def build_evolve_graph(agents: RewriteAgents | Callable[[], RewriteAgents], engi
         return {"items": items}
 
     def route(state: CollectState, runtime: Runtime[EvolveContext]) -> str:
-        return "breed" if state["items"][0].get("generation", 0) < runtime.context.generations else "persist"
-
-    def persist(state: CollectState, runtime: Runtime[EvolveContext]) -> dict:
-        return {"stored": persist_evolution(engine, state["items"], state["prompt_ids"], runtime.context)}
+        return "breed" if state["items"][0].get("generation", 0) < runtime.context.generations else END
 
     g = StateGraph(CollectState, context_schema=EvolveContext)
     rec = lambda: get().recorder  # noqa: E731
     g.add_node("seed", traced(rec, name, "seed", seed))
     g.add_node("breed", traced(rec, name, "breed", breed))
-    g.add_node("persist", traced(rec, name, "persist", persist))
     g.add_edge(START, "seed")
-    g.add_conditional_edges("seed", route, ["breed", "persist"])
-    g.add_conditional_edges("breed", route, ["breed", "persist"])
-    g.add_edge("persist", END)
-    return g.compile(checkpointer=checkpointer, name=name)
+    g.add_conditional_edges("seed", route, ["breed", END])
+    g.add_conditional_edges("breed", route, ["breed", END])
+    return g.compile(name=f"{name}.evolution")
 
 
 def persist_evolution(engine: Engine, items: list[dict], prompt_ids: list[int], ctx: EvolveContext) -> dict[str, int]:

@@ -34,7 +34,7 @@ class LoopConfig:
     split: str = "train"
     train_limit: int | None = 64
     n: int = 4
-    batch_size: int = 16
+    batch_size: int | None = None  # prompts per collection chunk; None = collect.chunk_size
     max_refine_steps: int | None = None
     margin: float = 0.1
     rule: str = "margin"
@@ -140,7 +140,7 @@ def build_loop_graph(rt, *, checkpointer: Any = None, log: Log | None = None):  
         kind, extra = cfg.collection(state["round"])
         rep = collect(rt, kind, split=cfg.split, limit=cfg.train_limit, round_index=cfg.start_round + state["round"],
                       n=cfg.n, model_version=state["champion"], batch_size=cfg.batch_size,
-                      on_chunk=lambda done, stored: say(f"  collected {done} prompts: {stored}"),
+                      on_chunk=lambda done, stored: say(f"  collected {done} prompts" + (f": {stored}" if stored else "")),
                       worker=cfg.worker, wait=True, **extra)
         row.update(algorithm=algo, collected={"kind": kind, "prompts": rep.prompts, **rep.stored},
                    collected_by=state["champion"])

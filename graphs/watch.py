@@ -25,7 +25,7 @@ class WatchConfig:
     min_new_pairs: int = 32
     interval_s: float = 300.0
     n: int = 4
-    batch_size: int = 16
+    batch_size: int | None = None  # None = collect.chunk_size
     margin: float = 0.1
     rule: str = "margin"
     eval_limit: int | None = 32

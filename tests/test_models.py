@@ -139,3 +139,26 @@ def test_shared_prefill_matches_plain_generate(chat_model):
             ref = chat_model.model.generate(**enc, **kw)
     decoded = [d.strip() for d in tok.batch_decode(ref[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
     assert ours == [[d, d] for d in decoded]
+
+
+def test_shared_prefix_is_prefilled_once(chat_model, monkeypatch):
+    """Prompts sharing a long instruction: the prefix runs once at batch 1, then only each prompt's tail."""
+    system = {"role": "system", "content": "Rewrite the user's idea as a detailed video prompt. " * 8}
+    convs = [[system, {"role": "user", "content": u}] for u in ("a fox", "rain falling on an old tin roof at night")]
+    rows = [chat_model.tokenizer(chat_model.render(c), add_special_tokens=False)["input_ids"] for c in convs]
+    shared = next(i for i, (a, b) in enumerate(zip(*rows, strict=False)) if a != b)
+    shapes = []
+    real = chat_model.model.forward
+
+    def spy(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chat_model.model, "forward", spy)
+    params = SamplingParams(n=2, max_new_tokens=4, temperature=0.0)
+    out = chat_model.generate(convs, params)
+    monkeypatch.undo()
+    assert shapes[0] == (1, shared) and shared > 60  # the instruction, once
+    assert shapes[1] == (2, max(len(r) for r in rows) - shared - 1)  # each prompt's tail, once
+    assert all(s[0] == 4 for s in shapes[2:])  # then n=2 samples per prompt decode
+    assert out == [chat_model.generate([c], params)[0] for c in convs]  # same tokens as one prompt at a time

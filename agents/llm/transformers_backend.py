@@ -1,4 +1,4 @@
-"""In-process transformers ChatModel: batched, left-padded, n samples per conversation.
+"""In-process transformers ChatModel: batched, shared-prefix prefill, n samples per conversation.
 
 The base model is loaded once per instance (and a process keeps one instance
 in its Runtime); LoRA adapters of rewriter versions are attached to that same
@@ -76,40 +76,59 @@ class TransformersChatModel(ChatModel):
         return results
 
     def _generate_chunk(self, texts: list[str], params: SamplingParams, adapter: str | None) -> list[list[str]]:
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        rows = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
         if params.greedy:
             kwargs.update(do_sample=False)
         else:
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-        out = self._run(lambda: self._generate_shared_prefill(enc, params.n, kwargs), adapter)
-        new_tokens = out[:, enc["input_ids"].shape[1]:]
-        decoded = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        out, prompt_len = self._run(lambda: self._generate_shared_prefill(rows, params.n, kwargs), adapter)
+        decoded = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
         n = params.n
         return [[d.strip() for d in decoded[i * n:(i + 1) * n]] for i in range(len(texts))]
 
-    def _generate_shared_prefill(self, enc, n: int, kwargs: dict) -> torch.Tensor:  # noqa: ANN001
-        """Prefill each prompt once, then sample n continuations from copies of its KV cache.
+    def _generate_shared_prefill(self, rows: list[list[int]], n: int, kwargs: dict) -> tuple[torch.Tensor, int]:
+        """Prefill what the prompts share once, each prompt's own tail once, then sample n continuations each.
 
-        ``generate(num_return_sequences=n)`` would repeat every prompt n times
-        before the forward pass, so the (long, instruction-heavy) prefill cost
-        is paid n times. Here it is paid once; only the last prompt token is
-        left for generate, which continues from the repeated cache.
+        Rewriter, critic and guard prompts are mostly one long instruction
+        with a short user part, so a batch's prompts share a long token
+        prefix. It is run once (batch 1) and its KV cache repeated; each
+        prompt's tail is then prefilled against it, and the cache repeated n
+        times for sampling, where ``generate(num_return_sequences=n)`` over
+        left-padded prompts would redo the whole prompt for every row and
+        sample. Layout per row: shared prefix, padding, own tail; position ids
+        follow the attention mask, as ``generate`` derives them.
+        Returns the generated ids and the prompt length to cut them at.
         """
         from transformers import DynamicCache
 
-        ids, mask = enc["input_ids"], enc["attention_mask"]
+        shortest = min(len(r) for r in rows)
+        shared = 0
+        while shared < shortest - 1 and all(r[shared] == rows[0][shared] for r in rows):
+            shared += 1
+        tails = [r[shared:] for r in rows]
+        width = max(len(t) for t in tails)
+        pad = self.tokenizer.pad_token_id
+        tail_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails])
+        tail_mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails])
+        ids = torch.cat([torch.tensor(rows[0][:shared]).expand(len(rows), shared), tail_ids], dim=1).to(self.device)
+        mask = torch.cat([torch.ones(len(rows), shared, dtype=torch.long), tail_mask], dim=1).to(self.device)
         cache = None
         if ids.shape[1] > 1:
             cache = DynamicCache(config=self.model.config)
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at each row's first token
-            self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=position_ids[:, :-1],
-                       past_key_values=cache, use_cache=True)
+            if shared:
+                self.model(input_ids=ids[:1, :shared], past_key_values=cache, use_cache=True)
+                if len(rows) > 1:
+                    cache.batch_repeat_interleave(len(rows))
+            if width > 1:
+                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+                self.model(input_ids=ids[:, shared:-1], attention_mask=mask[:, :-1],
+                           position_ids=position_ids[:, shared:-1], past_key_values=cache, use_cache=True)
             if n > 1:
                 cache.batch_repeat_interleave(n)
         if n > 1:
             ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
-        return self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs)
+        return self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs), ids.shape[1]
 
     def _run(self, fn, adapter: str | None):  # noqa: ANN001
         """Call ``fn`` with the requested adapter active (None = the bare base model)."""
