@@ -446,7 +446,7 @@ def _verdict_row(v) -> dict:  # noqa: ANN001
 # --- collect ------------------------------------------------------------------------
 def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round_index: int, n: int,
              model_version: str, batch_size: int | None, worker: str | None = None,
-             part_size: int | None = None, concurrency: int | None = None, **ctx_overrides) -> None:
+             concurrency: int | None = None, **ctx_overrides) -> None:
     import time
 
     from promptloop.graphs.collection import collect, select_prompts
@@ -459,7 +459,7 @@ def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round
     with collection_progress(f"collect {kind} r{round_index}", len(prompts), found_key) as on_chunk:
         report = collect(rt, kind, split=split, limit=limit, round_index=round_index, n=n,
                          model_version=model_version, batch_size=batch_size, prompts=prompts, on_chunk=on_chunk,
-                         worker=worker, max_concurrency=concurrency, part_size=part_size, **ctx_overrides)
+                         worker=worker, max_concurrency=concurrency, **ctx_overrides)
     if worker:
         console.print(f"worker {worker}: ", end="")
     console.print(f"{report.prompts} prompts in {report.chunks} chunk(s) ({report.skipped_chunks} already done, "
@@ -495,8 +495,8 @@ def collect_sft(
     worker: Annotated[str | None, _WORKER] = None,
 ) -> None:
     """VPO stage 1: rewrite, critique, refine until the principles pass, store SFT examples (and rejects)."""
-    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, worker, part_size, concurrency,
-             max_refine_steps=max_refine_steps)
+    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, worker, concurrency,
+             part_size=part_size, max_refine_steps=max_refine_steps)
 
 
 @collect_app.command("evolve")
@@ -516,9 +516,8 @@ def collect_evolve(
     worker: Annotated[str | None, _WORKER] = None,
 ) -> None:
     """Prompt-A-Video stage 1: evolve rewrites by LLM mutation/crossover with reward fitness; top ones to SFT."""
-    _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size, worker, part_size,
-             concurrency,
-             generations=generations, population=population, offspring=offspring, top_k=top_k)
+    _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size, worker, concurrency,
+             part_size=part_size, generations=generations, population=population, offspring=offspring, top_k=top_k)
 
 
 @collect_app.command("pairs")
@@ -554,9 +553,8 @@ def collect_pairs(
     if not video and (seeds is not None or video_share is not None):
         raise UserError("--seeds and --video-share only apply with --video")
     extra = dict(video=True, video_seeds=seeds, video_share=video_share) if video else {}
-    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, part_size, concurrency,
-             max_refine_steps=0,
-             margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt, **extra)
+    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, concurrency,
+             part_size=part_size, max_refine_steps=0, margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt, **extra)
 
 
 # --- traces -------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteA
 
     def video_node(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
         ctx = runtime.context
-        if not getattr(ctx, "video", False):
+        if not ctx.video:
             return {}
         if video is None:
             from promptloop.errors import PromptloopError
@@ -201,7 +201,7 @@ def run_collection(graph, kind: str, prompts: list[Prompt], ctx: CollectContext,
         for mode, chunk in graph.stream(inp, config, context=ctx, stream_mode=["updates", "values"]):
             if mode == "values":
                 final = chunk
-            elif on_chunk and isinstance(chunk, dict) and chunk.get(PART_NODE):
+            elif on_chunk and chunk.get(PART_NODE):
                 n = sum(len(p["items"]) for p in chunk[PART_NODE].get("parts", []))
                 done += n
                 on_chunk(n, {})

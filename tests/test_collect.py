@@ -128,7 +128,8 @@ def test_killed_collection_resumes_without_duplicates(tmp_path, smollm_path):
     env = _cli_env(home, smollm_path)
     cmd = [sys.executable, "-m", "promptloop.cli"]
     subprocess.run([*cmd, "init", "--no-models"], env=env, check=True, capture_output=True, cwd=tmp_path)
-    args = [*cmd, "collect", "pairs", "--limit", "4", "--batch-size", "2", "--n", "3", "--margin", "0.02"]
+    args = [*cmd, "collect", "pairs", "--limit", "4", "--batch-size", "2", "--part-size", "1", "--concurrency", "2",
+            "--n", "3", "--margin", "0.02"]
     proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     from promptloop.store.engine import make_engine
 
@@ -156,6 +157,10 @@ def test_killed_collection_resumes_without_duplicates(tmp_path, smollm_path):
     with Session(engine) as s:
         persist_events = s.exec(select(TraceEvent.thread_id).where(TraceEvent.node == "persist")).all()
         assert len(persist_events) == len(set(persist_events)) == 2  # each chunk persisted exactly once
+        for thread in set(persist_events):  # --part-size 1: each chunk of two fanned out into two parts
+            parts = s.exec(select(TraceEvent).where(TraceEvent.thread_id == thread, TraceEvent.node == "guard_input",
+                                                    TraceEvent.error.is_(None))).all()
+            assert sorted(len(e.input["items"]) for e in parts)[-1] == 1
         texts = s.exec(select(Candidate.prompt_id, Candidate.text)).all()
         assert len(texts) == len(set(texts))  # no duplicate candidate
         pair_keys = s.exec(select(PreferencePair.chosen_id, PreferencePair.rejected_id)).all()
