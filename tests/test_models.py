@@ -159,6 +159,30 @@ def test_shared_prefix_is_prefilled_once(chat_model, monkeypatch):
     out = chat_model.generate(convs, params)
     monkeypatch.undo()
     assert shapes[0] == (1, shared) and shared > 60  # the instruction, once
-    assert shapes[1] == (2, max(len(r) for r in rows) - shared - 1)  # each prompt's tail, once
-    assert all(s[0] == 4 for s in shapes[2:])  # then n=2 samples per prompt decode
+    assert shapes[1] == (2, max(len(r) for r in rows) - shared)  # each prompt's tail, once
+    assert all(1 <= s[0] <= 4 and s[1] == 1 for s in shapes[2:])  # then n=2 samples per prompt decode
     assert out == [chat_model.generate([c], params)[0] for c in convs]  # same tokens as one prompt at a time
+
+
+def test_rows_that_end_leave_the_batch(chat_model, monkeypatch):
+    """A short answer stops costing decode steps once it ends; the long one keeps its tokens unchanged."""
+    convs = [[{"role": "user", "content": "Say only the word yes."}],
+             [{"role": "user", "content": "Describe a busy harbour at dawn in great detail."}]]
+    params = SamplingParams(n=1, max_new_tokens=48, temperature=0.0)
+    alone = [chat_model.generate([c], params)[0] for c in convs]
+    lengths = [len(chat_model.tokenizer(a[0], add_special_tokens=False)["input_ids"]) for a in alone]
+    assert lengths[0] < 10 and lengths[1] >= 40, lengths  # one ends early, one runs to the limit
+    batches = []
+    real = chat_model.model.forward
+
+    def spy(*args, **kwargs):
+        batches.append(kwargs["input_ids"].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(chat_model.model, "forward", spy)
+    together = chat_model.generate(convs, params)
+    monkeypatch.undo()
+    assert together == alone
+    decode = batches[2:]
+    assert decode[0] == 2 and decode[-1] == 1 and decode == sorted(decode, reverse=True)
+    assert decode.count(2) <= lengths[0] + 1  # the ended row is cut right after its end token

@@ -1,4 +1,4 @@
-"""In-process transformers ChatModel: batched, shared-prefix prefill, n samples per conversation.
+"""In-process transformers ChatModel: batched, shared-prefix prefill, n samples per conversation, own decode loop.
 
 The base model is loaded once per instance (and a process keeps one instance
 in its Runtime); LoRA adapters of rewriter versions are attached to that same
@@ -13,9 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from transformers import DynamicCache
 
 from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams
 from promptloop.agents.llm.device import pick_device, pick_dtype
+from promptloop.agents.llm.kv_cache import reserved_cache
+from promptloop.agents.llm.sampling import next_tokens
 
 
 class TransformersChatModel(ChatModel):
@@ -34,6 +37,8 @@ class TransformersChatModel(ChatModel):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype).to(self.device)
         self.model.eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = {*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None}
         self.adapters: dict[str, str] = {}
         self._lock = threading.Lock()  # adapter switching and generate share one model
 
@@ -69,39 +74,36 @@ class TransformersChatModel(ChatModel):
         results: list[list[str]] = []
         with self._lock:
             for start in range(0, len(texts), self.batch_size):
-                chunk = texts[start:start + self.batch_size]
+                generator = None
                 if params.seed is not None:
-                    torch.manual_seed(params.seed + start)
-                results.extend(self._generate_chunk(chunk, params, adapter))
+                    generator = torch.Generator(device=self.device).manual_seed(params.seed + start)
+                rows = self.tokenizer(texts[start:start + self.batch_size], add_special_tokens=False)["input_ids"]
+                tokens = self._run(adapter, self._sample, rows, params, generator)
+                decoded = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+                n = params.n
+                results.extend([d.strip() for d in decoded[i * n:(i + 1) * n]] for i in range(len(rows)))
         return results
 
-    def _generate_chunk(self, texts: list[str], params: SamplingParams, adapter: str | None) -> list[list[str]]:
-        rows = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
-        if params.greedy:
-            kwargs.update(do_sample=False)
-        else:
-            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
-        out, prompt_len = self._run(lambda: self._generate_shared_prefill(rows, params.n, kwargs), adapter)
-        decoded = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
-        n = params.n
-        return [[d.strip() for d in decoded[i * n:(i + 1) * n]] for i in range(len(texts))]
+    def _sample(self, rows: list[list[int]], params: SamplingParams,
+                generator: torch.Generator | None) -> list[list[int]]:
+        return self._decode(*self._prefill(rows, params), params, generator)
 
-    def _generate_shared_prefill(self, rows: list[list[int]], n: int, kwargs: dict) -> tuple[torch.Tensor, int]:
-        """Prefill what the prompts share once, each prompt's own tail once, then sample n continuations each.
+    def _prefill(self, rows: list[list[int]], params: SamplingParams
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache]:
+        """Prefill what the prompts share once, each prompt's own tail once, and copy the cache for n samples.
 
         Rewriter, critic and guard prompts are mostly one long instruction
         with a short user part, so a batch's prompts share a long token
         prefix. It is run once (batch 1) and its KV cache repeated; each
-        prompt's tail is then prefilled against it, and the cache repeated n
-        times for sampling, where ``generate(num_return_sequences=n)`` over
-        left-padded prompts would redo the whole prompt for every row and
-        sample. Layout per row: shared prefix, padding, own tail; position ids
-        follow the attention mask, as ``generate`` derives them.
-        Returns the generated ids and the prompt length to cut them at.
+        prompt's tail is then prefilled against it, and cache and last-token
+        logits are repeated n times for sampling, where
+        ``generate(num_return_sequences=n)`` over left-padded prompts would
+        redo the whole prompt for every row and sample. Layout per row: shared
+        prefix, padding, own tail; position ids follow the attention mask, as
+        ``generate`` derives them.
+        Returns the last-token logits, attention mask, next position id per
+        row, and the cache.
         """
-        from transformers import DynamicCache
-
         shortest = min(len(r) for r in rows)
         shared = 0
         while shared < shortest - 1 and all(r[shared] == rows[0][shared] for r in rows):
@@ -109,33 +111,65 @@ class TransformersChatModel(ChatModel):
         tails = [r[shared:] for r in rows]
         width = max(len(t) for t in tails)
         pad = self.tokenizer.pad_token_id
-        tail_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails])
+        tail_ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=self.device)
         tail_mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails])
-        ids = torch.cat([torch.tensor(rows[0][:shared]).expand(len(rows), shared), tail_ids], dim=1).to(self.device)
         mask = torch.cat([torch.ones(len(rows), shared, dtype=torch.long), tail_mask], dim=1).to(self.device)
-        cache = None
-        if ids.shape[1] > 1:
-            cache = DynamicCache(config=self.model.config)
-            if shared:
-                self.model(input_ids=ids[:1, :shared], past_key_values=cache, use_cache=True)
-                if len(rows) > 1:
-                    cache.batch_repeat_interleave(len(rows))
-            if width > 1:
-                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-                self.model(input_ids=ids[:, shared:-1], attention_mask=mask[:, :-1],
-                           position_ids=position_ids[:, shared:-1], past_key_values=cache, use_cache=True)
-            if n > 1:
-                cache.batch_repeat_interleave(n)
-        if n > 1:
-            ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
-        return self.model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, **kwargs), ids.shape[1]
+        cache = reserved_cache(self.model.config, shared + width + params.max_new_tokens)
+        if shared:
+            prefix = torch.tensor([rows[0][:shared]], device=self.device)
+            self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            if len(rows) > 1:
+                cache.batch_repeat_interleave(len(rows))
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        logits = self.model(input_ids=tail_ids, attention_mask=mask, position_ids=position_ids,
+                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+        positions = mask.sum(-1)
+        if params.n > 1:
+            cache.batch_repeat_interleave(params.n)
+            logits, mask, positions = (t.repeat_interleave(params.n, dim=0) for t in (logits, mask, positions))
+        return logits, mask, positions, cache
 
-    def _run(self, fn, adapter: str | None):  # noqa: ANN001
-        """Call ``fn`` with the requested adapter active (None = the bare base model)."""
+    def _decode(self, logits: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache,
+                params: SamplingParams, generator: torch.Generator | None) -> list[list[int]]:
+        """Sample up to max_new_tokens per row, dropping rows that ended from the batch as they accumulate.
+
+        ``generate`` keeps decoding a row after its end token until the
+        longest row of the batch ends; at 128 rows that was about a quarter
+        of the decoded positions. Rows that ended are cut from the KV cache
+        once they make up an eighth of the batch, so a cut (a copy of the
+        cache) is paid at most a few times per call.
+        Returns each row's new token ids, without the end token.
+        """
+        out: list[list[int]] = [[] for _ in range(logits.shape[0])]
+        live = torch.arange(logits.shape[0])  # the output row each batch row writes to
+        ended = torch.zeros(logits.shape[0], dtype=torch.bool)
+        stops = torch.tensor(sorted(self.eos_ids))
+        for step in range(params.max_new_tokens):
+            tokens = next_tokens(logits, temperature=params.temperature, top_p=params.top_p, generator=generator)
+            host = tokens.cpu()
+            for row, token, gone in zip(live.tolist(), host.tolist(), ended.tolist(), strict=True):
+                if not gone and token not in self.eos_ids:
+                    out[row].append(token)
+            ended |= torch.isin(host, stops)
+            if ended.all() or step == params.max_new_tokens - 1:
+                break
+            if ended.sum() >= max(1, len(live) // 8):
+                keep = (~ended).nonzero().squeeze(-1)
+                cache.batch_select_indices(keep.to(self.device))
+                live, ended, tokens = live[keep], ended[keep], tokens[keep.to(tokens.device)]
+                mask, positions = mask[keep.to(mask.device)], positions[keep.to(positions.device)]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            positions = positions + 1
+        return out
+
+    def _run(self, adapter: str | None, fn, *args):  # noqa: ANN001
+        """Call ``fn(*args)`` with the requested adapter active (None = the bare base model)."""
         if not self.adapters:
-            return fn()
+            return fn(*args)
         if adapter is None:
             with self.model.disable_adapter():
-                return fn()
+                return fn(*args)
         self.model.set_adapter(adapter)
-        return fn()
+        return fn(*args)
