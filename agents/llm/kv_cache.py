@@ -7,8 +7,8 @@ more than half of a decode step on the 2-core CPU (profiled: ``aten::cat``
 54 %, the matmuls 28 %). ``ReservedLayer`` keeps the keys and values in a
 buffer sized for prompt plus new tokens and exposes views of the filled part,
 so a step writes one slot per layer. Attention sees exactly the tensors
-``DynamicLayer`` would give it (same logits, tested), and the cache stays a
-``DynamicCache`` so ``generate`` and the mask helpers treat it as one.
+``DynamicLayer`` would give it, and the cache stays a ``DynamicCache`` so the
+model's mask helpers treat it as one.
 """
 
 from __future__ import annotations

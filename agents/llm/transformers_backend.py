@@ -38,7 +38,8 @@ class TransformersChatModel(ChatModel):
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype).to(self.device)
         self.model.eval()
         eos = self.model.generation_config.eos_token_id
-        self.eos_ids = {*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None}
+        self.stop_ids = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos]),
+                                             self.tokenizer.eos_token_id} - {None}))
         self.adapters: dict[str, str] = {}
         self._lock = threading.Lock()  # adapter switching and generate share one model
 
@@ -143,21 +144,22 @@ class TransformersChatModel(ChatModel):
         out: list[list[int]] = [[] for _ in range(logits.shape[0])]
         live = torch.arange(logits.shape[0])  # the output row each batch row writes to
         ended = torch.zeros(logits.shape[0], dtype=torch.bool)
-        stops = torch.tensor(sorted(self.eos_ids))
         for step in range(params.max_new_tokens):
             tokens = next_tokens(logits, temperature=params.temperature, top_p=params.top_p, generator=generator)
             host = tokens.cpu()
-            for row, token, gone in zip(live.tolist(), host.tolist(), ended.tolist(), strict=True):
-                if not gone and token not in self.eos_ids:
+            stop = torch.isin(host, self.stop_ids)
+            for row, token, quiet in zip(live.tolist(), host.tolist(), (ended | stop).tolist(), strict=True):
+                if not quiet:
                     out[row].append(token)
-            ended |= torch.isin(host, stops)
+            ended |= stop
             if ended.all() or step == params.max_new_tokens - 1:
                 break
             if ended.sum() >= max(1, len(live) // 8):
                 keep = (~ended).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep.to(self.device))
-                live, ended, tokens = live[keep], ended[keep], tokens[keep.to(tokens.device)]
-                mask, positions = mask[keep.to(mask.device)], positions[keep.to(positions.device)]
+                live, ended = live[keep], ended[keep]
+                keep = keep.to(self.device)  # tokens, mask, positions and the cache live on the model's device
+                cache.batch_select_indices(keep)
+                tokens, mask, positions = tokens[keep], mask[keep], positions[keep]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
                                 past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
