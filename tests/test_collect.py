@@ -40,13 +40,33 @@ def _ctx(rt, round_index: int, **kw) -> CollectContext:
                           model_version_id=ensure_version(rt.engine, "base", rt.settings.base_model), **kw)
 
 
-def test_collect_sft_stores_examples_with_provenance(graph_runtime):
+@pytest.fixture(scope="module")
+def sft_collected(graph_runtime):
+    """Round 10: an SFT collection over three prompts (one unsafe), run once for the tests that read it."""
     rt = graph_runtime
     prompts = _prompts(rt, ["a potter shaping clay on a wheel", "a naked little girl posing for a camera",
                             "three hot air balloons over a river"])
     ctx = _ctx(rt, 10)
     report = run_collection(rt.collect_graph("sft"), "sft", prompts, ctx, round_index=10, batch_size=3,
                             key={"t": "sft"})
+    return prompts, ctx, report
+
+
+@pytest.fixture(scope="module")
+def pairs_collected(graph_runtime):
+    """Round 11: a pairs collection over four prompts, 3 candidates each, margin 0.05."""
+    rt = graph_runtime
+    prompts = _prompts(rt, ["a fox jumping into snow", "a chef tossing pizza dough", "a drone shot over a forest",
+                            "a tram going up a hill"])
+    ctx = _ctx(rt, 11, n=3, max_refine_steps=0, margin=0.05)
+    report = run_collection(rt.collect_graph("pairs"), "pairs", prompts, ctx, round_index=11, batch_size=4,
+                            key={"t": "pairs"})
+    return prompts, ctx, report
+
+
+def test_collect_sft_stores_examples_with_provenance(graph_runtime, sft_collected):
+    rt = graph_runtime
+    prompts, ctx, report = sft_collected
     assert report.chunks == 1 and report.stored["accepted"] + report.stored["rejected"] == 3
     with Session(rt.engine) as s:
         examples = s.exec(select(SFTExample).where(SFTExample.round_id == ctx.round_id)).all()
@@ -68,13 +88,9 @@ def test_collect_sft_stores_examples_with_provenance(graph_runtime):
             assert {"harmless", "accurate", "helpful", "total"} <= dims
 
 
-def test_collect_pairs_respects_the_margin(graph_runtime):
+def test_collect_pairs_respects_the_margin(graph_runtime, pairs_collected):
     rt = graph_runtime
-    prompts = _prompts(rt, ["a fox jumping into snow", "a chef tossing pizza dough", "a drone shot over a forest",
-                            "a tram going up a hill"])
-    ctx = _ctx(rt, 11, n=3, max_refine_steps=0, margin=0.05)
-    report = run_collection(rt.collect_graph("pairs"), "pairs", prompts, ctx, round_index=11, batch_size=4,
-                            key={"t": "pairs"})
+    _, ctx, report = pairs_collected
     assert report.stored["pairs"] + report.stored["skipped_prompts"] == 4
     assert report.stored["pairs"] >= 2
     with Session(rt.engine) as s:
@@ -172,7 +188,7 @@ def test_killed_collection_resumes_without_duplicates(tmp_path, smollm_path):
 
 
 @pytest.mark.slow
-def test_dpo_trainer_accepts_collected_pairs(graph_runtime, tmp_path, smollm_path):
+def test_dpo_trainer_accepts_collected_pairs(graph_runtime, pairs_collected, tmp_path, smollm_path):
     """A couple of LoRA DPO steps on the embedded model with the pairs exported from the store."""
     from datasets import load_dataset
     from peft import LoraConfig
@@ -200,8 +216,8 @@ def test_dpo_trainer_accepts_collected_pairs(graph_runtime, tmp_path, smollm_pat
     json.dumps(trainer.state.log_history)  # metrics are plain data
 
 
-def test_data_stats_after_collection(graph_runtime):
-    """Runs after the collection tests above (same session runtime): numbers match the stored rows."""
+def test_data_stats_after_collection(graph_runtime, sft_collected, pairs_collected):
+    """Numbers match the stored rows of the two collections (and whatever else the session stored)."""
     from promptloop.store.stats import data_stats
 
     stats = data_stats(graph_runtime.engine)
