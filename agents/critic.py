@@ -157,10 +157,26 @@ class PrincipleCritic:
                 and sum(self.recent) / self.breaker_window < self.breaker_min_valid)
 
     def _llm_critiques(self, pairs: list[tuple[str, str]]) -> list[LLMCritique | None]:
+        """Ask the LLM for every pair, probing with a breaker window's worth first while the breaker has no verdict.
+
+        Collection hands the critic a whole part (128 candidates) at once;
+        with a model that rarely writes valid JSON (the embedded 135M parses
+        about one critique in five) the breaker would only learn so after
+        paying for all of them and their retries, about 70 % of a default
+        64-prompt pairs collection. The probe costs one small call for a
+        capable model and saves the rest for an incapable one.
+        """
         answers: list[LLMCritique | None] = [None] * len(pairs)
-        if self.breaker_open:
-            return answers
         todo = list(range(len(pairs)))
+        while todo and not self.breaker_open:
+            unsure = self.breaker_window - len(self.recent) if self.breaker_window > 0 else 0
+            batch, todo = (todo[:unsure], todo[unsure:]) if unsure > 0 else (todo, [])
+            self._ask(pairs, batch, answers)
+        return answers
+
+    def _ask(self, pairs: list[tuple[str, str]], todo: list[int], answers: list[LLMCritique | None]) -> None:
+        """One greedy ask for the pairs at ``todo``, then sampled re-asks for those that did not parse."""
+        asked = list(todo)
         for attempt in range(self.llm_retries + 1):
             if not todo:
                 break
@@ -177,8 +193,7 @@ class PrincipleCritic:
                 else:
                     answers[i] = parsed
             todo = still
-        self.recent.extend(a is not None for a in answers)
-        return answers
+        self.recent.extend(answers[i] is not None for i in asked)
 
     # --- refine -------------------------------------------------------------------
     def refine(self, user_prompt: str, candidate: str, critique: Critique, *, params: SamplingParams | None = None,

@@ -66,12 +66,23 @@ class GarbageModel(ChatModel):
 
     name = "garbage"
 
+    answer = "I think it is great!!! {not json"
+
     def __init__(self):
         self.calls = 0
+        self.sizes: list[int] = []  # conversations per call
 
     def generate(self, conversations: Sequence, params: SamplingParams, *, adapter=None) -> list[list[str]]:
         self.calls += 1
-        return [["I think it is great!!! {not json"] * params.n for _ in conversations]
+        self.sizes.append(len(conversations))
+        return [[self.answer] * params.n for _ in conversations]
+
+
+class JSONCriticModel(GarbageModel):
+    """Always a valid critique: a capable model as far as the breaker can tell."""
+
+    name = "json-critic"
+    answer = '{"harmless": 1, "accurate": 0.9, "helpful": 0.7, "issues": ["needs lighting"], "suggestion": "add light"}'
 
 
 def test_malformed_llm_critique_is_retried_then_falls_back(embedder, guard):
@@ -95,6 +106,22 @@ def test_circuit_breaker_stops_asking_a_model_that_never_parses(embedder, guard)
     assert critic.breaker_open and garbage.calls == 2
     k = critic.critique("a cat", FAITHFUL)
     assert garbage.calls == 2 and k.fallback and "LLM critic off" in k.issues[-1]
+
+
+def test_a_big_batch_probes_the_breaker_window_first(embedder, guard):
+    """A whole collection part at once: an incapable model is asked for a window's worth, not for all 20."""
+    garbage = GarbageModel()
+    critic = PrincipleCritic(embedder, guard, garbage, llm_retries=1, breaker_window=5)
+    out = critic.critique_many([("a cat", FAITHFUL)] * 20)
+    assert garbage.sizes == [5, 5]  # the probe and its re-ask; the other 15 never reach the model
+    assert critic.breaker_open and all(k.fallback for k in out)
+    capable = JSONCriticModel()
+    critic = PrincipleCritic(embedder, guard, capable, llm_retries=1, breaker_window=5)
+    out = critic.critique_many([("a cat", FAITHFUL)] * 20)
+    assert capable.sizes == [5, 15] and all(k.llm_used for k in out)
+    assert "llm: needs lighting" in out[-1].issues
+    critic.critique_many([("a cat", FAITHFUL)] * 7)
+    assert capable.sizes == [5, 15, 7]  # the window is full: no more probing
 
 
 @pytest.mark.parametrize("raw,ok", [
