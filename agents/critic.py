@@ -10,6 +10,7 @@ critique records that it fell back to the deterministic checks.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Sequence
 
@@ -68,6 +69,7 @@ class PrincipleCritic:
         self.breaker_window = breaker_window
         self.breaker_min_valid = breaker_min_valid
         self.recent: deque[bool] = deque(maxlen=max(1, breaker_window))
+        self._probe_lock = threading.Lock()  # collection parts in flight share this critic: one probe at a time
         self._critique_tmpl = template("critique.txt")
         self._refine_tmpl = template("refine.txt")
 
@@ -169,9 +171,15 @@ class PrincipleCritic:
         answers: list[LLMCritique | None] = [None] * len(pairs)
         todo = list(range(len(pairs)))
         while todo and not self.breaker_open:
-            unsure = self.breaker_window - len(self.recent) if self.breaker_window > 0 else 0
-            batch, todo = (todo[:unsure], todo[unsure:]) if unsure > 0 else (todo, [])
-            self._ask(pairs, batch, answers)
+            with self._probe_lock:  # a part that waited here sees the verdict of the probe before it
+                unsure = self.breaker_window - len(self.recent) if self.breaker_window > 0 else 0
+                if unsure > 0 and not self.breaker_open:
+                    batch, todo = todo[:unsure], todo[unsure:]
+                    self._ask(pairs, batch, answers)
+                    continue
+            if not self.breaker_open:
+                self._ask(pairs, todo, answers)
+            break
         return answers
 
     def _ask(self, pairs: list[tuple[str, str]], todo: list[int], answers: list[LLMCritique | None]) -> None:

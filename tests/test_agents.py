@@ -124,6 +124,34 @@ def test_a_big_batch_probes_the_breaker_window_first(embedder, guard):
     assert capable.sizes == [5, 15, 7]  # the window is full: no more probing
 
 
+def test_parts_in_flight_share_one_probe(embedder, guard):
+    """Two collection parts critique at once: the second waits for the first's probe and then asks nothing."""
+    import threading
+    import time
+
+    class SlowGarbage(GarbageModel):
+        def generate(self, conversations, params, *, adapter=None):
+            time.sleep(0.3)  # long enough for the other part to arrive while this probe is out
+            return super().generate(conversations, params, adapter=adapter)
+
+    slow = SlowGarbage()
+    critic = PrincipleCritic(embedder, guard, slow, llm_retries=1, breaker_window=5)
+    start = threading.Barrier(2)
+    results: list[list] = []
+
+    def part():
+        start.wait()
+        results.append(critic._llm_critiques([("a cat", FAITHFUL)] * 20))
+
+    threads = [threading.Thread(target=part) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert slow.sizes == [5, 5]  # one probe and its re-ask, not one per part
+    assert len(results) == 2 and all(a is None for r in results for a in r) and critic.breaker_open
+
+
 @pytest.mark.parametrize("raw,ok", [
     ('{"harmless": 1, "accurate": 0.8, "helpful": 0.5, "issues": [], "suggestion": "x"}', True),
     ('Sure: {"harmless": 9, "accurate": 8, "helpful": 7}', True),  # 0-10 scale is rescaled
