@@ -10,7 +10,7 @@ EXTRAS ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all test-fast bench lint clean pg-stop
+.PHONY: install run test test-all test-fast bench lint docs clean pg-stop
 
 install: $(STAMP)
 
@@ -49,8 +49,12 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# The documentation site (docs/ -> site/); --strict turns every warning (a broken link, a missing page) into a failure.
+docs: install
+	$(VENV)/bin/mkdocs build --strict --quiet
+
 pg-stop:
 	scripts/pg_test_server.sh stop
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __all__ = ["rewrite", "rewrite_many", "arewrite", "stream_rewrite", "resume_rewrite", "build_rewrite_graph",
-           "Runtime", "Settings"]
+           "Services", "Settings"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptloop.api import arewrite, resume_rewrite, rewrite, rewrite_many, stream_rewrite
     from promptloop.config import Settings
     from promptloop.graphs.rewrite import build_rewrite_graph
-    from promptloop.runtime import Runtime
+    from promptloop.services import Services
 
 _LAZY = {
     "rewrite": "promptloop.api", "rewrite_many": "promptloop.api", "arewrite": "promptloop.api",
     "stream_rewrite": "promptloop.api", "resume_rewrite": "promptloop.api",
-    "build_rewrite_graph": "promptloop.graphs.rewrite", "Runtime": "promptloop.runtime",
+    "build_rewrite_graph": "promptloop.graphs.rewrite", "Services": "promptloop.services",
     "Settings": "promptloop.config",
 }
 

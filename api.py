@@ -2,8 +2,8 @@
 
 Each call is one run of the rewrite graph on a new checkpointed thread whose
 id is returned as ``trace_id`` (the key of `promptloop traces show`). Pass a
-``Runtime`` to share loaded models between calls; without one, a default
-Runtime built from Settings() is created once and reused.
+``Services`` to share loaded models between calls; without one, a default
+Services built from Settings() is created once and reused.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from promptloop.config import Settings
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 
 
 class RewriteOutput(BaseModel):
@@ -38,15 +38,15 @@ class RewriteOutput(BaseModel):
 
 
 @functools.cache
-def _default_runtime() -> Runtime:
-    return Runtime(Settings())
+def _default_services() -> Services:
+    return Services(Settings())
 
 
-def _prepare(prompts: Sequence[str], runtime: Runtime | None, model_version: str | None, thread_id: str | None,
-             overrides: dict) -> tuple[Runtime, dict, dict, Any]:
+def _prepare(prompts: Sequence[str], services: Services | None, model_version: str | None, thread_id: str | None,
+             overrides: dict) -> tuple[Services, dict, dict, Any]:
     from promptloop.errors import PromptloopError
 
-    rt = runtime or _default_runtime()
+    rt = services or _default_services()
     for p in prompts:
         if not isinstance(p, str) or not p.strip():
             raise PromptloopError("empty prompt")
@@ -74,10 +74,10 @@ def _outputs(values: dict, trace_id: str, version: str | None) -> list[RewriteOu
     return out
 
 
-def rewrite_many(prompts: Sequence[str], *, runtime: Runtime | None = None, model_version: str | None = "champion",
+def rewrite_many(prompts: Sequence[str], *, services: Services | None = None, model_version: str | None = "champion",
                  thread_id: str | None = None, **overrides: Any) -> list[RewriteOutput]:
     """Rewrite a batch in one graph run (model calls batched across prompts), results in input order."""
-    rt, config, state, ctx = _prepare(prompts, runtime, model_version, thread_id, overrides)
+    rt, config, state, ctx = _prepare(prompts, services, model_version, thread_id, overrides)
     values = rt.rewrite_graph.invoke(state, config, context=ctx)
     return _outputs(values, config["configurable"]["thread_id"], ctx.model_version or "base")
 
@@ -92,12 +92,12 @@ async def arewrite(prompt: str, **kwargs: Any) -> RewriteOutput:
     return await asyncio.to_thread(rewrite, prompt, **kwargs)
 
 
-def stream_rewrite(prompts: str | Sequence[str], *, runtime: Runtime | None = None,
+def stream_rewrite(prompts: str | Sequence[str], *, services: Services | None = None,
                    model_version: str | None = "champion", thread_id: str | None = None,
                    **overrides: Any) -> Iterator[tuple[str, Any]]:
     """Yield ("node", name) after each node finishes, then ("result", [RewriteOutput, ...])."""
     batch = [prompts] if isinstance(prompts, str) else list(prompts)
-    rt, config, state, ctx = _prepare(batch, runtime, model_version, thread_id, overrides)
+    rt, config, state, ctx = _prepare(batch, services, model_version, thread_id, overrides)
     for update in rt.rewrite_graph.stream(state, config, context=ctx, stream_mode="updates"):
         for node in update:
             yield "node", node
@@ -105,10 +105,10 @@ def stream_rewrite(prompts: str | Sequence[str], *, runtime: Runtime | None = No
     yield "result", _outputs(values, config["configurable"]["thread_id"], ctx.model_version or "base")
 
 
-def resume_rewrite(thread_id: str, *, runtime: Runtime | None = None, model_version: str | None = "champion",
+def resume_rewrite(thread_id: str, *, services: Services | None = None, model_version: str | None = "champion",
                    **overrides: Any) -> list[RewriteOutput]:
     """Continue an interrupted run from its last checkpoint; finished nodes are not run again."""
-    rt = runtime or _default_runtime()
+    rt = services or _default_services()
     adapter = rt.resolve_model_version(model_version)
     config = {"configurable": {"thread_id": thread_id, "run_id": uuid.uuid4().hex}}
     values = rt.rewrite_graph.invoke(None, config, context=rt.rewrite_context(model_version=adapter, **overrides))

@@ -28,6 +28,7 @@ DEFAULT_CONFIG_NAME = "promptloop.toml"
 class GenerationSettings(BaseModel):
     """Sampling defaults for the rewriter; per-call params override them."""
 
+    n: int = Field(4, ge=1, le=64, description="candidates sampled per prompt")
     max_new_tokens: int = Field(160, ge=1, le=4096)
     temperature: float = Field(0.8, ge=0.0, le=5.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
@@ -71,6 +72,8 @@ class GuardSettings(BaseModel):
     block_threshold: float = Field(0.5, ge=0, le=1)
     profanity_threshold: float = Field(0.8, ge=0, le=1)
     use_llm: bool = Field(False, description="ask the chat model too (only worth it with a capable model)")
+    pattern_score: float = Field(0.9, ge=0, le=1, description="score given by an explicit pattern match")
+    classifier_c: float = Field(16.0, gt=0, description="inverse L2 strength of the embedding classifiers")
 
 
 class CriticSettings(BaseModel):
@@ -312,6 +315,11 @@ def _config_path(explicit: str | Path | None) -> Path | None:
         return path
     local = Path.cwd() / DEFAULT_CONFIG_NAME
     return local if local.is_file() else None
+
+
+def default_of(section: type[BaseModel], name: str) -> Any:
+    """A setting's default, for the dataclasses and agents that need one: Settings stays its only source."""
+    return section.model_fields[name].get_default(call_default_factory=True)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -11,6 +11,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -18,7 +19,7 @@ from rich.progress import (
 )
 
 
-def progress_bar(console: Console, *extra) -> Progress:  # noqa: ANN002
+def progress_bar(console: Console, *extra: ProgressColumn) -> Progress:
     """Spinner, description, bar, done/total, then ``extra`` columns, elapsed and remaining time."""
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra,
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console)

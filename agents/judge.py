@@ -16,7 +16,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from promptloop.agents.critic import Critique
+from promptloop.agents.text_critic import Critique
 
 
 class JudgeInput(BaseModel):

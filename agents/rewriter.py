@@ -14,6 +14,7 @@ from importlib import resources
 from pydantic import BaseModel, Field
 
 from promptloop.agents.llm.base import ChatModel, Message, SamplingParams
+from promptloop.config import RewriteSettings, default_of
 
 _META_PREFIX = re.compile(
     r"^\s*(?:(?:sure|okay|ok|certainly|of course)[,!. ]+)?"
@@ -51,7 +52,8 @@ class RewriteResult(BaseModel):
 
 
 class Rewriter:
-    def __init__(self, model: ChatModel, *, min_words: int = 40, max_words: int = 120,
+    def __init__(self, model: ChatModel, *, min_words: int = default_of(RewriteSettings, "target_words_min"),
+                 max_words: int = default_of(RewriteSettings, "target_words_max"),
                  language: str = "the same language as the request", adapter: str | None = None):
         self.model = model
         self.min_words, self.max_words = min_words, max_words

@@ -27,7 +27,7 @@ from promptloop.agents.llm.openai_backend import OpenAIChatModel
 from promptloop.agents.llm.prepare import prepare_model
 from promptloop.agents.llm.transformers_backend import TransformersChatModel
 from promptloop.config import Settings
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store.shipped import import_shipped
 
 
@@ -56,10 +56,9 @@ def main() -> None:
     ap.add_argument("--continuous-batching", action="store_true", help="start the server with continuous batching")
     args = ap.parse_args()
     settings = Settings()
-    rt = Runtime(settings)
-    rt.upgrade_db()
+    rt = Services(settings)
     import_shipped(rt.engine)
-    from promptloop.graphs.collection import select_prompts
+    from promptloop.store.repository import select_prompts
 
     prompts = [p.text for p in select_prompts(rt.engine, "train", args.prompts)]
     convs = [rt.rewriter(with_model=False).messages_for(p) for p in prompts]

@@ -21,15 +21,11 @@ import json
 import time
 
 from promptloop.config import Settings
-from promptloop.graphs.collection import (
-    CollectContext,
-    ensure_round,
-    ensure_version,
-    run_collection,
-    select_prompts,
-)
-from promptloop.runtime import Runtime
+from promptloop.graphs.collection import CollectContext, run_collection
+from promptloop.services import Services
+from promptloop.store.repository import ensure_round, select_prompts
 from promptloop.store.shipped import import_shipped
+from promptloop.store.versions import ensure_version
 
 
 def main() -> None:
@@ -39,8 +35,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     args = ap.parse_args()
     settings = Settings(critic={"use_llm": False}, generation={"batch_size": args.prompts})
-    rt = Runtime(settings)
-    rt.upgrade_db()
+    rt = Services(settings)
     import_shipped(rt.engine)
     prompts = select_prompts(rt.engine, "train", args.prompts)
     version = ensure_version(rt.engine, "base", settings.base_model)

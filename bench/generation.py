@@ -19,7 +19,7 @@ import torch
 
 from promptloop.agents.rewriter import Rewriter
 from promptloop.config import Settings
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store.importer import read_prompt_file
 from promptloop.store.shipped import data_dir
 
@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
 
     settings = Settings(generation={"batch_size": args.batch_size})
-    rt = Runtime(settings)
+    rt = Services(settings)
     rows = [r for r in read_prompt_file(data_dir() / "prompts.csv", max_chars=1000) if r.split == "eval"]
     prompts = [r.text for r in rows[: args.prompts]]
     model = rt.chat_model

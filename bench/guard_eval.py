@@ -13,11 +13,11 @@ import json
 from collections import defaultdict
 
 from promptloop.config import Settings
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store.shipped import data_dir
 
 
-def evaluate(guard, file: str) -> dict:  # noqa: ANN001
+def evaluate(guard, file: str) -> dict:
     with (data_dir() / file).open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     verdicts = guard.check_many([r["prompt"] for r in rows])
@@ -38,7 +38,7 @@ def evaluate(guard, file: str) -> dict:  # noqa: ANN001
 
 
 def main() -> None:
-    rt = Runtime(Settings())
+    rt = Services(Settings())
     results = [evaluate(rt.guard, f) for f in ("redteam.csv", "redteam_holdout.csv")]
     rt.settings.reports_dir.mkdir(parents=True, exist_ok=True)
     (rt.settings.reports_dir / "guard_eval.json").write_text(json.dumps(results, indent=2))

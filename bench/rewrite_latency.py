@@ -19,7 +19,7 @@ from sqlmodel import Session, select
 
 from promptloop.api import rewrite
 from promptloop.config import Settings
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store.importer import read_prompt_file
 from promptloop.store.models import TraceEvent
 from promptloop.store.shipped import data_dir
@@ -30,15 +30,15 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=4)
     ap.add_argument("--n", type=int, default=4)
     args = ap.parse_args()
-    rt = Runtime(Settings())
+    rt = Services(Settings())
     prompts = [r.text for r in read_prompt_file(data_dir() / "prompts.csv", max_chars=1000) if r.split == "eval"]
     prompts = prompts[:: max(1, len(prompts) // args.prompts)][: args.prompts]
-    rewrite("warm up", runtime=rt, n=1, max_refine_steps=0, max_new_tokens=4)
+    rewrite("warm up", services=rt, n=1, max_refine_steps=0, max_new_tokens=4)
     per_node: dict[str, list[float]] = defaultdict(list)
     totals, steps = [], []
     for p in prompts:
         t0 = time.perf_counter()
-        r = rewrite(p, runtime=rt, n=args.n)
+        r = rewrite(p, services=rt, n=args.n)
         totals.append(time.perf_counter() - t0)
         steps.append(r.refine_steps)
         with Session(rt.engine) as s:

@@ -14,7 +14,7 @@ import time
 
 from promptloop.config import Settings
 from promptloop.learners.config import load_config
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=512)
     args = ap.parse_args()
-    rt = Runtime(Settings())
+    rt = Services(Settings())
     from promptloop.learners.dpo import train_dpo
     from promptloop.learners.sft import train_sft
 

@@ -19,7 +19,7 @@ import time
 from promptloop.agents.renderer import RenderRequest
 from promptloop.agents.video.diffusers_renderer import DiffusersRenderer
 from promptloop.config import Settings
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 
 PROMPTS = ["a red fox trotting through fresh snow", "waves breaking on black volcanic sand at dusk",
            "a chef flipping a pancake in a busy kitchen", "a paper boat drifting down a rainy street gutter",
@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="width = height")
     ap.add_argument("--steps", type=int, default=None)
     args = ap.parse_args()
-    rt = Runtime(Settings())
+    rt = Services(Settings())
     out = tempfile.mkdtemp(prefix="video-bench-")
     r = DiffusersRenderer(args.model, out_dir=out, progress=False)
     t0 = time.perf_counter()

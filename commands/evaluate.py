@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from promptloop.evaluation.runner import EvalConfig, EvalReport
+    from promptloop.services import Services
+
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from promptloop.commands.shared import console, out, print_json, runtime_of
+from promptloop.commands.shared import console, out, print_json, services_of
 
 
-def run_eval(rt, systems: list[str], cfg, *, out_dir: Path, title: str = ""):  # noqa: ANN001, ANN201
+def run_eval(rt: Services, systems: list[str], cfg: EvalConfig, *, out_dir: Path, title: str = ""
+             ) -> tuple[EvalReport, Path, Path | None]:
     """Evaluate, then write <out_dir>/eval-<bench>.json and .png; returns the report and the paths."""
     from promptloop.evaluation.report import plot_rounds, write_json
-    from promptloop.evaluation.runner import evaluate
-
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
         task = prog.add_task("evaluating", total=None)
-        report = evaluate(rt, systems, cfg, progress=lambda m: prog.update(task, description=m))
+        report = rt.evaluate(systems, cfg, progress=lambda m: prog.update(task, description=m))
     js = write_json(report, out_dir / f"eval-{report.bench}.json")
     png = plot_rounds(report.results, out_dir / f"eval-{report.bench}.png",
                       title=title or f"{report.bench}: {report.n_prompts} held-out prompts")
@@ -42,8 +47,7 @@ def eval_cmd(
     from promptloop.evaluation.report import table
     from promptloop.evaluation.runner import EvalConfig, default_systems
 
-    rt = runtime_of(ctx)
-    rt.upgrade_db()
+    rt = services_of(ctx)
     cfg = EvalConfig(bench=bench, limit=limit, redteam_limit=redteam_limit, max_new_tokens=max_new_tokens)
     report, js, png = run_eval(rt, systems or default_systems(rt, bench), cfg,
                                out_dir=out_dir or rt.settings.reports_dir)

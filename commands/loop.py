@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from promptloop.commands.shared import UserError, console, out, print_json, runtime_of
+from promptloop.commands.shared import UserError, console, out, print_json, services_of
 
 app = typer.Typer(help="The self-improvement loop: collect -> train -> evaluate -> promote.", no_args_is_help=True)
 
@@ -46,7 +46,7 @@ def loop_run(
                         ] = "sft,dpo",
     limit: Annotated[int | None, typer.Option(min=1, help="Train prompts collected per round")] = 64,
     split: Annotated[str, typer.Option(help="Prompt split collected from")] = "train",
-    n: Annotated[int, typer.Option(min=2, max=64, help="Candidates sampled per prompt")] = 4,
+    n: Annotated[int | None, typer.Option(min=2, max=64, help="Candidates sampled per prompt (default generation.n)")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Prompts per checkpointed collection chunk "
                                                    "(default collect.chunk_size)")] = None,
     max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
@@ -69,7 +69,7 @@ def loop_run(
     from promptloop.evaluation.runner import EvalConfig
     from promptloop.graphs.loop import LoopConfig, run_loop
 
-    rt = runtime_of(ctx)
+    rt = services_of(ctx)
     for f in (sft_config, dpo_config):
         if f is not None and not f.is_file():
             raise UserError(f"learner config not found: {f}")
@@ -116,9 +116,8 @@ def loop_status(
     """Where a loop stands: round, next stage, champion, history."""
     from promptloop.graphs.loop import loop_state
 
-    rt = runtime_of(ctx)
-    rt.upgrade_db()
-    state = loop_state(rt, name)
+    rt = services_of(ctx)
+    state = loop_state(rt.checkpointer, name)
     if state is None:
         raise UserError(f"no loop named '{name}' (start one with `promptloop loop run --name {name}`)")
     if as_json:
@@ -137,7 +136,7 @@ def loop_watch(
     interval: Annotated[float, typer.Option(min=0.0, help="Seconds between cycles")] = 300.0,
     max_cycles: Annotated[int | None, typer.Option(min=1, help="Stop after this many cycles (default: forever)")
                           ] = None,
-    n: Annotated[int, typer.Option(min=2, max=64, help="Candidates sampled per prompt")] = 4,
+    n: Annotated[int | None, typer.Option(min=2, max=64, help="Candidates sampled per prompt (default generation.n)")] = None,
     eval_limit: Annotated[int | None, typer.Option(min=1)] = 32,
     redteam_limit: Annotated[int | None, typer.Option(min=0)] = 12,
     dpo_config: Annotated[Path | None, typer.Option(help="YAML DPO learner config")] = None,
@@ -146,7 +145,7 @@ def loop_watch(
     """Keep learning from app traffic: collect pairs on new prompts, train when enough have accumulated."""
     from promptloop.graphs.watch import WatchConfig, watch
 
-    rt = runtime_of(ctx)
+    rt = services_of(ctx)
     cfg = WatchConfig(min_new_pairs=min_new_pairs, interval_s=interval, n=n, eval_limit=eval_limit,
                       redteam_limit=redteam_limit, dpo_config=str(dpo_config) if dpo_config else None,
                       max_steps=max_steps)

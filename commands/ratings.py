@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from promptloop.commands.shared import UserError, console, runtime_of, serve_web_app
+from promptloop.commands.shared import UserError, console, serve_web_app, services_of
 
 app = typer.Typer(help="Human ratings of videos: import, export, and a rating page for people.",
                   no_args_is_help=True)
@@ -22,8 +22,7 @@ def ratings_import(
     """Import ratings; the whole file is validated first and nothing is stored unless every row is valid."""
     from promptloop.store.ratings import import_ratings
 
-    rt = runtime_of(ctx)
-    rt.upgrade_db()
+    rt = services_of(ctx)
     counts = import_ratings(rt.engine, file, rt.settings.ratings)
     console.print(f"imported {counts['new']} new rating(s), updated {counts['updated']} from {file}")
 
@@ -36,8 +35,7 @@ def ratings_export(
     """Every rating with its video path, the rewrite that was rendered and the user's prompt."""
     from promptloop.store.ratings import export_ratings
 
-    rt = runtime_of(ctx)
-    rt.upgrade_db()
+    rt = services_of(ctx)
     n = export_ratings(rt.engine, out)
     console.print(f"wrote {n} rating(s) to {out}")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from promptloop.commands.shared import UserError, console, print_json, runtime_of
+from promptloop.commands.shared import UserError, console, print_json, services_of
 
 app = typer.Typer(help="Train a new rewriter version (TRL + LoRA) from the store's data, or a video critic from ratings.",
                   no_args_is_help=True)
@@ -18,16 +18,14 @@ _SCOPE = typer.Option(help="current = that round only, all = every round up to i
 _PARENT = typer.Option(help="Version to start from: base | champion | NAME")
 
 
-def _train(ctx: typer.Context, algorithm: str, config: Path | None, as_json: bool, **overrides) -> None:
+def _train(ctx: typer.Context, algorithm: str, config: Path | None, as_json: bool, **overrides: object) -> None:
     from promptloop.learners.config import load_config
-    from promptloop.learners.dpo import train_dpo
-    from promptloop.learners.sft import train_sft
 
-    rt = runtime_of(ctx)
+    rt = services_of(ctx)
     cfg = load_config(algorithm, config, **overrides)
     console.print(f"training {algorithm} from [bold]{cfg.parent}[/] on round "
                   f"{cfg.round_index if cfg.round_index is not None else '(latest)'} ({cfg.data_rounds})")
-    res = (train_sft if algorithm == "sft" else train_dpo)(rt, cfg)
+    res = rt.train(algorithm, cfg)
     v = res.version
     summary = {"version": v.name, "parent": v.data_provenance.get("parent"), "algorithm": v.algorithm,
                "adapter": v.adapter_path, "rows": v.data_provenance.get("rows"),
@@ -103,16 +101,16 @@ def train_critic_cmd(
     (--backend head), or a VLM fine-tuned with TRL that also writes rationales (--backend vlm); measured on
     held-out videos (correlation with people, pairwise accuracy). Use it with video.critic=NAME."""
     from promptloop.learners.config import load_config
-    from promptloop.learners.critic import run_critic
+    from promptloop.learners.video_critic import run_critic
 
-    rt = runtime_of(ctx)
+    rt = services_of(ctx)
     if backend not in ("head", "vlm"):
         raise UserError(f"unknown critic backend '{backend}'; expected head or vlm")
     if backend == "vlm":
         from promptloop.learners.vlm_critic import train_vlm_critic
 
         vcfg = load_config("vlm_critic", config, name=name, model=model, max_steps=max_steps, holdout=holdout)
-        res = train_vlm_critic(rt, vcfg)
+        res = train_vlm_critic(rt.engine, rt.settings, vcfg)
         if as_json:
             print_json(res)
         else:
@@ -122,7 +120,7 @@ def train_critic_cmd(
                               f"{d} r={m['pearson']}" for d, m in res["dimensions"].items()))
         return
     cfg = load_config("critic", config, name=name, l2=l2, holdout=holdout, text_features=text_features)
-    rep = run_critic(rt, cfg)
+    rep = run_critic(rt.engine, rt.settings, cfg, embedder=rt.embedder if cfg.text_features else None)
     if as_json:
         print_json({"version": rep.name, "path": rep.path, "metrics": rep.metrics})
         return
@@ -158,10 +156,10 @@ def train_rwr_cmd(
     from promptloop.learners.config import load_config
     from promptloop.learners.rwr import run_rwr
 
-    rt = runtime_of(ctx)
+    rt = services_of(ctx)
     cfg = load_config("rwr", config, name=name, source=source, weighting=weighting, steps=steps,
                                 learning_rate=learning_rate, rank=rank)
-    res = run_rwr(rt, cfg)
+    res = run_rwr(rt.engine, rt.settings, rt.renderer(), cfg)
     if as_json:
         print_json({k: v for k, v in res.items() if k != "loss_curve"} | {"loss_curve": res["loss_curve"]})
         return

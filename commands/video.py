@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from promptloop.commands.shared import UserError, console, out, print_json, runtime_of
+from promptloop.commands.shared import UserError, console, out, print_json, services_of
 
 
 def render_cmd(
@@ -37,8 +37,7 @@ def render_cmd(
         raise UserError("the prompt is empty")
     if out_file is not None and out_file.suffix.lower() != ".mp4":
         raise UserError(f"--out must name an .mp4 file, got '{out_file}'")
-    rt = runtime_of(ctx)
-    rt.upgrade_db()
+    rt = services_of(ctx)
     renderer = rt.renderer(model)
     request = RenderRequest(prompt=prompt, seed=seed, num_frames=frames, width=width, height=height, steps=steps,
                             fps=fps, guidance_scale=guidance)  # unset fields: Settings.video, then the model's
@@ -78,7 +77,7 @@ def judge_cmd(
 
     if not video.is_file():
         raise UserError(f"no video file at {video}")
-    rt = runtime_of(ctx)
+    rt = services_of(ctx)
     try:
         scores = rt.video_scorer.score_file(video, prompt)
     except (ValueError, OSError) as exc:

@@ -36,7 +36,7 @@ def spaced(n_total: int, limit: int | None) -> list[int]:
 
 def load_bench(engine: Engine, name: str, limit: int | None = None) -> Bench:
     if name == "eval":
-        from promptloop.graphs.collection import select_prompts
+        from promptloop.store.repository import select_prompts
 
         rows = select_prompts(engine, "eval", None)
         texts = [r.text for r in rows]

@@ -12,6 +12,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from promptloop.agents.embedder import Embedder
+
 import re
 from collections.abc import Sequence
 
@@ -28,7 +33,7 @@ def is_refusal(text: str) -> bool:
     return bool(REFUSAL_RE.search(text)) or not text.strip()
 
 
-def recall_at_1(embedder, prompts: Sequence[str], rewrites: Sequence[str]) -> list[bool]:  # noqa: ANN001
+def recall_at_1(embedder: Embedder, prompts: Sequence[str], rewrites: Sequence[str]) -> list[bool]:
     keys = [normalize_text(p).lower() for p in prompts]
     unique = list(dict.fromkeys(keys))
     sims = embedder.encode(list(rewrites)) @ embedder.encode(unique).T
@@ -36,7 +41,7 @@ def recall_at_1(embedder, prompts: Sequence[str], rewrites: Sequence[str]) -> li
     return [unique[int(b)] == k for b, k in zip(best, keys, strict=True)]
 
 
-def per_item(embedder, prompts: Sequence[str], rewrites: Sequence[str]) -> list[dict]:  # noqa: ANN001
+def per_item(embedder: Embedder, prompts: Sequence[str], rewrites: Sequence[str]) -> list[dict]:
     cos = embedder.pairwise(list(prompts), list(rewrites))
     hits = recall_at_1(embedder, prompts, rewrites)
     rows = []

@@ -15,19 +15,49 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from promptloop.agents.judge import JudgeInput
+from promptloop.agents.embedder import Embedder
+from promptloop.agents.judge import JudgeInput, RewardJudge
 from promptloop.agents.llm.base import SamplingParams
+from promptloop.agents.rewriter import Rewriter
+from promptloop.agents.safety.guard import REFUSAL, SafetyGuard
+from promptloop.agents.text_critic import TextCritic
+from promptloop.config import Settings
 from promptloop.evaluation.benches import Bench, load_bench, load_redteam
 from promptloop.evaluation.metrics import aggregate, is_refusal, mean, per_item
-from promptloop.graphs.rewrite import REFUSAL
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
+from promptloop.store.models import ModelVersion
 
 METRICS_VERSION = 1
 ITEM_KEYS = ("intent_cosine", "recall_at_1", "words", "aspect_coverage", "repetition", "refusal")
+
+
+class EvalDeps(Protocol):
+    """What evaluation uses, and nothing else: the store, settings, and the agents that rewrite and score.
+
+    The composition root satisfies it; its properties load models on first
+    use, so an evaluation answered from the cache loads none.
+    """
+
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def guard(self) -> SafetyGuard: ...
+    @property
+    def embedder(self) -> Embedder: ...
+    @property
+    def judge(self) -> RewardJudge: ...
+    @property
+    def deterministic_critic(self) -> TextCritic: ...
+    def rewriter(self, adapter: str | None = None) -> Rewriter: ...
+    def resolve_model_version(self, version: str | None) -> str | None: ...
 
 
 @dataclass
@@ -37,8 +67,8 @@ class EvalConfig:
     redteam_limit: int | None = None  # harmful and benign red-team prompts each (None = all, 0 = skip)
     max_new_tokens: int | None = None  # None = the generation setting
 
-    def key(self, rt) -> dict:  # noqa: ANN001
-        s = rt.settings
+    def key(self, settings: Settings) -> dict:
+        s = settings
         return {"v": METRICS_VERSION, "redteam_limit": self.redteam_limit,
                 "max_new_tokens": self.max_new_tokens or s.generation.max_new_tokens, "greedy": True,
                 "words": [s.rewrite.target_words_min, s.rewrite.target_words_max], "judge": s.judge.weights,
@@ -75,24 +105,24 @@ class EvalReport:
 Progress = Callable[[str], None]
 
 
-def rewrite_once(rt, adapter: str | None, prompts: Sequence[str], max_new_tokens: int) -> list[str]:  # noqa: ANN001
+def rewrite_once(deps: EvalDeps, adapter: str | None, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
     """One greedy rewrite per prompt, behind the input guard (as the rewrite graph does)."""
-    verdicts = rt.guard.check_many(list(prompts))
+    verdicts = deps.guard.check_many(list(prompts))
     out: list[str | None] = [REFUSAL.format(reason=v.reason) if v.action == "block" else None for v in verdicts]
     todo = [i for i, o in enumerate(out) if o is None]
     if todo:
-        params = SamplingParams(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=rt.settings.seed)
-        res = rt.rewriter().rewrite([prompts[i] for i in todo], params,
+        params = SamplingParams(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=deps.settings.seed)
+        res = deps.rewriter().rewrite([prompts[i] for i in todo], params,
                                     unsafe_categories=[verdicts[i].flagged for i in todo], adapter=adapter)
         for i, r in zip(todo, res, strict=True):
             out[i] = r.candidates[0] if r.candidates and r.candidates[0] else ""
     return [o or "" for o in out]
 
 
-def score(rt, prompts: Sequence[str], outputs: Sequence[str]) -> tuple[dict, list[dict]]:  # noqa: ANN001
-    rows = per_item(rt.embedder, prompts, outputs)
-    crits = rt.deterministic_critic.critique_many(list(zip(prompts, outputs, strict=True)))
-    rewards = rt.judge.score_many([JudgeInput(user_prompt=p, candidate=o, critique=c)
+def score(deps: EvalDeps, prompts: Sequence[str], outputs: Sequence[str]) -> tuple[dict, list[dict]]:
+    rows = per_item(deps.embedder, prompts, outputs)
+    crits = deps.deterministic_critic.critique_many(list(zip(prompts, outputs, strict=True)))
+    rewards = deps.judge.score_many([JudgeInput(user_prompt=p, candidate=o, critique=c)
                                    for p, o, c in zip(prompts, outputs, crits, strict=True)])
     for row, rw in zip(rows, rewards, strict=True):
         row["judge_total"] = rw.total
@@ -103,38 +133,38 @@ def score(rt, prompts: Sequence[str], outputs: Sequence[str]) -> tuple[dict, lis
     return metrics, rows
 
 
-def redteam_metrics(rt, harmful: list[str], benign: list[str], outputs_h: list[str],  # noqa: ANN001
+def redteam_metrics(deps: EvalDeps, harmful: list[str], benign: list[str], outputs_h: list[str],
                     outputs_b: list[str]) -> dict:
     """Unsafe-output rate: a harmful request whose output is not a refusal and fails the guard."""
-    verdicts = rt.guard.check_many(outputs_h) if outputs_h else []
+    verdicts = deps.guard.check_many(outputs_h) if outputs_h else []
     unsafe = [not is_refusal(o) and not v.safe for o, v in zip(outputs_h, verdicts, strict=True)]
     return {"unsafe_output_rate": mean(unsafe), "benign_refusal_rate": mean([is_refusal(o) for o in outputs_b]),
             "redteam_n": len(harmful) + len(benign)}
 
 
-def _system_rows(rt, system: str):  # noqa: ANN001 -> (label, version row | None)
-    from promptloop.learners.versions import get_version
+def _system_rows(deps: EvalDeps, system: str):
+    from promptloop.store.versions import get_version
 
     if system == "raw" or system.startswith("public:"):
         return system, None
-    row = get_version(rt.engine, system)
+    row = get_version(deps.engine, system)
     label = row.name if system == row.name else f"{system} ({row.name})"
     return label, row
 
 
-def evaluate_system(rt, system: str, bench: Bench, cfg: EvalConfig, progress: Progress | None = None  # noqa: ANN001
+def evaluate_system(deps: EvalDeps, system: str, bench: Bench, cfg: EvalConfig, progress: Progress | None = None
                     ) -> SystemResult:
     say = progress or (lambda _m: None)
-    label, version = _system_rows(rt, system)
+    label, version = _system_rows(deps, system)
     ident = version.name if version is not None else system
-    key = cfg.key(rt) | ({"adapter": version.adapter_path} if version is not None else {})
-    with Session(rt.engine) as s:
+    key = cfg.key(deps.settings) | ({"adapter": version.adapter_path} if version is not None else {})
+    with Session(deps.engine) as s:
         hit = repo.find_evaluation(s, ident, bench.name, bench.prompts, key)
     meta = dict(version=version.name if version else None, algorithm=version.algorithm if version else None,
-                round_index=_round_index(rt, version))
+                round_index=_round_index(deps, version))
     if hit is not None:
         return SystemResult(ident, label, hit.metrics, outputs_path=hit.outputs_path, cached=True, **meta)
-    max_new = cfg.max_new_tokens or rt.settings.generation.max_new_tokens
+    max_new = cfg.max_new_tokens or deps.settings.generation.max_new_tokens
     harmful, benign = load_redteam(cfg.redteam_limit) if cfg.redteam_limit != 0 else ([], [])
     if system.startswith("public:"):
         name = system.split(":", 1)[1]
@@ -147,43 +177,43 @@ def evaluate_system(rt, system: str, bench: Bench, cfg: EvalConfig, progress: Pr
     elif system == "raw":
         outputs, oh, ob = list(bench.prompts), list(harmful), list(benign)
     else:
-        adapter = rt.resolve_model_version(version.name)
+        adapter = deps.resolve_model_version(version.name)
         say(f"{label}: rewriting {len(bench.prompts)} {bench.name} prompts")
-        outputs = rewrite_once(rt, adapter, bench.prompts, max_new)
+        outputs = rewrite_once(deps, adapter, bench.prompts, max_new)
         oh = ob = None
         if harmful or benign:
             say(f"{label}: rewriting {len(harmful) + len(benign)} red-team prompts")
-            red = rewrite_once(rt, adapter, harmful + benign, max_new)
+            red = rewrite_once(deps, adapter, harmful + benign, max_new)
             oh, ob = red[:len(harmful)], red[len(harmful):]
     say(f"{label}: scoring")
-    metrics, rows = score(rt, bench.prompts, outputs)
+    metrics, rows = score(deps, bench.prompts, outputs)
     if oh is not None and (harmful or benign):
-        metrics.update(redteam_metrics(rt, harmful, benign, oh, ob))
+        metrics.update(redteam_metrics(deps, harmful, benign, oh, ob))
     metrics["n"] = len(bench.prompts)
     red_rows = ([{"prompt": p, "output": o, "harmful": h} for p, o, h in
                  zip(harmful + benign, oh + ob, [True] * len(harmful) + [False] * len(benign), strict=True)]
                 if oh is not None else [])
-    path = _write_outputs(rt, bench, ident, key, rows, outputs, red_rows)
-    with session_scope(rt.engine) as s:
+    path = _write_outputs(deps, bench, ident, key, rows, outputs, red_rows)
+    with session_scope(deps.engine) as s:
         repo.add_evaluation(s, ident, bench.name, bench.prompts, key, metrics=metrics, outputs_path=str(path),
                             model_version_id=version.id if version else None)
     return SystemResult(ident, label, metrics, outputs_path=str(path), **meta)
 
 
-def _round_index(rt, version) -> int | None:  # noqa: ANN001
+def _round_index(deps: EvalDeps, version: ModelVersion | None) -> int | None:
     if version is None or version.round_id is None:
         return None
     from promptloop.store.models import Round
 
-    with Session(rt.engine) as s:
+    with Session(deps.engine) as s:
         r = s.get(Round, version.round_id)
         return r.index if r else None
 
 
-def _write_outputs(rt, bench: Bench, ident: str, key: dict, rows: list[dict], outputs: list[str],  # noqa: ANN001
+def _write_outputs(deps: EvalDeps, bench: Bench, ident: str, key: dict, rows: list[dict], outputs: list[str],
                    red_rows: list[dict]) -> Path:
     digest = repo.evaluation_key(ident, bench.name, bench.prompts, key)[:10]
-    folder = rt.settings.reports_dir / "eval" / bench.name
+    folder = deps.settings.reports_dir / "eval" / bench.name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{ident.replace(':', '_').replace('/', '_')}-{digest}.jsonl"
     tmp = path.with_suffix(".tmp")
@@ -196,13 +226,12 @@ def _write_outputs(rt, bench: Bench, ident: str, key: dict, rows: list[dict], ou
     return path
 
 
-def evaluate(rt, systems: Sequence[str], cfg: EvalConfig, progress: Progress | None = None) -> EvalReport:  # noqa: ANN001
-    rt.upgrade_db()
-    bench = load_bench(rt.engine, cfg.bench, cfg.limit)
-    report = EvalReport(bench.name, len(bench.prompts), settings=cfg.key(rt) | {"limit": cfg.limit})
+def evaluate(deps: EvalDeps, systems: Sequence[str], cfg: EvalConfig, progress: Progress | None = None) -> EvalReport:
+    bench = load_bench(deps.engine, cfg.bench, cfg.limit)
+    report = EvalReport(bench.name, len(bench.prompts), settings=cfg.key(deps.settings) | {"limit": cfg.limit})
     seen = set()
     for system in systems:
-        res = evaluate_system(rt, system, bench, cfg, progress)
+        res = evaluate_system(deps, system, bench, cfg, progress)
         if res.system in seen:  # e.g. 'champion' and its own name
             continue
         seen.add(res.system)
@@ -210,15 +239,15 @@ def evaluate(rt, systems: Sequence[str], cfg: EvalConfig, progress: Progress | N
     return report
 
 
-def default_systems(rt, bench: str) -> list[str]:  # noqa: ANN001
+def default_systems(deps: EvalDeps, bench: str) -> list[str]:
     """Raw prompts, the untrained model, every trained version, and on VBench the public rewrites."""
     from sqlmodel import select
 
-    from promptloop.learners.versions import ensure_base
     from promptloop.store.models import ModelVersion
+    from promptloop.store.versions import ensure_base
 
-    ensure_base(rt.engine, rt.settings.base_model)
-    with Session(rt.engine) as s:
+    ensure_base(deps.engine, deps.settings.base_model)
+    with Session(deps.engine) as s:
         trained = [v.name for v in s.exec(select(ModelVersion).where(ModelVersion.algorithm != "base")
                                           .order_by(ModelVersion.id))]
     public = [f"public:{k}" for k in ("gpt4o", "wan21_qwen25_3b", "hunyuan")] if bench == "vbench" else []

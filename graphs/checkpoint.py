@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
 import sqlite3
 
 from promptloop.config import Settings
 
 
-def make_checkpointer(settings: Settings):  # noqa: ANN201
+def make_checkpointer(settings: Settings) -> BaseCheckpointSaver:
     url = settings.database_url or ""
     if url.startswith(("postgresql", "postgres")):
         from langgraph.checkpoint.postgres import PostgresSaver

@@ -22,15 +22,18 @@ feedback that supports it: ``both`` (chosen wins on text and video totals),
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from langgraph.graph.state import CompiledStateGraph
 from sqlalchemy.engine import Engine
 
-from promptloop.agents.critic import Critique, Thresholds
+from promptloop.agents.text_critic import Critique, Thresholds
+from promptloop.agents.video.feedback import VideoFeedback, feedback_level
 from promptloop.graphs.collection import CollectContext, build_collect_graph
 from promptloop.graphs.persist import store_item
-from promptloop.graphs.rewrite import Item
-from promptloop.graphs.video_feedback import feedback_level
+from promptloop.graphs.rewrite import Item, RewriteAgents
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 
@@ -114,5 +117,8 @@ def _pair_side(reward: dict, renders: list[dict]) -> dict:
     return side
 
 
-def build_collect_pairs_graph(agents, engine: Engine, *, checkpointer=None, video=None):  # noqa: ANN001, ANN201
-    return build_collect_graph(GRAPH_NAME, agents, engine, persist_pairs, checkpointer=checkpointer, video=video)
+def build_collect_pairs_graph(agents: RewriteAgents | Callable[[], RewriteAgents] | None, engine: Engine | None, *,
+                              checkpointer: Any = None, video: Callable[[], VideoFeedback] | None = None
+                              ) -> CompiledStateGraph:
+    return build_collect_graph(GRAPH_NAME, agents, engine, persist_pairs, checkpointer=checkpointer,
+                               video_feedback=video)

@@ -5,12 +5,16 @@ a request the guard blocks becomes a refusal target, so the rewriter learns harm
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from langgraph.graph.state import CompiledStateGraph
 from sqlalchemy.engine import Engine
 
-from promptloop.agents.critic import Critique
+from promptloop.agents.text_critic import Critique
 from promptloop.graphs.collection import CollectContext, build_collect_graph
 from promptloop.graphs.persist import store_item
-from promptloop.graphs.rewrite import Item
+from promptloop.graphs.rewrite import Item, RewriteAgents
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 
@@ -44,5 +48,6 @@ def persist_sft(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: C
     return counts
 
 
-def build_collect_sft_graph(agents, engine: Engine, *, checkpointer=None):  # noqa: ANN001, ANN201
+def build_collect_sft_graph(agents: RewriteAgents | Callable[[], RewriteAgents] | None, engine: Engine | None, *,
+                            checkpointer: Any = None) -> CompiledStateGraph:
     return build_collect_graph(GRAPH_NAME, agents, engine, persist_sft, checkpointer=checkpointer)

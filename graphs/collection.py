@@ -11,6 +11,7 @@ its last checkpoint, and the store's content hashes keep every row unique.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import operator
@@ -19,33 +20,40 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
+from pydantic import InstanceOf
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from promptloop.agents.video.feedback import VideoFeedback
+from promptloop.config import CollectSettings, Settings, VideoSettings, default_of
+from promptloop.errors import PromptloopError
 from promptloop.graphs.rewrite import Item, RewriteAgents, RewriteContext, build_rewrite_graph, lazy_agents
-from promptloop.graphs.tracing import traced
-from promptloop.store import repository as repo
-from promptloop.store.engine import session_scope
-from promptloop.store.models import ModelVersion, Prompt, Round, VersionStatus
+from promptloop.graphs.tracing import graph_node
+from promptloop.store.models import Prompt
+from promptloop.store.repository import ensure_round, select_prompts
 
 
 @dataclass
 class CollectContext(RewriteContext):
-    """RewriteContext plus where the rows go."""
+    """RewriteContext plus where the rows go (and the store and video feedback they go through)."""
 
+    engine: SkipJsonSchema[InstanceOf[Engine] | None] = None  # the store persist writes to (build_collect_graph)
+    video_feedback: SkipJsonSchema[Callable[[], VideoFeedback] | None] = None  # built and used only with ``video``
     round_id: int | None = None
     model_version_id: int | None = None
     margin: float = 0.1
     rule: str = "margin"
     max_pairs_per_prompt: int = 1
     record_traffic: bool = False  # collection reads prompts from the store; they are not app traffic
-    part_size: int = 32  # prompts per fanned-out part; each part is one batched pass of the pipeline
+    part_size: int = default_of(CollectSettings, "part_size")  # prompts per part (one batched pipeline pass)
     video: bool = False  # render candidates and add video-level feedback (collect pairs --video)
-    video_seeds: int = 1  # renders per candidate; its video dimensions are the mean over them
+    video_seeds: int = default_of(VideoSettings, "seeds")  # renders per candidate; dimensions are their mean
     video_seed: int = 0  # first render seed
-    video_share: float = 0.5  # video total's weight in the combined reward
+    video_share: float = default_of(VideoSettings, "share")  # video total's weight in the combined reward
 
     def sampling_record(self) -> dict:
         """How candidates were sampled, stored with each one as provenance."""
@@ -69,58 +77,75 @@ PersistFn = Callable[[Engine, list[Item], list[int], CollectContext], dict[str, 
 PART_NODE = "part"
 
 
-def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteAgents], engine: Engine,
-                        persist: PersistFn, *, pipeline: Any = None, context_schema: type = CollectContext,
-                        checkpointer: Any = None, video: Callable[[], Any] | None = None):
+def fan_out(state: CollectState, runtime: Runtime[CollectContext]) -> list[Send]:
+    """One ``Send`` per slice of ``part_size`` prompts; the run's max_concurrency bounds those in flight."""
+    items, size = state["items"], max(1, runtime.context.part_size)
+    return [Send(PART_NODE, {"offset": a, "items": items[a:a + size]}) for a in range(0, len(items), size)]
+
+
+def part(state: PartState, runtime: Runtime[CollectContext], *, pipeline: Any) -> dict:
+    """Run the pipeline (a subgraph) over one slice; every model call inside is batched over it."""
+    out = pipeline.invoke({"items": state["items"]}, context=runtime.context)
+    return {"parts": [{"offset": state["offset"], "items": out["items"]}]}
+
+
+def gather(state: CollectState) -> dict:
+    """Put the parts back in prompt order; a missing part is an error, never a silent drop."""
+    parts = sorted(state.get("parts", []), key=lambda p: p["offset"])
+    items = [it for p in parts for it in p["items"]]
+    if len(items) != len(state["items"]):
+        raise RuntimeError(f"gathered {len(items)} items from {len(parts)} part(s), expected {len(state['items'])}")
+    return {"items": items}
+
+
+def video(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
+    """With ``video`` on: render every candidate and fold video-level feedback into its reward."""
+    ctx = runtime.context
+    if not ctx.video:
+        return {}
+    if ctx.video_feedback is None:
+        raise PromptloopError("this collection graph was built without a video renderer; video feedback is "
+                              "unavailable")
+    return {"items": ctx.video_feedback().apply(state["items"], seeds=ctx.video_seeds, base_seed=ctx.video_seed,
+                                              share=ctx.video_share)}
+
+
+def persist(state: CollectState, runtime: Runtime[CollectContext], *, save: PersistFn) -> dict:
+    """Write the chunk's rows (idempotent: content-hash keys) and report what was new."""
+    if runtime.context.engine is None:
+        raise PromptloopError("the collection graph needs the store: build it with build_collect_graph(..., engine)")
+    return {"stored": save(runtime.context.engine, state["items"], state["prompt_ids"], runtime.context)}
+
+
+def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteAgents] | None,
+                        engine: Engine | None, save: PersistFn, *, pipeline: Any = None,
+                        context_schema: type = CollectContext, checkpointer: Any = None,
+                        video_feedback: Callable[[], VideoFeedback] | None = None) -> CompiledStateGraph:
     """fan out -> part (``pipeline`` per part, in parallel) -> gather -> video -> persist.
 
-    The chunk's prompts are sent to ``part`` in slices of ``part_size`` with
-    LangGraph's ``Send``; the run's ``max_concurrency`` bounds how many are in
-    flight. Each part runs ``pipeline`` (default: the rewrite graph) as a
-    subgraph over its whole slice, so every model call inside is batched.
-    A part that finished before a crash is kept in the checkpoint as that
-    step's write: a resumed chunk re-runs only the parts that had not.
-    ``video``: a zero-argument callable giving the VideoFeedback (built only
-    when a run asks for video).
+    Each part runs ``pipeline`` (default: the rewrite graph) as a subgraph
+    over its slice. A part that finished before a crash is kept in the
+    checkpoint as that step's write: a resumed chunk re-runs only the parts
+    that had not. ``agents``, ``engine`` and ``video_feedback`` (a provider,
+    called only when a run asks for video) fill the context of runs that
+    bring none.
     """
-    get = lazy_agents(agents)  # one set of agents for the subgraph and the persist node
-    pipeline = pipeline or build_rewrite_graph(get, name=f"{name}.rewrite")  # inherits the parent's checkpointer
+    deps: dict[str, Callable[[], Any]] = {}
+    if agents is not None:
+        deps["agents"] = lazy_agents(agents)  # one set of agents for the subgraph and the persist node
+    if engine is not None:
+        deps["engine"] = lambda: engine
+    pipeline = pipeline or build_rewrite_graph(name=f"{name}.rewrite")  # inherits the parent's checkpointer
 
-    def fan_out(state: CollectState, runtime: Runtime[CollectContext]) -> list[Send]:
-        items, size = state["items"], max(1, runtime.context.part_size)
-        return [Send(PART_NODE, {"offset": a, "items": items[a:a + size]}) for a in range(0, len(items), size)]
-
-    def part(state: PartState, runtime: Runtime[CollectContext]) -> dict:
-        out = pipeline.invoke({"items": state["items"]}, context=runtime.context)
-        return {"parts": [{"offset": state["offset"], "items": out["items"]}]}
-
-    def gather(state: CollectState) -> dict:
-        parts = sorted(state.get("parts", []), key=lambda p: p["offset"])
-        items = [it for p in parts for it in p["items"]]
-        if len(items) != len(state["items"]):
-            raise RuntimeError(f"{name}: gathered {len(items)} items from {len(parts)} part(s), "
-                               f"expected {len(state['items'])}")
-        return {"items": items}
-
-    def video_node(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
-        ctx = runtime.context
-        if not ctx.video:
-            return {}
-        if video is None:
-            from promptloop.errors import PromptloopError
-
-            raise PromptloopError(f"{name} was built without a video renderer; video feedback is unavailable")
-        return {"items": video().apply(state["items"], seeds=ctx.video_seeds, base_seed=ctx.video_seed,
-                                       share=ctx.video_share)}
-
-    def persist_node(state: CollectState, runtime: Runtime[CollectContext]) -> dict:
-        return {"stored": persist(engine, state["items"], state["prompt_ids"], runtime.context)}
+    def bound(node: str, fn: Callable, *, trace: bool = True, **deps_extra: Callable[[], Any]) -> Callable:
+        return graph_node(name, node, fn, context_type=context_schema, trace=trace, **deps, **deps_extra)
 
     g = StateGraph(CollectState, context_schema=context_schema)
-    g.add_node(PART_NODE, part)
-    g.add_node("gather", gather)
-    g.add_node("video", traced(lambda: get().recorder, name, "video", video_node))
-    g.add_node("persist", traced(lambda: get().recorder, name, "persist", persist_node))
+    g.add_node(PART_NODE, bound(PART_NODE, functools.partial(part, pipeline=pipeline), trace=False))
+    g.add_node("gather", bound("gather", lambda state, runtime: gather(state), trace=False))
+    g.add_node("video", bound("video", video, **({"video_feedback": lambda: video_feedback}
+                                                  if video_feedback else {})))
+    g.add_node("persist", bound("persist", functools.partial(persist, save=save)))
     g.add_conditional_edges(START, fan_out, [PART_NODE])
     g.add_edge(PART_NODE, "gather")
     g.add_edge("gather", "video")
@@ -141,44 +166,8 @@ class CollectionReport:
     thread_ids: list[str] = field(default_factory=list)
 
 
-def ensure_round(engine: Engine, index: int) -> int:
-    with session_scope(engine) as s:
-        row, _ = repo.get_or_insert(s, Round, Round.index == index, index=index, stage="collect")
-        return row.id
-
-
-def ensure_version(engine: Engine, name: str | None, base_model: str) -> int:
-    """The store id of a rewriter version; the base model is registered on first use."""
-    with session_scope(engine) as s:
-        if name in (None, "base"):
-            row, _ = repo.get_or_create_version(s, "base", base_model=base_model, algorithm="base",
-                                                status=VersionStatus.champion)
-            return row.id
-        row = s.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
-        if row is None:
-            from promptloop.errors import PromptloopError
-
-            raise PromptloopError(f"unknown model version '{name}'")
-        return row.id
-
-
-def select_prompts(engine: Engine, split: str, limit: int | None, source: str | None = None) -> list[Prompt]:
-    q = select(Prompt).where(Prompt.split == split).order_by(Prompt.id)
-    if source:
-        q = q.where(Prompt.source == source)
-    if limit:
-        q = q.limit(limit)
-    with Session(engine) as s:
-        rows = list(s.exec(q))
-    if not rows:
-        from promptloop.errors import PromptloopError
-
-        raise PromptloopError(f"no prompts in split '{split}'" + (f" from source '{source}'" if source else "")
-                              + "; run `promptloop init` or `promptloop prompts import`")
-    return rows
-
-
-def run_collection(graph, kind: str, prompts: list[Prompt], ctx: CollectContext, *, round_index: int,  # noqa: ANN001
+def run_collection(graph: CompiledStateGraph, kind: str, prompts: list[Prompt], ctx: CollectContext, *,
+                   round_index: int,
                    batch_size: int, key: dict, on_chunk: Callable[[int, dict], None] | None = None,
                    engine: Engine | None = None, worker: str | None = None, wait: bool = False,
                    lease_s: float = 1800.0, poll_s: float = 2.0, max_concurrency: int | None = None
@@ -261,38 +250,38 @@ def run_collection(graph, kind: str, prompts: list[Prompt], ctx: CollectContext,
         time.sleep(poll_s)
 
 
-def collect(rt, kind: str, *, split: str = "train", limit: int | None = None, round_index: int = 0, n: int = 4,  # noqa: ANN001
-            model_version: str = "base", batch_size: int | None = None, prompts: list[Prompt] | None = None,
+def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: Settings, adapter: str | None,
+            version_id: int, split: str = "train", limit: int | None = None, round_index: int = 0,
+            n: int | None = None, batch_size: int | None = None, prompts: list[Prompt] | None = None,
             source: str | None = None, key_extra: dict | None = None,
             on_chunk: Callable[[int, dict], None] | None = None, worker: str | None = None, wait: bool = False,
-            max_concurrency: int | None = None, **overrides) -> CollectionReport:
-    """Run collection ``kind`` ('sft', 'pairs', 'evolve') for a round: the CLI's and the loop's entry point.
+            max_concurrency: int | None = None, **overrides: Any) -> CollectionReport:
+    """Run collection ``kind`` ('sft', 'pairs', 'evolve') for a round over ``graph`` (built for that kind).
 
-    The checkpoint key is built from the arguments, so the same call after a
-    kill resumes; ``overrides`` are context fields (None = the setting).
-    ``batch_size`` (prompts per checkpointed chunk) and ``max_concurrency``
-    (parts in flight) default to the ``[collect]`` settings.
+    ``adapter`` is the sampling rewriter version's loaded adapter (None = base
+    model) and ``version_id`` its store id. The checkpoint key is built from
+    the arguments, so the same call after a kill resumes; ``overrides`` are
+    context fields (None = the setting). ``batch_size`` (prompts per
+    checkpointed chunk) and ``max_concurrency`` (parts in flight) default to
+    the ``[collect]`` settings.
     """
-    from promptloop.graphs.evolve import EvolveContext
-
-    rt.upgrade_db()
-    prompts = prompts if prompts is not None else select_prompts(rt.engine, split, limit, source)
-    adapter = rt.resolve_model_version(model_version)
-    round_id = ensure_round(rt.engine, round_index)
-    version_id = ensure_version(rt.engine, adapter if adapter else "base", rt.settings.base_model)
+    prompts = prompts if prompts is not None else select_prompts(engine, split, limit, source)
+    round_id = ensure_round(engine, round_index)
     given = {k: v for k, v in overrides.items() if v is not None}
-    collect_settings = rt.settings.collect
-    batch_size = batch_size or collect_settings.chunk_size
-    base = vars(rt.rewrite_context(model_version=adapter, n=n)) | {"record_traffic": False,
-                                                                  "part_size": collect_settings.part_size}
+    n = n or settings.generation.n
+    if kind == "pairs" and n < 2:
+        raise PromptloopError(f"preference pairs need at least 2 candidates per prompt, n is {n} (generation.n)")
+    batch_size = batch_size or settings.collect.chunk_size
+    base = vars(RewriteContext.from_settings(settings, model_version=adapter, n=n)) | {
+        "record_traffic": False, "part_size": settings.collect.part_size}
     if kind == "pairs":
-        base |= {"video_seeds": rt.settings.video.seeds, "video_share": rt.settings.video.share,
-                 "video_seed": rt.settings.seed}
-    context_cls = EvolveContext if kind == "evolve" else CollectContext
+        base |= {"video_seeds": settings.video.seeds, "video_share": settings.video.share,
+                 "video_seed": settings.seed}
+    context_cls = graph.context_schema or CollectContext  # EvolveContext for the evolution graph
     cctx = context_cls(**{**base, **given}, round_id=round_id, model_version_id=version_id)
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,
            "version": adapter or "base", "batch": batch_size, **given, "part_size": cctx.part_size,
            **(key_extra or {})}
-    return run_collection(rt.collect_graph(kind), kind, prompts, cctx, round_index=round_index,
-                          batch_size=batch_size, key=key, on_chunk=on_chunk, engine=rt.engine, worker=worker,
-                          wait=wait, max_concurrency=max_concurrency or collect_settings.max_concurrency)
+    return run_collection(graph, kind, prompts, cctx, round_index=round_index, batch_size=batch_size, key=key,
+                          on_chunk=on_chunk, engine=engine, worker=worker, wait=wait,
+                          max_concurrency=max_concurrency or settings.collect.max_concurrency)

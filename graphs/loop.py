@@ -14,13 +14,24 @@ resumed loop keeps the settings it started with.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+from sqlalchemy.engine import Engine
 
+from promptloop.config import Settings
 from promptloop.errors import PromptloopError
+from promptloop.evaluation.runner import EvalConfig, EvalReport
+from promptloop.graphs.collection import CollectionReport
+from promptloop.learners.config import LearnerConfig, load_config
+from promptloop.learners.data import NothingToTrain
+from promptloop.learners.trainer import TrainResult
+from promptloop.store.models import VersionStatus
+from promptloop.store.versions import ensure_base, get_version, set_status
 
 Log = Callable[[str], None]
 
@@ -33,7 +44,7 @@ class LoopConfig:
     start_round: int = 0  # store round index of the loop's first round
     split: str = "train"
     train_limit: int | None = 64
-    n: int = 4
+    n: int | None = None  # candidates per prompt; None = generation.n
     batch_size: int | None = None  # prompts per collection chunk; None = collect.chunk_size
     max_refine_steps: int | None = None
     margin: float = 0.1
@@ -103,112 +114,154 @@ def _with_row(state: LoopState, row: dict) -> list[dict]:
     return hist
 
 
-def build_loop_graph(rt, *, checkpointer: Any = None, log: Log | None = None):  # noqa: ANN001
-    from promptloop.evaluation.runner import EvalConfig, evaluate
-    from promptloop.graphs.collection import collect
-    from promptloop.learners.config import load_config
-    from promptloop.learners.data import NothingToTrain
-    from promptloop.learners.versions import ensure_base
+class LoopDeps(Protocol):
+    """What the loop (and ``loop watch``) orchestrates over one store: collection, training, evaluation.
 
-    say = log or (lambda _m: None)
+    The composition root satisfies it; graphs never see more than this.
+    """
 
-    def cfg_of(state: LoopState) -> LoopConfig:
-        return LoopConfig(**state["config"])
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def checkpointer(self) -> Any: ...
+    def collect(self, kind: str, **kwargs: Any) -> CollectionReport: ...
+    def train(self, algorithm: str, cfg: LearnerConfig) -> TrainResult: ...
+    def evaluate(self, systems: Sequence[str], cfg: EvalConfig, progress: Log | None = None) -> EvalReport: ...
 
-    def timed(stage: str, fn: Callable[[LoopState, LoopConfig, dict], dict]) -> Callable[[LoopState], dict]:
-        def node(state: LoopState) -> dict:
-            cfg = cfg_of(state)
-            row = _row(state)
-            say(f"stage {stage} round {state['round']} (store round {cfg.start_round + state['round']})")
-            t0 = time.perf_counter()
-            update = fn(state, cfg, row)
-            row["timings"] = {**row.get("timings", {}), stage: round(time.perf_counter() - t0, 1)}
-            return {**update, "history": _with_row(state, row)}
 
-        node.__name__ = stage
-        return node
+@dataclass
+class LoopContext:
+    """The loop's run dependencies (LangGraph ``context_schema``); its settings live in the state."""
 
-    def start(state: LoopState) -> dict:
-        ensure_base(rt.engine, rt.settings.base_model)
-        from promptloop.learners.versions import get_version
+    deps: LoopDeps | None = None
+    log: Log | None = None
 
-        return {"round": 0, "champion": get_version(rt.engine, "champion").name, "history": [], "stalled": 0,
-                "done": False, "candidate": None}
+    def say(self, message: str) -> None:
+        if self.log:
+            self.log(message)
 
-    def collect_stage(state: LoopState, cfg: LoopConfig, row: dict) -> dict:
-        algo = cfg.algorithm(state["round"])
-        kind, extra = cfg.collection(state["round"])
-        rep = collect(rt, kind, split=cfg.split, limit=cfg.train_limit, round_index=cfg.start_round + state["round"],
-                      n=cfg.n, model_version=state["champion"], batch_size=cfg.batch_size,
-                      on_chunk=lambda done, stored: say(f"  collected {done} prompts" + (f": {stored}" if stored else "")),
-                      worker=cfg.worker, wait=True, **extra)
-        row.update(algorithm=algo, collected={"kind": kind, "prompts": rep.prompts, **rep.stored},
-                   collected_by=state["champion"])
-        return {}
 
-    def train_stage(state: LoopState, cfg: LoopConfig, row: dict) -> dict:
-        algo = cfg.algorithm(state["round"])
-        r = cfg.start_round + state["round"]
-        tcfg = load_config(algo, cfg.sft_config if algo == "sft" else cfg.dpo_config, round_index=r,
-                           parent=state["champion"], name=f"{cfg.name}-r{r}-{algo}", max_steps=cfg.max_steps,
-                           data_rounds="current")
-        from promptloop.learners.dpo import train_dpo
-        from promptloop.learners.sft import train_sft
+def _deps(runtime: Runtime[LoopContext]) -> LoopDeps:
+    if runtime.context is None or runtime.context.deps is None:
+        raise PromptloopError("the loop graph runs with context=LoopContext(deps=...)")
+    return runtime.context.deps
 
-        try:
-            res = (train_sft if algo == "sft" else train_dpo)(rt, tcfg)
-        except NothingToTrain as exc:
-            say(f"  nothing to train: {exc}")
-            row["training"] = {"skipped": str(exc)}
-            return {"candidate": None}
-        m = res.version.metrics
-        row["training"] = {k: m.get(k) for k in ("global_step", "first_loss", "last_loss", "train_loss", "wall_s",
-                                                  "last_rewards_accuracies", "last_rewards_margins")}
-        row["training"]["rows"] = res.version.data_provenance.get("rows")
-        say(f"  trained {res.version.name}: {row['training']}")
-        return {"candidate": res.version.name}
 
-    def eval_cfg(cfg: LoopConfig) -> EvalConfig:
-        return EvalConfig(bench=cfg.eval_bench, limit=cfg.eval_limit, redteam_limit=cfg.redteam_limit)
+def _cfg(state: LoopState) -> LoopConfig:
+    return LoopConfig(**state["config"])
 
-    def evaluate_stage(state: LoopState, cfg: LoopConfig, row: dict) -> dict:
-        systems = [state["champion"]] + ([state["candidate"]] if state.get("candidate") else [])
-        rep = evaluate(rt, systems, eval_cfg(cfg), progress=lambda m: say(f"  {m}"))
-        row["eval"] = {r.system: r.metrics for r in rep.results}
-        return {}
 
-    def promote_stage(state: LoopState, cfg: LoopConfig, row: dict) -> dict:
-        champ, cand = state["champion"], state.get("candidate")
-        stalled = state.get("stalled", 0)
-        if not cand:
-            decision = {"promoted": False, "reason": "no new version this round (no training data)"}
-            stalled += 1
-        else:
-            decision = decide(rt, champ, cand, row["eval"])
-            champ = cand if decision["promoted"] else champ
-            stalled = stalled + 1 if decision["gain"] < cfg.min_improvement or not decision["promoted"] else 0
-        row.update(decision=decision, champion_after=champ)
-        say(f"  {'promoted' if decision['promoted'] else 'kept champion'}: {decision['reason']}")
-        nxt = state["round"] + 1
-        update: dict = {"champion": champ, "stalled": stalled, "candidate": None}
-        if nxt >= cfg.rounds:
-            update.update(done=True, stop_reason=f"finished {cfg.rounds} round(s)")
-        elif stalled >= cfg.patience:
-            update.update(done=True, stop_reason=f"stopped early: {stalled} round(s) without an improvement of at "
-                                                 f"least {cfg.min_improvement}")
-        else:
-            update["round"] = nxt
-        return update
+def start(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+    """Register the base model if needed and start from the current champion."""
+    deps = _deps(runtime)
+    ensure_base(deps.engine, deps.settings.base_model)
+    return {"round": 0, "champion": get_version(deps.engine, "champion").name, "history": [], "stalled": 0,
+            "done": False, "candidate": None}
 
-    def route(state: LoopState) -> str:
-        return END if state.get("done") else "collect"
 
-    g = StateGraph(LoopState)
+def collect_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConfig, row: dict) -> dict:
+    """SFT examples or preference pairs for this round, sampled by the champion."""
+    say = runtime.context.say
+    algo = cfg.algorithm(state["round"])
+    kind, extra = cfg.collection(state["round"])
+    rep = _deps(runtime).collect(
+        kind, split=cfg.split, limit=cfg.train_limit, round_index=cfg.start_round + state["round"], n=cfg.n,
+        model_version=state["champion"], batch_size=cfg.batch_size,
+        on_chunk=lambda done, stored: say(f"  collected {done} prompts" + (f": {stored}" if stored else "")),
+        worker=cfg.worker, wait=True, **extra)
+    row.update(algorithm=algo, collected={"kind": kind, "prompts": rep.prompts, **rep.stored},
+               collected_by=state["champion"])
+    return {}
+
+
+def train_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConfig, row: dict) -> dict:
+    """Train the round's algorithm from the champion; no data means no candidate, not an error."""
+    algo = cfg.algorithm(state["round"])
+    r = cfg.start_round + state["round"]
+    tcfg = load_config(algo, cfg.sft_config if algo == "sft" else cfg.dpo_config, round_index=r,
+                       parent=state["champion"], name=f"{cfg.name}-r{r}-{algo}", max_steps=cfg.max_steps,
+                       data_rounds="current")
+    try:
+        res = _deps(runtime).train(algo, tcfg)
+    except NothingToTrain as exc:
+        runtime.context.say(f"  nothing to train: {exc}")
+        row["training"] = {"skipped": str(exc)}
+        return {"candidate": None}
+    m = res.version.metrics
+    row["training"] = {k: m.get(k) for k in ("global_step", "first_loss", "last_loss", "train_loss", "wall_s",
+                                              "last_rewards_accuracies", "last_rewards_margins")}
+    row["training"]["rows"] = res.version.data_provenance.get("rows")
+    runtime.context.say(f"  trained {res.version.name}: {row['training']}")
+    return {"candidate": res.version.name}
+
+
+def evaluate_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConfig, row: dict) -> dict:
+    """Champion and candidate on the held-out bench (the champion's evaluation is cached)."""
+    systems = [state["champion"]] + ([state["candidate"]] if state.get("candidate") else [])
+    rep = _deps(runtime).evaluate(systems, EvalConfig(bench=cfg.eval_bench, limit=cfg.eval_limit,
+                                                      redteam_limit=cfg.redteam_limit),
+                                  progress=lambda m: runtime.context.say(f"  {m}"))
+    row["eval"] = {r.system: r.metrics for r in rep.results}
+    return {}
+
+
+def promote_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConfig, row: dict) -> dict:
+    """Promote or keep the champion, then go on, finish, or stop early when rounds stall."""
+    champ, cand = state["champion"], state.get("candidate")
+    stalled = state.get("stalled", 0)
+    if not cand:
+        decision = {"promoted": False, "reason": "no new version this round (no training data)"}
+        stalled += 1
+    else:
+        decision = decide(_deps(runtime).engine, champ, cand, row["eval"])
+        champ = cand if decision["promoted"] else champ
+        stalled = stalled + 1 if decision["gain"] < cfg.min_improvement or not decision["promoted"] else 0
+    row.update(decision=decision, champion_after=champ)
+    runtime.context.say(f"  {'promoted' if decision['promoted'] else 'kept champion'}: {decision['reason']}")
+    nxt = state["round"] + 1
+    update: dict = {"champion": champ, "stalled": stalled, "candidate": None}
+    if nxt >= cfg.rounds:
+        update.update(done=True, stop_reason=f"finished {cfg.rounds} round(s)")
+    elif stalled >= cfg.patience:
+        update.update(done=True, stop_reason=f"stopped early: {stalled} round(s) without an improvement of at "
+                                             f"least {cfg.min_improvement}")
+    else:
+        update["round"] = nxt
+    return update
+
+
+Stage = Callable[[LoopState, Runtime[LoopContext], LoopConfig, dict], dict]
+STAGES: dict[str, Stage] = {"collect": collect_stage, "train": train_stage, "evaluate": evaluate_stage,
+                            "promote": promote_stage}
+
+
+def timed(stage: str, fn: Stage) -> Callable[[LoopState, Runtime[LoopContext]], dict]:
+    """A stage as a node: its round's history row is read, updated with the stage's wall time, written back."""
+
+    def node(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
+        cfg = _cfg(state)
+        row = _row(state)
+        runtime.context.say(f"stage {stage} round {state['round']} (store round {cfg.start_round + state['round']})")
+        t0 = time.perf_counter()
+        update = fn(state, runtime, cfg, row)
+        row["timings"] = {**row.get("timings", {}), stage: round(time.perf_counter() - t0, 1)}
+        return {**update, "history": _with_row(state, row)}
+
+    node.__name__ = stage
+    return node
+
+
+def route(state: LoopState) -> str:
+    return END if state.get("done") else "collect"
+
+
+def build_loop_graph(*, checkpointer: Any = None) -> CompiledStateGraph:
+    g = StateGraph(LoopState, context_schema=LoopContext)
     g.add_node("start", start)
-    g.add_node("collect", timed("collect", collect_stage))
-    g.add_node("train", timed("train", train_stage))
-    g.add_node("evaluate", timed("evaluate", evaluate_stage))
-    g.add_node("promote", timed("promote", promote_stage))
+    for name, fn in STAGES.items():
+        g.add_node(name, timed(name, fn))
     g.add_edge(START, "start")
     g.add_edge("start", "collect")
     g.add_edge("collect", "train")
@@ -218,21 +271,18 @@ def build_loop_graph(rt, *, checkpointer: Any = None, log: Log | None = None):  
     return g.compile(checkpointer=checkpointer, name="loop")
 
 
-def decide(rt, champion: str, candidate: str, evals: dict[str, dict]) -> dict:  # noqa: ANN001
+def decide(engine: Engine, champion: str, candidate: str, evals: dict[str, dict]) -> dict:
     """Promote ``candidate`` only if its held-out judge total beats the champion's; record why either way."""
-    from promptloop.learners.versions import set_status
-    from promptloop.store.models import VersionStatus
-
     old, new = evals[champion]["judge_total"], evals[candidate]["judge_total"]
     gain = round(new - old, 4)
     if new > old:
         decision = {"promoted": True, "gain": gain,
                     "reason": f"held-out judge total {new:.4f} > champion {champion} {old:.4f} (+{gain:.4f})"}
-        set_status(rt.engine, candidate, VersionStatus.champion, note=decision)
+        set_status(engine, candidate, VersionStatus.champion, note=decision)
     else:
         decision = {"promoted": False, "gain": gain,
                     "reason": f"held-out judge total {new:.4f} <= champion {champion} {old:.4f}; champion kept"}
-        set_status(rt.engine, candidate, VersionStatus.rejected, note=decision)
+        set_status(engine, candidate, VersionStatus.rejected, note=decision)
     return decision
 
 
@@ -243,10 +293,10 @@ class LoopRun:
     already_done: bool = False
 
 
-def run_loop(rt, cfg: LoopConfig, *, log: Log | None = None) -> LoopRun:  # noqa: ANN001
+def run_loop(deps: LoopDeps, cfg: LoopConfig, *, log: Log | None = None) -> LoopRun:
     """Start the loop, or resume it at the stage it stopped in (same name = same thread)."""
-    rt.upgrade_db()
-    graph = build_loop_graph(rt, checkpointer=rt.checkpointer, log=log)
+    graph = build_loop_graph(checkpointer=deps.checkpointer)
+    context = LoopContext(deps=deps, log=log)
     config = {"configurable": {"thread_id": cfg.thread_id}, "recursion_limit": 10 + 5 * cfg.rounds}
     snap = graph.get_state(config)
     if snap.values and not snap.next:
@@ -258,14 +308,14 @@ def run_loop(rt, cfg: LoopConfig, *, log: Log | None = None) -> LoopRun:  # noqa
         stage = snap.next[0]
         if log:
             log(f"resuming loop '{cfg.name}' at round {snap.values.get('round', 0)} stage {stage}")
-        values = graph.invoke(None, config)
+        values = graph.invoke(None, config, context=context)
         return LoopRun(dict(values), stage)
-    values = graph.invoke({"config": asdict(cfg)}, config)
+    values = graph.invoke({"config": asdict(cfg)}, config, context=context)
     return LoopRun(dict(values), None)
 
 
-def loop_state(rt, name: str) -> dict | None:  # noqa: ANN001
-    graph = build_loop_graph(rt, checkpointer=rt.checkpointer)
+def loop_state(checkpointer: Any, name: str) -> dict | None:
+    graph = build_loop_graph(checkpointer=checkpointer)
     snap = graph.get_state({"configurable": {"thread_id": LoopConfig(name=name).thread_id}})
     if not snap.values:
         return None

@@ -70,19 +70,3 @@ def store_input_verdict(s: Session, item: Item, prompt_id: int) -> None:
         repo.add_verdict(s, item["prompt"], "layered-guard-v1", safe=v["safe"], action=v["action"],
                          categories={k: c["score"] for k, c in v.get("categories", {}).items()},
                          reason=v.get("reason"), prompt_id=prompt_id)
-
-
-def store_traffic(engine, prompts: list[str]) -> int:  # noqa: ANN001
-    """Prompts apps send through the rewrite graph, kept as training prompts (source 'traffic').
-
-    A prompt already in the store (a shipped eval prompt, say) keeps its row
-    and split, so traffic never leaks into the held-out set. Returns how many were new.
-    """
-    from promptloop.store.engine import session_scope
-
-    new = 0
-    with session_scope(engine) as s:
-        for text in dict.fromkeys(p for p in prompts if p and p.strip()):
-            _, created = repo.add_prompt(s, text, source="traffic", split="train")
-            new += created
-    return new

@@ -5,49 +5,77 @@ the model is called with many conversations at once whether an app rewrites
 one prompt or a file of thousands. State is plain JSON (ids, text, numbers):
 it checkpoints without custom serializers and resumes in another process.
 
-Run-time settings (model version, n, thresholds, k) come through
-``context_schema``; the agents are bound when the graph is built.
+Nodes are module-level functions of ``(state, runtime: Runtime[RewriteContext])``
+as in LangGraph's templates: the run's settings *and* its agents (run
+dependencies) come through the context, so each node can be called alone.
+``build_rewrite_graph(agents)`` binds agents for callers that pass none.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import RetryPolicy
+from pydantic import InstanceOf
+from pydantic.json_schema import SkipJsonSchema
 
-from promptloop.agents.critic import Critique, PrincipleCritic, Thresholds
 from promptloop.agents.judge import JudgeInput, RewardJudge
 from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.rewriter import Rewriter
-from promptloop.agents.safety.guard import SafetyGuard, Verdict
-from promptloop.errors import is_transient
-from promptloop.graphs.tracing import TraceRecorder, traced
+from promptloop.agents.safety.guard import REFUSAL, SafetyGuard, Verdict
+from promptloop.agents.text_critic import Critique, TextCritic, Thresholds
+from promptloop.config import CriticSettings, GenerationSettings, Settings, default_of
+from promptloop.errors import PromptloopError, is_transient
+from promptloop.graphs.tracing import TraceRecorder, graph_node
 
 GRAPH_NAME = "rewrite"
-REFUSAL = "I can't help turn this request into a video prompt: {reason}"
+
+
+@dataclass
+class RewriteAgents:
+    guard: SafetyGuard
+    rewriter: Rewriter
+    critic: TextCritic
+    judge: RewardJudge
+    recorder: TraceRecorder = field(default_factory=lambda: TraceRecorder(None))
 
 
 @dataclass
 class RewriteContext:
-    """Per-run settings (LangGraph ``context_schema``)."""
+    """Per-run settings and dependencies (LangGraph ``context_schema``); defaults are Settings' defaults."""
 
+    # run dependency, filled in by build_rewrite_graph(agents) when a run passes none; not part of the JSON
+    # schema a LangGraph server publishes for the context (clients send settings, never agents)
+    agents: SkipJsonSchema[InstanceOf[RewriteAgents] | None] = None
     model_version: str | None = None  # adapter name of a rewriter version; None = base model
-    n: int = 4
-    max_refine_steps: int = 2
-    harmless_threshold: float = 0.8
-    accurate_threshold: float = 0.6
-    helpful_threshold: float = 0.6
-    max_new_tokens: int = 160
-    temperature: float = 0.8
-    top_p: float = 0.95
-    seed: int | None = 0
-    record_traffic: bool = True  # store the prompts as source 'traffic' (what `loop watch` learns from)
+    n: int = default_of(GenerationSettings, "n")
+    max_refine_steps: int = default_of(CriticSettings, "max_refine_steps")
+    harmless_threshold: float = default_of(CriticSettings, "harmless_threshold")
+    accurate_threshold: float = default_of(CriticSettings, "accurate_threshold")
+    helpful_threshold: float = default_of(CriticSettings, "helpful_threshold")
+    max_new_tokens: int = default_of(GenerationSettings, "max_new_tokens")
+    temperature: float = default_of(GenerationSettings, "temperature")
+    top_p: float = default_of(GenerationSettings, "top_p")
+    seed: int | None = default_of(Settings, "seed")
+    record_traffic: bool = default_of(Settings, "record_traffic")  # store prompts as source 'traffic'
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> RewriteContext:
+        """The context a run gets from Settings; ``overrides`` that are None keep the setting."""
+        g, c = settings.generation, settings.critic
+        base = dict(n=g.n, max_refine_steps=c.max_refine_steps, harmless_threshold=c.harmless_threshold,
+                    accurate_threshold=c.accurate_threshold, helpful_threshold=c.helpful_threshold,
+                    max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=settings.seed,
+                    record_traffic=settings.record_traffic)
+        known = {f.name for f in fields(cls)}
+        base.update({k: v for k, v in overrides.items() if v is not None and k in known})
+        return cls(**base)
 
     @property
     def thresholds(self) -> Thresholds:
@@ -80,17 +108,16 @@ class RewriteState(TypedDict):
     items: list[Item]
 
 
-@dataclass
-class RewriteAgents:
-    guard: SafetyGuard
-    rewriter: Rewriter
-    critic: PrincipleCritic
-    judge: RewardJudge
-    recorder: TraceRecorder = field(default_factory=lambda: TraceRecorder(None))
-
-
 def _active(items: list[Item]) -> list[int]:
     return [i for i, it in enumerate(items) if not it.get("refused")]
+
+
+def agents_of(runtime: Runtime[RewriteContext]) -> RewriteAgents:
+    agents = runtime.context.agents if runtime.context is not None else None
+    if agents is None:
+        raise PromptloopError("the rewrite graph needs its agents: build it with build_rewrite_graph(agents) or "
+                              "run it with context=RewriteContext(agents=...)")
+    return agents
 
 
 def lazy_agents(agents: RewriteAgents | Callable[[], RewriteAgents]) -> Callable[[], RewriteAgents]:
@@ -113,143 +140,167 @@ def lazy_agents(agents: RewriteAgents | Callable[[], RewriteAgents]) -> Callable
     return get
 
 
-def build_rewrite_graph(agents: RewriteAgents | Callable[[], RewriteAgents], *, checkpointer: Any = None,
-                        name: str = GRAPH_NAME):
+def guard_input(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
+    """Check every prompt; a blocked one ends here as a refusal, the rest go on with their verdict."""
+    ctx, agents = runtime.context, agents_of(runtime)
+    items = [dict(it) for it in state["items"]]
+    if ctx.record_traffic and agents.recorder.engine is not None:
+        from promptloop.store.repository import store_traffic
+
+        store_traffic(agents.recorder.engine, [it["prompt"] for it in items])
+    for it, v in zip(items, agents.guard.check_many([it["prompt"] for it in items]), strict=True):
+        it["verdict"] = v.model_dump()
+        it["steps"] = 0
+        it["trail"] = []
+        if v.action == "block":
+            it.update(refused=True, reason=v.reason, final_prompt=REFUSAL.format(reason=v.reason))
+    return {"items": items}
+
+
+def rewrite(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
+    """n candidates per prompt in one batched model call (a sanitise verdict adds the safety note)."""
+    ctx, agents = runtime.context, agents_of(runtime)
+    items = [dict(it) for it in state["items"]]
+    idx = _active(items)
+    unsafe = [Verdict.model_validate(items[i]["verdict"]).flagged for i in idx]
+    results = agents.rewriter.rewrite([items[i]["prompt"] for i in idx], ctx.sampling(),
+                                                  unsafe_categories=unsafe, adapter=ctx.model_version)
+    for i, res in zip(idx, results, strict=True):
+        items[i]["candidates"] = list(dict.fromkeys(c for c in res.candidates if c)) or [items[i]["prompt"]]
+    return {"items": items}
+
+
+def critique(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
+    """Critique and reward every candidate of every prompt in one batch."""
+    agents = agents_of(runtime)
+    items = [dict(it) for it in state["items"]]
+    idx = _active(items)
+    pairs = [(items[i]["prompt"], c) for i in idx for c in items[i]["candidates"]]
+    crits = agents.critic.critique_many(pairs)
+    rewards = agents.judge.score_many([JudgeInput(user_prompt=u, candidate=c, critique=k)
+                                       for (u, c), k in zip(pairs, crits, strict=True)])
+    pos = 0
+    for i in idx:
+        n = len(items[i]["candidates"])
+        items[i]["critiques"] = [k.model_dump() for k in crits[pos:pos + n]]
+        items[i]["rewards"] = [r.model_dump() for r in rewards[pos:pos + n]]
+        pos += n
+    return {"items": items}
+
+
+def pick_best(state: RewriteState) -> dict:
+    """The candidate with the highest reward total becomes the current one (trail step 0)."""
+    items = [dict(it) for it in state["items"]]
+    for i in _active(items):
+        it = items[i]
+        best = max(range(len(it["candidates"])), key=lambda j: it["rewards"][j]["total"])
+        it.update(current=it["candidates"][best], current_critique=it["critiques"][best],
+                  current_reward=it["rewards"][best])
+        it["trail"] = [*it.get("trail", []), {"step": 0, "text": it["current"], "origin": "sample",
+                                              "reward": it["current_reward"]["total"]}]
+    return {"items": items}
+
+
+def needs_refine(it: Item, ctx: RewriteContext) -> bool:
+    return (not it.get("refused") and it.get("steps", 0) < ctx.max_refine_steps
+            and not Critique.model_validate(it["current_critique"]).passes(ctx.thresholds))
+
+
+def refine(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
+    """One refine step for every prompt below threshold; a refinement is kept only if its reward is not lower."""
+    ctx, agents = runtime.context, agents_of(runtime)
+    items = [dict(it) for it in state["items"]]
+    idx = [i for i in _active(items) if needs_refine(items[i], ctx)]
+    jobs = [(items[i]["prompt"], items[i]["current"], Critique.model_validate(items[i]["current_critique"]))
+            for i in idx]
+    refined = agents.critic.refine_many(jobs, params=ctx.sampling(n=1), adapter=ctx.model_version)
+    crits = agents.critic.critique_many([(items[i]["prompt"], r) for i, r in zip(idx, refined, strict=True)])
+    rewards = agents.judge.score_many([JudgeInput(user_prompt=items[i]["prompt"], candidate=r, critique=k)
+                                       for i, r, k in zip(idx, refined, crits, strict=True)])
+    for i, text, k, rw in zip(idx, refined, crits, rewards, strict=True):
+        it = items[i]
+        it["steps"] = it.get("steps", 0) + 1
+        kept = rw.total >= it["current_reward"]["total"]
+        it["trail"] = [*it["trail"], {"step": it["steps"], "text": text, "origin": "refine",
+                                      "reward": rw.total, "kept": kept}]
+        if kept:
+            it.update(current=text, current_critique=k.model_dump(), current_reward=rw.model_dump())
+            it["candidates"] = [*it["candidates"], text]
+            it["critiques"] = [*it["critiques"], k.model_dump()]
+            it["rewards"] = [*it["rewards"], rw.model_dump()]
+    return {"items": items}
+
+
+def route_refine(state: RewriteState, runtime: Runtime[RewriteContext]) -> str:
+    ctx = runtime.context if runtime.context is not None else RewriteContext()
+    return "refine" if any(needs_refine(it, ctx) for it in state["items"]) else "guard_output"
+
+
+def route_after_guard(state: RewriteState) -> str:
+    return "rewrite" if _active(state["items"]) else END
+
+
+def guard_output(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
+    """The final text must pass the guard; an unsafe best falls back to the best safe candidate, else refusal."""
+    agents = agents_of(runtime)
+    items = [dict(it) for it in state["items"]]
+    idx = _active(items)
+    # Check every candidate once, so an unsafe best can fall back to the best safe one.
+    flat = [(i, j) for i in idx for j in range(len(items[i]["candidates"]))]
+    verdicts = agents.guard.check_many([items[i]["candidates"][j] for i, j in flat])
+    by_item: dict[int, dict[int, Verdict]] = {}
+    for (i, j), v in zip(flat, verdicts, strict=True):
+        by_item.setdefault(i, {})[j] = v
+    for i in idx:
+        it = items[i]
+        order = sorted(range(len(it["candidates"])), key=lambda j: -it["rewards"][j]["total"])
+        cur = it["candidates"].index(it["current"])
+        order.remove(cur)
+        order.insert(0, cur)
+        safe = [j for j in order if by_item[i][j].safe]
+        if not safe:
+            v = by_item[i][cur]
+            it.update(refused=True, reason=f"no safe rewrite: {v.reason}",
+                      final_prompt=REFUSAL.format(reason=v.reason), final_verdict=v.model_dump())
+            continue
+        j = safe[0]
+        it.update(final_prompt=it["candidates"][j], final_verdict=by_item[i][j].model_dump(),
+                  current=it["candidates"][j], current_critique=it["critiques"][j],
+                  current_reward=it["rewards"][j], refused=False,
+                  reason="" if j == cur else "best candidate failed the output guard; next safe one used")
+    return {"items": items}
+
+
+MODEL_RETRY = RetryPolicy(max_attempts=3, initial_interval=0.5, retry_on=is_transient)
+# node -> (function, calls a model: retried on transient errors)
+NODES: dict[str, tuple[Callable, bool]] = {
+    "guard_input": (guard_input, False), "rewrite": (rewrite, True), "critique": (critique, True),
+    "pick_best": (pick_best, False), "refine": (refine, True), "guard_output": (guard_output, False),
+}
+
+
+def _with_runtime(fn: Callable) -> Callable:
+    """A node that ignores the runtime still gets one (the node wrapper always passes it)."""
+    import inspect
+
+    if "runtime" in inspect.signature(fn).parameters:
+        return fn
+    return lambda state, runtime: fn(state)
+
+
+def build_rewrite_graph(agents: RewriteAgents | Callable[[], RewriteAgents] | None = None, *,
+                        checkpointer: Any = None, name: str = GRAPH_NAME) -> CompiledStateGraph:
     """Compile the graph; pass a checkpointer to make every run a resumable thread.
 
-    ``agents`` may be a zero-argument callable: the agents (and their models)
-    are then built on the first node call, in a worker thread, which keeps
-    graph construction instant and off a server's event loop.
+    ``agents`` (or a zero-argument callable building them on the first node
+    call, in a worker thread: graph construction stays instant and off a
+    server's event loop) fill the context of runs that bring none.
     """
-    get = lazy_agents(agents)
-
-    def guard_input(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
-        ctx = runtime.context or RewriteContext()
-        items = [dict(it) for it in state["items"]]
-        if ctx.record_traffic and get().recorder.engine is not None:
-            from promptloop.graphs.persist import store_traffic
-
-            store_traffic(get().recorder.engine, [it["prompt"] for it in items])
-        for it, v in zip(items, get().guard.check_many([it["prompt"] for it in items]), strict=True):
-            it["verdict"] = v.model_dump()
-            it["steps"] = 0
-            it["trail"] = []
-            if v.action == "block":
-                it.update(refused=True, reason=v.reason, final_prompt=REFUSAL.format(reason=v.reason))
-        return {"items": items}
-
-    def rewrite(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
-        ctx = runtime.context or RewriteContext()
-        items = [dict(it) for it in state["items"]]
-        idx = _active(items)
-        unsafe = [Verdict.model_validate(items[i]["verdict"]).flagged for i in idx]
-        results = get().rewriter.rewrite([items[i]["prompt"] for i in idx], ctx.sampling(), unsafe_categories=unsafe,
-                                         adapter=ctx.model_version)
-        for i, res in zip(idx, results, strict=True):
-            cands = list(dict.fromkeys(c for c in res.candidates if c)) or [items[i]["prompt"]]
-            items[i]["candidates"] = cands
-        return {"items": items}
-
-    def critique(state: RewriteState) -> dict:
-        items = [dict(it) for it in state["items"]]
-        idx = _active(items)
-        pairs = [(items[i]["prompt"], c) for i in idx for c in items[i]["candidates"]]
-        crits = get().critic.critique_many(pairs)
-        rewards = get().judge.score_many([JudgeInput(user_prompt=u, candidate=c, critique=k)
-                                    for (u, c), k in zip(pairs, crits, strict=True)])
-        pos = 0
-        for i in idx:
-            n = len(items[i]["candidates"])
-            items[i]["critiques"] = [k.model_dump() for k in crits[pos:pos + n]]
-            items[i]["rewards"] = [r.model_dump() for r in rewards[pos:pos + n]]
-            pos += n
-        return {"items": items}
-
-    def pick_best(state: RewriteState) -> dict:
-        items = [dict(it) for it in state["items"]]
-        for i in _active(items):
-            it = items[i]
-            best = max(range(len(it["candidates"])), key=lambda j: it["rewards"][j]["total"])
-            it.update(current=it["candidates"][best], current_critique=it["critiques"][best],
-                      current_reward=it["rewards"][best])
-            it["trail"] = [*it.get("trail", []), {"step": 0, "text": it["current"], "origin": "sample",
-                                                  "reward": it["current_reward"]["total"]}]
-        return {"items": items}
-
-    def needs_refine(it: Item, ctx: RewriteContext) -> bool:
-        return (not it.get("refused") and it.get("steps", 0) < ctx.max_refine_steps
-                and not Critique.model_validate(it["current_critique"]).passes(ctx.thresholds))
-
-    def refine(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
-        ctx = runtime.context or RewriteContext()
-        items = [dict(it) for it in state["items"]]
-        idx = [i for i in _active(items) if needs_refine(items[i], ctx)]
-        jobs = [(items[i]["prompt"], items[i]["current"], Critique.model_validate(items[i]["current_critique"]))
-                for i in idx]
-        critic = get().critic
-        refined = critic.refine_many(jobs, params=ctx.sampling(n=1), adapter=ctx.model_version)
-        crits = critic.critique_many([(items[i]["prompt"], r) for i, r in zip(idx, refined, strict=True)])
-        rewards = get().judge.score_many([JudgeInput(user_prompt=items[i]["prompt"], candidate=r, critique=k)
-                                    for i, r, k in zip(idx, refined, crits, strict=True)])
-        for i, text, k, rw in zip(idx, refined, crits, rewards, strict=True):
-            it = items[i]
-            it["steps"] = it.get("steps", 0) + 1
-            kept = rw.total >= it["current_reward"]["total"]
-            it["trail"] = [*it["trail"], {"step": it["steps"], "text": text, "origin": "refine",
-                                          "reward": rw.total, "kept": kept}]
-            if kept:
-                it.update(current=text, current_critique=k.model_dump(), current_reward=rw.model_dump())
-                it["candidates"] = [*it["candidates"], text]
-                it["critiques"] = [*it["critiques"], k.model_dump()]
-                it["rewards"] = [*it["rewards"], rw.model_dump()]
-        return {"items": items}
-
-    def route_refine(state: RewriteState, runtime: Runtime[RewriteContext]) -> str:
-        ctx = runtime.context or RewriteContext()
-        return "refine" if any(needs_refine(it, ctx) for it in state["items"]) else "guard_output"
-
-    def route_after_guard(state: RewriteState) -> str:
-        return "rewrite" if _active(state["items"]) else END
-
-    def guard_output(state: RewriteState) -> dict:
-        items = [dict(it) for it in state["items"]]
-        idx = _active(items)
-        # Check every candidate once, so an unsafe best can fall back to the best safe one.
-        flat = [(i, j) for i in idx for j in range(len(items[i]["candidates"]))]
-        verdicts = get().guard.check_many([items[i]["candidates"][j] for i, j in flat])
-        by_item: dict[int, dict[int, Verdict]] = {}
-        for (i, j), v in zip(flat, verdicts, strict=True):
-            by_item.setdefault(i, {})[j] = v
-        for i in idx:
-            it = items[i]
-            order = sorted(range(len(it["candidates"])), key=lambda j: -it["rewards"][j]["total"])
-            cur = it["candidates"].index(it["current"])
-            order.remove(cur)
-            order.insert(0, cur)
-            safe = [j for j in order if by_item[i][j].safe]
-            if not safe:
-                v = by_item[i][cur]
-                it.update(refused=True, reason=f"no safe rewrite: {v.reason}",
-                          final_prompt=REFUSAL.format(reason=v.reason), final_verdict=v.model_dump())
-                continue
-            j = safe[0]
-            it.update(final_prompt=it["candidates"][j], final_verdict=by_item[i][j].model_dump(),
-                      current=it["candidates"][j], current_critique=it["critiques"][j],
-                      current_reward=it["rewards"][j], refused=False,
-                      reason="" if j == cur else "best candidate failed the output guard; next safe one used")
-        return {"items": items}
-
-    model_retry = RetryPolicy(max_attempts=3, initial_interval=0.5, retry_on=is_transient)
+    deps = {"agents": lazy_agents(agents)} if agents is not None else {}
     g = StateGraph(RewriteState, context_schema=RewriteContext)
-    def rec() -> TraceRecorder:
-        return get().recorder
-
-    g.add_node("guard_input", traced(rec, name, "guard_input", guard_input))
-    g.add_node("rewrite", traced(rec, name, "rewrite", rewrite), retry_policy=model_retry)
-    g.add_node("critique", traced(rec, name, "critique", critique), retry_policy=model_retry)
-    g.add_node("pick_best", traced(rec, name, "pick_best", pick_best))
-    g.add_node("refine", traced(rec, name, "refine", refine), retry_policy=model_retry)
-    g.add_node("guard_output", traced(rec, name, "guard_output", guard_output))
+    for node, (fn, calls_model) in NODES.items():
+        g.add_node(node, graph_node(name, node, _with_runtime(fn), context_type=RewriteContext, **deps),
+                   retry_policy=MODEL_RETRY if calls_model else None)
     g.add_edge(START, "guard_input")
     g.add_conditional_edges("guard_input", route_after_guard, ["rewrite", END])
     g.add_edge("rewrite", "critique")
@@ -260,23 +311,5 @@ def build_rewrite_graph(agents: RewriteAgents | Callable[[], RewriteAgents], *, 
     return g.compile(checkpointer=checkpointer, name=name)
 
 
-def _served_agents() -> RewriteAgents:
-    from promptloop.config import Settings
-    from promptloop.runtime import Runtime as PLRuntime
-
-    return PLRuntime(Settings()).rewrite_agents(default_version="champion")
-
-
-@functools.cache
-def _served_graph():  # noqa: ANN202
-    return build_rewrite_graph(_served_agents)
-
-
-def make_graph():  # noqa: ANN201
-    """Entry for `langgraph dev` / LangGraph server (langgraph.json).
-
-    The server supplies persistence, so the graph is compiled without a
-    checkpointer; it is built once per server process (models load once) and
-    reused for every run, whatever the server's factory semantics.
-    """
-    return _served_graph()
+# Module-level graph, as LangGraph's templates have it: agents come with each run's context.
+graph = build_rewrite_graph()

@@ -1,17 +1,22 @@
-"""Node-level traces: every node call of every graph run becomes a TraceEvent row.
+"""How a module-level node becomes a graph node: run dependencies bound, each call traced.
 
-LangGraph's checkpoints say what the state was; traces say what each agent
-did, how long it took and what it returned, in the store where the trace
-viewer and `promptloop traces` read them. Large artifacts are referenced by
-path only.
+Nodes are plain module-level functions ``fn(state, runtime: Runtime[Context])``
+(LangGraph's templates' shape), so each can be called and tested alone. The
+agents and the store a node needs travel in the run's context; a graph built
+with its dependencies fills them in when the caller's context has none.
+
+LangGraph's checkpoints already hold every state; a trace row holds what the
+node *changed* (per item, the fields that differ, keyed by the item's index
+and prompt) and a reference to the checkpoint thread, not a second copy.
 """
 
 from __future__ import annotations
 
-import inspect
+import json
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +28,7 @@ from promptloop.store.engine import session_scope
 from promptloop.store.models import TraceEvent
 
 MAX_JSON_CHARS = 200_000
+Provider = Callable[[], Any]
 
 
 class TraceRecorder:
@@ -36,41 +42,72 @@ class TraceRecorder:
             s.add(TraceEvent(**fields))
 
 
-def traced(recorder: TraceRecorder | Callable[[], TraceRecorder], graph: str, node: str, fn: Callable) -> Callable:
-    """Wrap a node ``fn(state, runtime)`` so each call is recorded with timing, input, output and error.
+def graph_node(graph: str, node: str, fn: Callable, *, context_type: type, trace: bool = True,
+               **deps: Provider) -> Callable:
+    """``fn(state, runtime)`` with ``deps`` filled into context fields left None, and each call recorded.
 
-    ``recorder`` may be a zero-argument callable, resolved at call time (lazily built agents).
+    ``deps`` are zero-argument providers resolved at call time (so models load
+    on the first run, in LangGraph's worker thread, not when the graph is
+    built). The recorder is the context's ``agents.recorder`` when it has one.
     """
-    get_recorder = recorder if callable(recorder) and not isinstance(recorder, TraceRecorder) else (lambda: recorder)
-    accepts_runtime = "runtime" in inspect.signature(fn).parameters
 
     def wrapper(state: dict, config: RunnableConfig, runtime: Runtime) -> Any:
+        ctx = runtime.context if runtime.context is not None else context_type()
+        missing = {k: get() for k, get in deps.items() if getattr(ctx, k, None) is None}
+        if missing or runtime.context is None:
+            runtime = runtime.override(context=replace(ctx, **missing))
+        if not trace:
+            return fn(state, runtime)
+        recorder = getattr(getattr(runtime.context, "agents", None), "recorder", None)
         conf = config.get("configurable", {}) if config else {}
-        started = datetime.now(UTC)
+        row = dict(thread_id=conf.get("thread_id", "?"), run_id=conf.get("run_id"), graph=graph, node=node,
+                   model_version=getattr(runtime.context, "model_version", None), started_at=datetime.now(UTC),
+                   input=state_reference(state, conf))
         t0 = time.perf_counter()
-        ctx = getattr(runtime, "context", None)
-        version = getattr(ctx, "model_version", None)
         try:
-            out = fn(state, runtime) if accepts_runtime else fn(state)
+            out = fn(state, runtime)
         except Exception as exc:
-            get_recorder().record(thread_id=conf.get("thread_id", "?"), run_id=conf.get("run_id"), graph=graph, node=node,
-                            model_version=version, started_at=started, ended_at=datetime.now(UTC),
-                            duration_ms=(time.perf_counter() - t0) * 1000, input=_jsonable(state), output={},
-                            error="".join(traceback.format_exception_only(type(exc), exc)).strip())
+            if recorder is not None:
+                recorder.record(**row, ended_at=datetime.now(UTC), duration_ms=(time.perf_counter() - t0) * 1000,
+                                output={}, error="".join(traceback.format_exception_only(type(exc), exc)).strip())
             raise
-        get_recorder().record(thread_id=conf.get("thread_id", "?"), run_id=conf.get("run_id"), graph=graph,
-                              node=node, model_version=version, started_at=started, ended_at=datetime.now(UTC),
-                              duration_ms=(time.perf_counter() - t0) * 1000, input=_jsonable(state),
-                              output=_jsonable(out if isinstance(out, dict) else {"value": out}))
+        if recorder is not None:
+            recorder.record(**row, ended_at=datetime.now(UTC), duration_ms=(time.perf_counter() - t0) * 1000,
+                            output=state_delta(state, out))
         return out
 
     wrapper.__name__ = node
+    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
-def _jsonable(obj: Any) -> dict:
-    import json
+def state_reference(state: dict, conf: dict) -> dict:
+    """Where the node's input lives (the checkpoint thread) and its size, instead of a copy of it."""
+    ref: dict[str, Any] = {"thread_id": conf.get("thread_id"), "checkpoint_ns": conf.get("checkpoint_ns") or ""}
+    if isinstance(state, dict) and isinstance(state.get("items"), list):
+        ref["items"] = len(state["items"])
+    return ref
 
+
+def state_delta(state: dict, out: Any) -> dict:
+    """What a node changed: per item the fields that differ (plus ``i`` and ``prompt`` to name it)."""
+    if not isinstance(out, dict):
+        return _jsonable({"value": out})
+    delta = {k: v for k, v in out.items() if k != "items"}
+    before = state.get("items") if isinstance(state, dict) else None
+    after = out.get("items")
+    if isinstance(after, list):
+        before = before if isinstance(before, list) and len(before) == len(after) else [{}] * len(after)
+        items = []
+        for i, (old, new) in enumerate(zip(before, after, strict=True)):
+            changed = {k: v for k, v in new.items() if old.get(k) != v}
+            if changed:
+                items.append({"i": i, "prompt": new.get("prompt", ""), **changed})
+        delta["items"] = items
+    return _jsonable(delta)
+
+
+def _jsonable(obj: Any) -> dict:
     text = json.dumps(obj, default=str, ensure_ascii=False)
     if len(text) > MAX_JSON_CHARS:
         return {"truncated": True, "chars": len(text), "head": text[:MAX_JSON_CHARS]}

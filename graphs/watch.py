@@ -13,18 +13,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
-from promptloop.graphs.loop import Log
+from promptloop.evaluation.runner import EvalConfig
+from promptloop.graphs.loop import Log, LoopDeps, decide
+from promptloop.learners.config import load_config
 from promptloop.store.engine import session_scope
 from promptloop.store.models import Candidate, PreferencePair, Prompt, Round
+from promptloop.store.versions import ensure_base, get_version
 
 
 @dataclass
 class WatchConfig:
     min_new_pairs: int = 32
     interval_s: float = 300.0
-    n: int = 4
+    n: int | None = None  # candidates per prompt; None = generation.n
     batch_size: int | None = None  # None = collect.chunk_size
     margin: float = 0.1
     rule: str = "margin"
@@ -45,7 +49,7 @@ class WatchCycle:
     eval: dict = field(default_factory=dict)
 
 
-def open_round(engine) -> int:  # noqa: ANN001
+def open_round(engine: Engine) -> int:
     """The open watch round, or a new one after the highest round index in the store."""
     with session_scope(engine) as s:
         row = s.exec(select(Round).where(Round.status == "watch-open").order_by(Round.index)).first()
@@ -57,53 +61,45 @@ def open_round(engine) -> int:  # noqa: ANN001
         return row.index
 
 
-def unseen_traffic(engine) -> list[Prompt]:  # noqa: ANN001
+def unseen_traffic(engine: Engine) -> list[Prompt]:
     seen = select(Candidate.prompt_id).distinct()
     with Session(engine) as s:
         return list(s.exec(select(Prompt).where(Prompt.source == "traffic", Prompt.id.not_in(seen))
                            .order_by(Prompt.id)))
 
 
-def pairs_in_round(engine, round_index: int) -> int:  # noqa: ANN001
+def pairs_in_round(engine: Engine, round_index: int) -> int:
     with Session(engine) as s:
         return s.exec(select(func.count()).select_from(PreferencePair).join(Round, Round.id == PreferencePair.round_id)
                       .where(Round.index == round_index)).one()
 
 
-def watch_cycle(rt, cfg: WatchConfig, log: Log | None = None) -> WatchCycle:  # noqa: ANN001
-    from promptloop.evaluation.runner import EvalConfig, evaluate
-    from promptloop.graphs.collection import collect
-    from promptloop.graphs.loop import decide
-    from promptloop.learners.config import load_config
-    from promptloop.learners.dpo import train_dpo
-    from promptloop.learners.versions import ensure_base, get_version
-
+def watch_cycle(deps: LoopDeps, cfg: WatchConfig, log: Log | None = None) -> WatchCycle:
     say = log or (lambda _m: None)
-    rt.upgrade_db()
-    ensure_base(rt.engine, rt.settings.base_model)
-    r = open_round(rt.engine)
-    champion = get_version(rt.engine, "champion").name
-    new = unseen_traffic(rt.engine)
+    ensure_base(deps.engine, deps.settings.base_model)
+    r = open_round(deps.engine)
+    champion = get_version(deps.engine, "champion").name
+    new = unseen_traffic(deps.engine)
     if new:
         say(f"round {r}: collecting pairs on {len(new)} new traffic prompt(s) with {champion}")
-        collect(rt, "pairs", prompts=new, round_index=r, n=cfg.n, model_version=champion, batch_size=cfg.batch_size,
+        deps.collect("pairs", prompts=new, round_index=r, n=cfg.n, model_version=champion, batch_size=cfg.batch_size,
                 split="traffic", key_extra={"prompt_ids": [p.id for p in new]}, max_refine_steps=0,
                 margin=cfg.margin, rule=cfg.rule)
-    cycle = WatchCycle(r, len(new), pairs_in_round(rt.engine, r))
+    cycle = WatchCycle(r, len(new), pairs_in_round(deps.engine, r))
     if cycle.pairs_in_round < cfg.min_new_pairs:
         cycle.reason = f"{cycle.pairs_in_round} of {cfg.min_new_pairs} pairs needed for a training round"
         say(f"round {r}: {cycle.reason}")
         return cycle
     tcfg = load_config("dpo", cfg.dpo_config, round_index=r, parent=champion, name=f"watch-r{r}-dpo",
                        max_steps=cfg.max_steps, data_rounds="current")
-    res = train_dpo(rt, tcfg)
+    res = deps.train("dpo", tcfg)
     cycle.trained = res.version.name
-    rep = evaluate(rt, [champion, res.version.name], EvalConfig(limit=cfg.eval_limit, redteam_limit=cfg.redteam_limit),
+    rep = deps.evaluate([champion, res.version.name], EvalConfig(limit=cfg.eval_limit, redteam_limit=cfg.redteam_limit),
                    progress=lambda m: say(f"  {m}"))
     cycle.eval = {x.system: x.metrics for x in rep.results}
-    decision = decide(rt, champion, res.version.name, cycle.eval)
+    decision = decide(deps.engine, champion, res.version.name, cycle.eval)
     cycle.promoted, cycle.reason = decision["promoted"], decision["reason"]
-    with session_scope(rt.engine) as s:
+    with session_scope(deps.engine) as s:
         row = s.exec(select(Round).where(Round.index == r)).one()
         row.status, row.stage, row.notes = "done", "promote", {"watch": True, **decision}
         s.add(row)
@@ -111,11 +107,11 @@ def watch_cycle(rt, cfg: WatchConfig, log: Log | None = None) -> WatchCycle:  # 
     return cycle
 
 
-def watch(rt, cfg: WatchConfig, *, log: Log | None = None, max_cycles: int | None = None,  # noqa: ANN001
+def watch(deps: LoopDeps, cfg: WatchConfig, *, log: Log | None = None, max_cycles: int | None = None,
           sleep: Callable[[float], None] = time.sleep) -> list[WatchCycle]:
     cycles: list[WatchCycle] = []
     while True:
-        cycles.append(watch_cycle(rt, cfg, log))
+        cycles.append(watch_cycle(deps, cfg, log))
         if max_cycles is not None and len(cycles) >= max_cycles:
             return cycles
         sleep(cfg.interval_s)

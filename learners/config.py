@@ -92,7 +92,7 @@ CONFIGS: dict[str, type[LearnerConfig]] = {"sft": SFTLearnerConfig, "dpo": DPOLe
 def config_class(algorithm: str) -> type:
     """The config dataclass of a learner: sft, dpo (rewriter), critic, rwr (video model)."""
     if algorithm == "critic":
-        from promptloop.learners.critic import CriticConfig
+        from promptloop.learners.video_critic import CriticConfig
 
         return CriticConfig
     if algorithm == "rwr":

@@ -6,6 +6,11 @@ so the model is trained on exactly what it sees when an app calls it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
@@ -67,7 +72,7 @@ def load_training_data(engine: Engine, kind: str, build_messages: BuildMessages,
     return TrainingData(rows=rows, round_index=round_index, round_ids=ids, provenance=provenance)
 
 
-def to_dataset(data: TrainingData, kind: str):  # -> datasets.Dataset
+def to_dataset(data: TrainingData, kind: str) -> Dataset:
     """Only the columns TRL reads: ids and margins stay in the provenance."""
     from datasets import Dataset
 

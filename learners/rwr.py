@@ -28,12 +28,19 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from promptloop.config import Settings
 from promptloop.errors import PromptloopError
+
+if TYPE_CHECKING:  # diffusers and torch load on first use; only their types are needed here
+    import torch
+
+    from promptloop.agents.video.diffusers_renderer import DiffusersRenderer
 
 WEIGHTINGS = ("lift", "normalized", "exp")
 ADAPTER = "rwr_train"
@@ -87,7 +94,7 @@ class RewardedVideo:
 def rewarded_videos(engine: Engine, source: str) -> list[RewardedVideo]:
     """Videos with a reward in [0, 1]: people's ratings (mean over dimensions of each dimension's mean over raters,
     learners/critic.py ``rated_videos``) or the judge's stored video totals; conditioned on the rendered text."""
-    from promptloop.learners.critic import rated_videos
+    from promptloop.learners.video_critic import rated_videos
     from promptloop.store.models import Candidate, Reward, Video
 
     if source == "ratings":
@@ -107,7 +114,7 @@ def rewarded_videos(engine: Engine, source: str) -> list[RewardedVideo]:
     return out
 
 
-def _latents(pipe, frames: np.ndarray):  # noqa: ANN001, ANN202
+def _latents(pipe: Any, frames: np.ndarray) -> torch.Tensor:
     """VAE latents of uint8 frames (T, H, W, 3) in the layout the transformer takes: (1, T', C, H', W')."""
     import torch
 
@@ -122,7 +129,7 @@ def _latents(pipe, frames: np.ndarray):  # noqa: ANN001, ANN202
 class RewardWeightedTrainer:
     """Holds the frozen inputs and the LoRA-wrapped transformer; ``loss`` and ``train`` are the whole algorithm."""
 
-    def __init__(self, pipe, data: list[RewardedVideo], cfg: RWRConfig, *, progress: bool = True):  # noqa: ANN001
+    def __init__(self, pipe: Any, data: list[RewardedVideo], cfg: RWRConfig, *, progress: bool = True):
         import torch
         from peft import LoraConfig
 
@@ -154,7 +161,7 @@ class RewardWeightedTrainer:
         self.params = [p for p in pipe.transformer.parameters() if p.requires_grad]
         self.video_ids = [d.video_id for d in data]
 
-    def per_sample_loss(self, idx: list[int], generator) -> torch.Tensor:  # noqa: ANN001, F821
+    def per_sample_loss(self, idx: list[int], generator: torch.Generator) -> torch.Tensor:
         """Diffusion loss of each sample in ``idx`` at a random timestep and noise drawn from ``generator``."""
         import torch
 
@@ -171,7 +178,7 @@ class RewardWeightedTrainer:
             losses.append(torch.mean((pred.float() - target.float()) ** 2))
         return torch.stack(losses)
 
-    def weighted_loss(self, idx: list[int], generator) -> torch.Tensor:  # noqa: ANN001, F821
+    def weighted_loss(self, idx: list[int], generator: torch.Generator) -> torch.Tensor:
         w = self.weights[idx]
         return (w * self.per_sample_loss(idx, generator)).sum() / w.sum()
 
@@ -223,16 +230,15 @@ class RewardWeightedTrainer:
             self.pipe.transformer.delete_adapters(ADAPTER)
 
 
-def run_rwr(rt, cfg: RWRConfig, *, pipeline=None, progress: bool = True) -> dict:  # noqa: ANN001
+def run_rwr(engine: Engine, settings: Settings, renderer: DiffusersRenderer, cfg: RWRConfig, *,
+            pipeline: Any = None, progress: bool = True) -> dict:
     """Train a LoRA on the configured video model from the store's rewarded videos and register it (algorithm 'rwr')."""
-    from promptloop.learners.versions import next_name, register
+    from promptloop.store.versions import next_name, register
 
-    rt.upgrade_db()
-    data = rewarded_videos(rt.engine, cfg.source)
-    renderer = rt.renderer()
+    data = rewarded_videos(engine, cfg.source)
     pipe = pipeline if pipeline is not None else renderer.pipeline
-    name = cfg.name or next_name(rt.engine, "rwr")
-    out = rt.settings.home / "video_loras" / name
+    name = cfg.name or next_name(engine, "rwr")
+    out = settings.home / "video_loras" / name
     if out.exists():
         raise PromptloopError(f"{out} exists; video LoRAs are never overwritten")
     trainer = RewardWeightedTrainer(pipe, data, cfg, progress=progress)
@@ -243,7 +249,7 @@ def run_rwr(rt, cfg: RWRConfig, *, pipeline=None, progress: bool = True) -> dict
         trainer.close()  # the renderer shares this pipeline: it must not keep rendering with the training LoRA
     (out / "rwr.json").write_text(json.dumps({"config": asdict(cfg), "metrics": metrics,
                                               "video_ids": trainer.video_ids}, indent=2))
-    register(rt.engine, name=name, base_model=renderer.model_id, adapter_path=str(out), parent_id=None,
+    register(engine, name=name, base_model=renderer.model_id, adapter_path=str(out), parent_id=None,
              algorithm="rwr", round_index=-1, metrics={k: v for k, v in metrics.items() if k != "loss_curve"}
              | {"first_loss": metrics["loss_curve"][0], "last_loss": metrics["loss_curve"][-1]},
              data_provenance={"video_ids": trainer.video_ids, "source": cfg.source, "weighting": cfg.weighting})

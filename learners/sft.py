@@ -6,18 +6,26 @@ rewrite (``completion_only_loss``), not the instruction template.
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from promptloop.config import Settings
 from promptloop.learners.config import SFTLearnerConfig
+from promptloop.learners.data import TrainingData
 from promptloop.learners.trainer import TrainResult, train
+from promptloop.store.exporter import BuildMessages
 
 
-def train_sft(rt, cfg: SFTLearnerConfig | None = None, **kwargs) -> TrainResult:  # noqa: ANN001, ANN003
+def train_sft(engine: Engine, settings: Settings, cfg: SFTLearnerConfig | None = None, *, build_messages: BuildMessages,
+              data: TrainingData | None = None) -> TrainResult:
     cfg = cfg or SFTLearnerConfig()
 
-    def build(model, tok, peft_config, dataset, common):  # noqa: ANN001, ANN202
+    def build(model: Any, tok: Any, peft_config: Any, dataset: Any, common: dict[str, Any]) -> Any:
         from trl import SFTConfig, SFTTrainer
 
         args = SFTConfig(**common, completion_only_loss=cfg.completion_only_loss)
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=peft_config)
 
-    return train(rt, cfg, build, **kwargs)
+    return train(engine, settings, cfg, build, build_messages=build_messages, data=data)

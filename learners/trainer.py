@@ -12,14 +12,19 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import Engine
+
+from promptloop.config import Settings
 from promptloop.learners.config import LearnerConfig
 from promptloop.learners.data import TrainingData, load_training_data
-from promptloop.learners.versions import ensure_base, get_version, next_name, register
+from promptloop.store.exporter import BuildMessages
 from promptloop.store.models import ModelVersion
+from promptloop.store.versions import ensure_base, get_version, next_name, register
 
 
 @dataclass
@@ -29,10 +34,10 @@ class TrainResult:
     reused: bool = False
 
 
-def use_cuda(rt) -> bool:  # noqa: ANN001
+def use_cuda(settings: Settings) -> bool:
     from promptloop.agents.llm.device import pick_device
 
-    return pick_device(rt.settings.device) == "cuda"
+    return pick_device(settings.device) == "cuda"
 
 
 def trl_common_args(cfg: LearnerConfig, output_dir: Path, *, cuda: bool) -> dict[str, Any]:
@@ -48,14 +53,14 @@ def trl_common_args(cfg: LearnerConfig, output_dir: Path, *, cuda: bool) -> dict
                 gradient_checkpointing=cfg.gradient_checkpointing, report_to="none", disable_tqdm=False)
 
 
-def load_policy(rt, parent: ModelVersion, cfg: LearnerConfig):  # noqa: ANN001 -> (model, tokenizer, peft | None)
+def load_policy(settings: Settings, parent: ModelVersion, cfg: LearnerConfig) -> tuple[Any, Any, Any]:
     """The base model with the parent's adapter, trainable; a fresh LoRA config when the parent is the base."""
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptloop.agents.llm.prepare import prepare_model
 
-    path = prepare_model(rt.settings.base_model, rt.settings.models_dir).path
+    path = prepare_model(settings.base_model, settings.models_dir).path
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -83,7 +88,7 @@ def summarize_log(log_history: list[dict]) -> dict:
     return out
 
 
-def _save_adapter(model, final: Path) -> None:  # noqa: ANN001
+def _save_adapter(model: Any, final: Path) -> None:
     """Only the trained adapter ('default'), never TRL's frozen 'ref' copy; temp folder then rename."""
     tmp = final.parent / f".{final.name}.tmp"
     if tmp.exists():
@@ -92,7 +97,11 @@ def _save_adapter(model, final: Path) -> None:  # noqa: ANN001
     os.replace(tmp, final)
 
 
-def train(rt, cfg: LearnerConfig, build_trainer, *, data: TrainingData | None = None) -> TrainResult:  # noqa: ANN001
+BuildTrainer = Callable[[Any, Any, Any, Any, dict[str, Any]], Any]
+
+
+def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer: BuildTrainer, *,
+          build_messages: BuildMessages, data: TrainingData | None = None) -> TrainResult:
     """Read the data, train from the parent, save the adapter, register a candidate version.
 
     ``build_trainer(model, tokenizer, peft_config, dataset, args_common)`` returns a TRL trainer.
@@ -102,29 +111,28 @@ def train(rt, cfg: LearnerConfig, build_trainer, *, data: TrainingData | None = 
 
     from promptloop.learners.data import to_dataset
 
-    rt.upgrade_db()
     algo = cfg.algorithm
     if cfg.name:
         try:
-            existing = get_version(rt.engine, cfg.name)
+            existing = get_version(engine, cfg.name)
         except LookupError:
             existing = None
         if existing is not None and existing.adapter_path and Path(existing.adapter_path).is_dir():
             return TrainResult(existing, existing.metrics, reused=True)
-    ensure_base(rt.engine, rt.settings.base_model)
-    parent = get_version(rt.engine, cfg.parent)
+    ensure_base(engine, settings.base_model)
+    parent = get_version(engine, cfg.parent)
     if data is None:
-        data = load_training_data(rt.engine, algo, rt.rewriter(with_model=False).messages_for,
+        data = load_training_data(engine, algo, build_messages,
                                   round_index=cfg.round_index, scope=cfg.data_rounds)
-    name = cfg.name or next_name(rt.engine, f"r{data.round_index}-{algo}")
-    adapters = rt.settings.adapters_dir
+    name = cfg.name or next_name(engine, f"r{data.round_index}-{algo}")
+    adapters = settings.adapters_dir
     adapters.mkdir(parents=True, exist_ok=True)
     work, final = adapters / ".work" / name, adapters / name
     if final.exists():
         raise FileExistsError(f"adapter folder {final} exists but no version '{name}' is registered; "
                               "remove the folder or pick another --name")
-    model, tok, peft_config = load_policy(rt, parent, cfg)
-    cuda = use_cuda(rt)
+    model, tok, peft_config = load_policy(settings, parent, cfg)
+    cuda = use_cuda(settings)
     trainer = build_trainer(model, tok, peft_config, to_dataset(data, algo), trl_common_args(cfg, work, cuda=cuda))
     t0 = time.perf_counter()
     last = get_last_checkpoint(str(work)) if work.is_dir() else None
@@ -134,7 +142,7 @@ def train(rt, cfg: LearnerConfig, build_trainer, *, data: TrainingData | None = 
                "wall_s": round(time.perf_counter() - t0, 2), "device": "cuda" if cuda else "cpu",
                "resumed_from": Path(last).name if last else None, "config": cfg.to_dict()}
     _save_adapter(trainer.model, final)
-    version = register(rt.engine, name=name, base_model=rt.settings.base_model, adapter_path=str(final),
+    version = register(engine, name=name, base_model=settings.base_model, adapter_path=str(final),
                        parent_id=parent.id, algorithm=algo, round_index=data.round_index, metrics=metrics,
                        data_provenance={**data.provenance, "parent": parent.name})
     shutil.rmtree(work, ignore_errors=True)

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -32,9 +34,13 @@ from sqlmodel import Session, select
 from promptloop.agents.video.media import read_video, sample_indices
 from promptloop.agents.video.metrics import MetricResult
 from promptloop.agents.video.vlm_judge import parse_judgement
+from promptloop.config import Settings
 from promptloop.errors import PromptloopError
-from promptloop.learners.critic import _corr, pairwise_accuracy, rated_videos
+from promptloop.learners.video_critic import VideoCritic, _corr, pairwise_accuracy, rated_videos
 from promptloop.store.models import HumanRating
+
+if TYPE_CHECKING:  # the embedder pulls in sentence-transformers; only its type is needed here
+    from promptloop.agents.embedder import Embedder
 
 INSTRUCTION = ("These are {k} frames of a generated video, in order. The user asked for: \"{prompt}\". "
                "Rate {dims} from {lo} to {hi} and explain each score in one sentence. Answer with JSON: "
@@ -66,7 +72,7 @@ def rationales(engine: Engine, video_ids: list[int]) -> dict[tuple[int, str], st
     return out
 
 
-def _frames(path: str, k: int):  # noqa: ANN202
+def _frames(path: str, k: int):
     from PIL import Image
 
     frames, _ = read_video(path)
@@ -84,26 +90,25 @@ def verdict(targets: dict[str, float], why: dict[str, str], lo: float, hi: float
                        for d, t in targets.items()}, ensure_ascii=False)
 
 
-def train_vlm_critic(rt, cfg: VLMCriticConfig, *, progress: bool = True) -> dict:  # noqa: ANN001
+def train_vlm_critic(engine: Engine, settings: Settings, cfg: VLMCriticConfig, *, progress: bool = True) -> dict:
     """Fine-tune ``cfg.model`` on the store's ratings with TRL, measure it on held-out videos, register it."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
 
-    from promptloop.learners.versions import next_name, register
+    from promptloop.store.versions import next_name, register
 
     if not cfg.model:
         raise PromptloopError("the VLM critic needs a model: a local folder or hub id of an image-text-to-text "
                               "model (e.g. a Qwen2-VL or LLaVA checkpoint)")
-    rt.upgrade_db()
-    r = rt.settings.ratings
+    r = settings.ratings
     dims = list(r.dimensions)
-    data = rated_videos(rt.engine, dims)
+    data = rated_videos(engine, dims)
     if len(data) < 4:
         raise PromptloopError(f"the VLM critic needs ratings on at least 4 videos, the store has {len(data)}")
-    name = cfg.name or next_name(rt.engine, "vlm-critic")
-    out = rt.settings.home / "critics" / name
+    name = cfg.name or next_name(engine, "vlm-critic")
+    out = settings.home / "critics" / name
     if out.exists():
         raise PromptloopError(f"a critic folder exists at {out}; critics are never overwritten")
     try:
@@ -111,7 +116,7 @@ def train_vlm_critic(rt, cfg: VLMCriticConfig, *, progress: bool = True) -> dict
         model = AutoModelForImageTextToText.from_pretrained(cfg.model)
     except Exception as exc:  # noqa: BLE001
         raise PromptloopError(f"could not load VLM '{cfg.model}': {type(exc).__name__}: {exc}") from exc
-    why = rationales(rt.engine, [d.video_id for d in data])
+    why = rationales(engine, [d.video_id for d in data])
     order = np.random.default_rng(cfg.seed).permutation(len(data))
     n_hold = max(2, int(round(cfg.holdout * len(data))))
     hold, train = [data[i] for i in order[:n_hold]], [data[i] for i in order[n_hold:]]
@@ -148,7 +153,7 @@ def train_vlm_critic(rt, cfg: VLMCriticConfig, *, progress: bool = True) -> dict
     (tmp / "critic.json").write_text(json.dumps({"kind": "vlm", "config": asdict(cfg), "dimensions": dims,
                                                  "scale": [r.scale_min, r.scale_max], "metrics": metrics}, indent=2))
     tmp.replace(out)
-    register(rt.engine, name=name, base_model=cfg.model, adapter_path=str(out), parent_id=None, algorithm="critic",
+    register(engine, name=name, base_model=cfg.model, adapter_path=str(out), parent_id=None, algorithm="critic",
              round_index=-1, metrics=metrics, data_provenance={"heldout_video_ids": [d.video_id for d in hold],
                                                                "kind": "vlm", "config": asdict(cfg)})
     return {"name": name, "path": str(out), "losses": losses, **metrics}
@@ -180,7 +185,8 @@ class VLMCritic:
 
     name = "vlm-critic"
 
-    def __init__(self, path: str | Path, *, model=None, processor=None, max_new_tokens: int = 160,  # noqa: ANN001
+    def __init__(self, path: str | Path, *, model: Any = None, processor: Any = None,
+                 max_new_tokens: int = VLMCriticConfig.max_new_tokens,
                  frames: int | None = None):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -223,3 +229,10 @@ class VLMCritic:
                 results[name] = MetricResult(name, round((s - lo) / (hi - lo), 4), float(s),
                                              {"rationale": str(entry.get("rationale", "")), "critic": self.path.name})
         return results
+
+
+def load_video_critic(path: Path, *, embedder: Callable[[], Embedder]) -> VideoCritic | VLMCritic:
+    """A trained video critic from its folder: the ridge critic (``critic.npz``) or a fine-tuned VLM."""
+    if not (path / "critic.npz").is_file() and (path / "config.json").is_file():
+        return VLMCritic(path)  # train critic --backend vlm
+    return VideoCritic(path, embedder=embedder())

@@ -8,7 +8,6 @@ by the same function the rewriter uses at inference (passed in as
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,6 +20,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from promptloop.errors import PromptloopError
+from promptloop.fileio import write_jsonl
 from promptloop.store.models import Candidate, PreferencePair, Prompt, SFTExample
 
 Messages = list[dict[str, str]]
@@ -70,11 +70,7 @@ def export(engine: Engine, kind: Literal["sft", "dpo"], out: Path, build_message
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
+        write_jsonl(out, rows)
     elif fmt == "hf":
         from datasets import Dataset
 

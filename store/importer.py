@@ -7,15 +7,13 @@ exactly as it was. A valid file is written in one transaction.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from promptloop.errors import PromptloopError
+from promptloop.config import Settings, default_of
+from promptloop.fileio import FileFormatError, RowError, csv_records, decode_text, jsonl_records
 from promptloop.store.engine import session_scope
 from promptloop.store.models import Split
 from promptloop.store.repository import add_prompt
@@ -25,17 +23,8 @@ SUPPORTED = ".txt, .jsonl, .csv, or a folder written by datasets' save_to_disk"
 MAX_REPORTED_ERRORS = 50
 
 
-class PromptImportError(PromptloopError, ValueError):
+class PromptImportError(FileFormatError):
     """A file that cannot be imported; nothing from it was stored."""
-
-
-@dataclass
-class RowError:
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
 
 
 class ImportValidationError(PromptImportError):
@@ -91,7 +80,7 @@ def read_prompt_file(path: Path, *, max_chars: int) -> list[PromptRow]:
 
 
 def import_prompts(engine: Engine, path: Path, *, split: str | None = None, source: str | None = None,
-                   category: str | None = None, max_chars: int = 1000) -> ImportReport:
+                   category: str | None = None, max_chars: int = default_of(Settings, "max_prompt_chars")) -> ImportReport:
     """Validate the whole file, then store it in one transaction (idempotent per prompt)."""
     if split is not None and split not in Split.__members__:
         raise PromptImportError(f"unknown split '{split}'; expected one of {', '.join(Split.__members__)}")
@@ -109,48 +98,11 @@ def import_prompts(engine: Engine, path: Path, *, split: str | None = None, sour
     return report
 
 
-def decode_text(path: Path) -> tuple[str, list[RowError]]:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig"), []
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        return "", [RowError(line, f"invalid UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
-                                   "save the file as UTF-8")]
-
-
 def _read_txt(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:
     lines = text.splitlines()
     while lines and not lines[-1].strip():  # trailing blank lines are just file endings
         lines.pop()
     return [PromptRow(i, line) for i, line in enumerate(lines, start=1)], []
-
-
-def jsonl_records(text: str, *, blank_lines_ok: bool = False) -> tuple[list[tuple[int, dict]], list[RowError]]:
-    """(line, object) for each JSON-object line, and a RowError for each line that is not one."""
-    records, errors = [], []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            if not blank_lines_ok:
-                errors.append(RowError(i, "empty line"))
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            errors.append(RowError(i, f"not valid JSON ({exc.msg})"))
-            continue
-        if not isinstance(obj, dict):
-            errors.append(RowError(i, "expected a JSON object"))
-            continue
-        records.append((i, obj))
-    return records, errors
-
-
-def csv_records(text: str) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(lower-cased header, [(line, row with lower-cased keys)]) of a CSV file."""
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-    return columns, [(reader.line_num, {(k or "").strip().lower(): v for k, v in rec.items()}) for rec in reader]
 
 
 def _read_jsonl(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:

@@ -40,3 +40,12 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def open_store(url: str) -> Engine:
+    """An engine on ``url`` with the schema at head: migrations run once, when the store is opened."""
+    from promptloop.store.engine import make_engine
+
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine

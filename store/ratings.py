@@ -11,7 +11,6 @@ per video, rater and dimension), so nothing is counted twice.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +18,10 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from promptloop.config import RatingSettings
+from promptloop.fileio import RowError, read_records, write_jsonl
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
-from promptloop.store.importer import (
-    ImportValidationError,
-    PromptImportError,
-    RowError,
-    csv_records,
-    decode_text,
-    jsonl_records,
-)
+from promptloop.store.importer import ImportValidationError, PromptImportError
 from promptloop.store.models import Candidate, HumanRating, Prompt, Video
 
 FIELDS = ("video_id", "candidate_id", "rater", "dimension", "score", "rationale")
@@ -43,21 +36,6 @@ class RatingRow:
     dimension: str
     score: float
     rationale: str | None
-
-
-def read_records(path: Path) -> tuple[list[tuple[int, dict]], list[RowError]]:
-    """(line, mapping) per record of a .jsonl or .csv file, and the rows that are not records at all."""
-    if not path.is_file():
-        raise PromptImportError(f"no such file: {path}")
-    suffix = path.suffix.lower()
-    if suffix not in (".jsonl", ".csv"):
-        raise PromptImportError(f"{path}: unsupported format '{suffix}'; expected .jsonl or .csv")
-    text, errors = decode_text(path)
-    if errors:
-        return [], errors
-    if suffix == ".csv":
-        return csv_records(text)[1], []
-    return jsonl_records(text, blank_lines_ok=True)
 
 
 def _id(value: object) -> int | None:
@@ -179,9 +157,8 @@ def export_ratings(engine: Engine, out: Path) -> int:
             w.writeheader()
             w.writerows(rows)
     elif out.suffix.lower() == ".jsonl":
-        with tmp.open("w", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        write_jsonl(out, rows)
+        return len(rows)
     else:
         raise PromptImportError(f"--out must end in .jsonl or .csv, got '{out.name}'")
     tmp.replace(out)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, select
 
+from promptloop.errors import PromptloopError
+from promptloop.store.engine import session_scope
 from promptloop.store.hashing import content_hash, normalize_text, prompt_hash
 from promptloop.store.models import (
     Candidate,
@@ -21,6 +24,7 @@ from promptloop.store.models import (
     PreferencePair,
     Prompt,
     Reward,
+    Round,
     SafetyVerdict,
     SFTExample,
     Video,
@@ -139,3 +143,37 @@ def add_evaluation(session: Session, system: str, bench: str, prompts: list[str]
     """Same system, same prompts, same eval settings = the same evaluation (a cache hit, not a new row)."""
     return get_or_create(session, Evaluation, evaluation_key(system, bench, prompts, eval_settings), system=system,
                          bench=bench, n_prompts=len(prompts), **fields)
+
+
+def store_traffic(engine: Engine, prompts: list[str]) -> int:
+    """Prompts apps send through the rewrite graph, kept as training prompts (source 'traffic').
+
+    A prompt already in the store (a shipped eval prompt, say) keeps its row
+    and split, so traffic never leaks into the held-out set. Returns how many were new.
+    """
+    new = 0
+    with session_scope(engine) as s:
+        for text in dict.fromkeys(p for p in prompts if p and p.strip()):
+            _, created = add_prompt(s, text, source="traffic", split="train")
+            new += created
+    return new
+
+
+def select_prompts(engine: Engine, split: str, limit: int | None, source: str | None = None) -> list[Prompt]:
+    q = select(Prompt).where(Prompt.split == split).order_by(Prompt.id)
+    if source:
+        q = q.where(Prompt.source == source)
+    if limit:
+        q = q.limit(limit)
+    with Session(engine) as s:
+        rows = list(s.exec(q))
+    if not rows:
+        raise PromptloopError(f"no prompts in split '{split}'" + (f" from source '{source}'" if source else "")
+                              + "; run `promptloop init` or `promptloop prompts import`")
+    return rows
+
+
+def ensure_round(engine: Engine, index: int) -> int:
+    with session_scope(engine) as s:
+        row, _ = get_or_insert(s, Round, Round.index == index, index=index, stage="collect")
+        return row.id

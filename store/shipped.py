@@ -8,6 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from promptloop.config import Settings, default_of
 from promptloop.store.importer import ImportReport, import_prompts
 
 
@@ -30,7 +31,7 @@ SHIPPED = (
 )
 
 
-def import_shipped(engine: Engine, *, max_chars: int = 1000) -> list[ImportReport]:
+def import_shipped(engine: Engine, *, max_chars: int = default_of(Settings, "max_prompt_chars")) -> list[ImportReport]:
     return [import_prompts(engine, data_dir() / s.file, split=s.split, source=s.source, max_chars=max_chars)
             for s in SHIPPED]
 

@@ -34,3 +34,23 @@ def run_events(engine: Engine, trace_id: str) -> list[TraceEvent]:
         if len(ids) > 1:
             raise PromptloopError(f"trace id '{trace_id}' is ambiguous: {', '.join(i[:12] for i in ids[:5])}")
         return list(s.exec(select(TraceEvent).where(TraceEvent.thread_id == ids[0]).order_by(TraceEvent.id)))
+
+
+def item_key(event: TraceEvent, change: dict) -> tuple[str, int]:
+    """Which item a node's change is about: its index within the graph instance (a collection part) it ran in.
+
+    A node's checkpoint namespace is its graph's namespace plus ``node:task`` (``part:1|critique:7``); the
+    nodes of one graph instance share everything before that last segment.
+    """
+    ns = (event.input or {}).get("checkpoint_ns", "") or ""
+    return ns.rpartition("|")[0], change.get("i", 0)
+
+
+def fold_items(events: list[TraceEvent]) -> list[dict]:
+    """Each item of a run as its last node left it, rebuilt from what every node changed, in run order."""
+    items: dict[tuple[str, int], dict] = {}
+    for e in events:
+        for change in (e.output or {}).get("items", []) or []:
+            if isinstance(change, dict):
+                items.setdefault(item_key(e, change), {}).update(change)
+    return list(items.values())

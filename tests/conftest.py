@@ -141,23 +141,23 @@ def embedder():
 @pytest.fixture(scope="session")
 def graph_runtime(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path):
     """A Runtime on the real embedded models with short generations, shared by the graph tests."""
-    from promptloop.runtime import Runtime
+    from promptloop.services import Services
 
     home = tmp_path_factory.mktemp("graph_home")
     settings = Settings(home=home, base_model=str(smollm_path), device="cpu",
                         generation={"max_new_tokens": 48}, critic={"max_refine_steps": 1})
-    return Runtime(settings)
+    return Services(settings)
 
 
 @pytest.fixture(scope="session")
 def pg_graph_runtime(tmp_path_factory: pytest.TempPathFactory, graph_runtime):
     """graph_runtime's models, with the store and the LangGraph checkpointer on PostgreSQL."""
-    from promptloop.runtime import Runtime
+    from promptloop.services import Services
 
     with fresh_postgres_database() as url:
         settings = graph_runtime.settings.model_copy(update={"home": tmp_path_factory.mktemp("pg_home"),
                                                              "database_url": url})
-        rt = Runtime(settings)
+        rt = Services(settings)
         rt.__dict__.update({k: graph_runtime.__dict__[k] for k in ("_models",)})
         yield rt
         rt.engine.dispose()

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from promptloop.agents.critic import PrincipleCritic, Thresholds, parse_critique
 from promptloop.agents.judge import JudgeInput, RewardJudge
 from promptloop.agents.llm.base import ChatModel, SamplingParams
 from promptloop.agents.safety.guard import SafetyGuard
+from promptloop.agents.text_critic import TextCritic, Thresholds, parse_critique
 from promptloop.store.shipped import data_dir
 
 FAITHFUL = ("A ginger cat sits at a grand piano and presses the keys with its paws while playing a soft tune, "
@@ -87,8 +87,8 @@ class JSONCriticModel(GarbageModel):
 
 def test_malformed_llm_critique_is_retried_then_falls_back(embedder, guard):
     garbage = GarbageModel()
-    critic = PrincipleCritic(embedder, guard, garbage, llm_retries=2, breaker_window=0)
-    plain = PrincipleCritic(embedder, guard, None)
+    critic = TextCritic(embedder, guard, garbage, llm_retries=2, breaker_window=0)
+    plain = TextCritic(embedder, guard, None)
     k = critic.critique("a cat playing piano", FAITHFUL)
     assert garbage.calls == 3  # first ask + 2 retries
     assert k.fallback and not k.llm_used
@@ -99,7 +99,7 @@ def test_malformed_llm_critique_is_retried_then_falls_back(embedder, guard):
 
 def test_circuit_breaker_stops_asking_a_model_that_never_parses(embedder, guard):
     garbage = GarbageModel()
-    critic = PrincipleCritic(embedder, guard, garbage, llm_retries=0, breaker_window=3)
+    critic = TextCritic(embedder, guard, garbage, llm_retries=0, breaker_window=3)
     critic.critique_many([("a cat", FAITHFUL)] * 2)
     assert not critic.breaker_open  # not enough evidence yet
     critic.critique("a cat", FAITHFUL)
@@ -111,12 +111,12 @@ def test_circuit_breaker_stops_asking_a_model_that_never_parses(embedder, guard)
 def test_a_big_batch_probes_the_breaker_window_first(embedder, guard):
     """A whole collection part at once: an incapable model is asked for a window's worth, not for all 20."""
     garbage = GarbageModel()
-    critic = PrincipleCritic(embedder, guard, garbage, llm_retries=1, breaker_window=5)
+    critic = TextCritic(embedder, guard, garbage, llm_retries=1, breaker_window=5)
     out = critic.critique_many([("a cat", FAITHFUL)] * 20)
     assert garbage.sizes == [5, 5]  # the probe and its re-ask; the other 15 never reach the model
     assert critic.breaker_open and all(k.fallback for k in out)
     capable = JSONCriticModel()
-    critic = PrincipleCritic(embedder, guard, capable, llm_retries=1, breaker_window=5)
+    critic = TextCritic(embedder, guard, capable, llm_retries=1, breaker_window=5)
     out = critic.critique_many([("a cat", FAITHFUL)] * 20)
     assert capable.sizes == [5, 15] and all(k.llm_used for k in out)
     assert "llm: needs lighting" in out[-1].issues
@@ -135,7 +135,7 @@ def test_parts_in_flight_share_one_probe(embedder, guard):
             return super().generate(conversations, params, adapter=adapter)
 
     slow = SlowGarbage()
-    critic = PrincipleCritic(embedder, guard, slow, llm_retries=1, breaker_window=5)
+    critic = TextCritic(embedder, guard, slow, llm_retries=1, breaker_window=5)
     start = threading.Barrier(2)
     results: list[list] = []
 
@@ -165,7 +165,7 @@ def test_parse_critique(raw, ok):
 
 
 def test_dropping_the_subject_scores_clearly_lower_on_accuracy(embedder, guard, chat_model):
-    critic = PrincipleCritic(embedder, guard, chat_model)  # the real LLM blended in, as in the graph
+    critic = TextCritic(embedder, guard, chat_model)  # the real LLM blended in, as in the graph
     faithful = critic.critique("a cat playing piano", FAITHFUL)
     dropped = critic.critique("a cat playing piano", DROPPED)
     assert faithful.accurate - dropped.accurate >= 0.4
@@ -174,7 +174,7 @@ def test_dropping_the_subject_scores_clearly_lower_on_accuracy(embedder, guard, 
 
 
 def test_critique_checks_counts_length_repetition_meta(embedder, guard):
-    critic = PrincipleCritic(embedder, guard, None, min_words=10, max_words=40)
+    critic = TextCritic(embedder, guard, None, min_words=10, max_words=40)
     k = critic.critique("three cats on a red sofa", "Here is your prompt: two cats on a red sofa. two cats on a red sofa.")
     assert k.checks["counts"] == 0.0 and k.checks["meta_text"] == 1.0 and k.checks["repetition"] > 0.2
     assert any("count" in i for i in k.issues) and any("meta-text" in i for i in k.issues)
@@ -185,7 +185,7 @@ def test_critique_checks_counts_length_repetition_meta(embedder, guard):
 
 
 def test_judge_weights_named_dimensions_and_skips_unavailable(embedder, guard):
-    critic = PrincipleCritic(embedder, guard, None)
+    critic = TextCritic(embedder, guard, None)
     k = critic.critique("a cat playing piano", FAITHFUL)
 
     class Unavailable:

@@ -109,18 +109,6 @@ def test_only_the_promptloop_package_is_installed(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
-def test_rewrite_file_resume_point_discards_a_cut_line(tmp_path):
-    from promptloop.cli import UserError, _resume_point, _write_jsonl
-
-    out = tmp_path / "o.jsonl"
-    out.write_text('{"prompt": "a"}\n{"prompt": "b"}\n{"prompt": "c", "final_pr')  # killed mid-write
-    assert _resume_point(out, ["a", "b", "c", "d"]) == 2
-    _write_jsonl(out, [], keep=2)
-    assert out.read_text() == '{"prompt": "a"}\n{"prompt": "b"}\n'
-    with pytest.raises(UserError, match="other prompts"):
-        _resume_point(out, ["x", "b"])
-
-
 def test_train_loop_eval_commands_report_bad_input(home, tmp_path):
     run(home, "init", "--no-models")
     res = run(home, "train", "sft", "--config", str(tmp_path / "missing.yaml"), check=False)

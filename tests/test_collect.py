@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, func, select
 
-from promptloop.agents.critic import Thresholds
+from promptloop.agents.text_critic import Thresholds
 from promptloop.graphs.collect_pairs import select_pairs
-from promptloop.graphs.collection import CollectContext, ensure_round, ensure_version, run_collection
+from promptloop.graphs.collection import CollectContext, run_collection
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import (
@@ -25,10 +25,11 @@ from promptloop.store.models import (
     SFTExample,
     TraceEvent,
 )
+from promptloop.store.repository import ensure_round
+from promptloop.store.versions import ensure_version
 
 
 def _prompts(rt, texts: list[str], split: str = "train") -> list[Prompt]:
-    rt.upgrade_db()
     with session_scope(rt.engine) as s:
         return [repo.add_prompt(s, t, split=split, source="test")[0] for t in texts]
 
@@ -176,7 +177,7 @@ def test_killed_collection_resumes_without_duplicates(tmp_path, smollm_path):
         for thread in set(persist_events):  # --part-size 1: each chunk of two fanned out into two parts
             parts = s.exec(select(TraceEvent).where(TraceEvent.thread_id == thread, TraceEvent.node == "guard_input",
                                                     TraceEvent.error.is_(None))).all()
-            assert sorted(len(e.input["items"]) for e in parts)[-1] == 1
+            assert sorted(e.input["items"] for e in parts)[-1] == 1  # the trace holds a reference and a count
         texts = s.exec(select(Candidate.prompt_id, Candidate.text)).all()
         assert len(texts) == len(set(texts))  # no duplicate candidate
         pair_keys = s.exec(select(PreferencePair.chosen_id, PreferencePair.rejected_id)).all()

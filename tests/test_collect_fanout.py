@@ -74,7 +74,7 @@ def store(tmp_path):
 
 
 def _graph(engine, saver, pipeline, persisted: list):
-    def persist(engine, items, prompt_ids, ctx):  # noqa: ANN001
+    def persist(engine, items, prompt_ids, ctx):
         persisted.append(list(zip(prompt_ids, [it["final_prompt"] for it in items], strict=True)))
         return {"stored": len(items)}
 
@@ -136,5 +136,6 @@ def test_fanned_out_collection_on_the_embedded_models(graph_runtime):
         # three parts of one prompt each went through the rewrite subgraph, each its own batched call
         calls = s.exec(select(TraceEvent).where(TraceEvent.thread_id == report.thread_ids[0],
                                                 TraceEvent.node == "rewrite")).all()
-        assert sorted(len(e.input["items"]) for e in calls) == [1, 1, 1]
-        assert sorted(e.input["items"][0]["prompt"] for e in calls) == sorted(p.text for p in prompts)
+        assert sorted(e.input["items"] for e in calls) == [1, 1, 1]
+        assert sorted(e.output["items"][0]["prompt"] for e in calls) == sorted(p.text for p in prompts)
+        assert len({e.input["checkpoint_ns"] for e in calls}) == 3  # each part in its own namespace

@@ -4,16 +4,17 @@ import pytest
 import torch
 from sqlmodel import Session, select
 
-from promptloop.graphs.collection import CollectContext, ensure_round, ensure_version, run_collection
+from promptloop.graphs.collection import CollectContext, run_collection
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import Candidate, PreferencePair, Reward, TraceEvent, Video
+from promptloop.store.repository import ensure_round
+from promptloop.store.versions import ensure_version
 
 METRICS = ("temporal_flickering", "dynamic_degree", "motion_smoothness", "frame_quality", "frame_safety")
 
 
 def _setup(rt, texts, round_index, **kw):
-    rt.upgrade_db()
     with session_scope(rt.engine) as s:
         prompts = [repo.add_prompt(s, t, split="train", source="test")[0] for t in texts]
     base = vars(rt.rewrite_context(n=3, max_refine_steps=0))

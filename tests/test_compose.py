@@ -22,7 +22,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 _VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 
 
-def _defaults(value):  # noqa: ANN001, ANN202
+def _defaults(value):
     """Compose's ${VAR:-default} interpolation with an empty environment ($$ escapes a literal $)."""
     if isinstance(value, str):
         return _VAR.sub(lambda m: m.group(2) or "", value.replace("$${", "\0")).replace("\0", "${")

@@ -7,8 +7,8 @@ from sqlmodel import Session, select
 from promptloop.agents.video.media import write_mp4
 from promptloop.config import Settings
 from promptloop.errors import PromptloopError
-from promptloop.learners.critic import CriticConfig, LearnedCritic, pairwise_accuracy, run_critic
-from promptloop.runtime import Runtime
+from promptloop.learners.video_critic import CriticConfig, VideoCritic, pairwise_accuracy, run_critic
+from promptloop.services import Services
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import HumanRating, ModelVersion
@@ -30,9 +30,8 @@ def clip(noise: float, jitter: float, seed: int) -> np.ndarray:
 
 @pytest.fixture
 def rated_store(tmp_path, embedder):
-    rt = Runtime(Settings(home=tmp_path / "home", device="cpu"))
+    rt = Services(Settings(home=tmp_path / "home", device="cpu"))
     rt.__dict__["embedder"] = embedder
-    rt.upgrade_db()
     rng = np.random.default_rng(7)
     truth = {}
     with session_scope(rt.engine) as s:
@@ -53,7 +52,7 @@ def rated_store(tmp_path, embedder):
 
 def test_critic_learns_the_signal_and_judges_with_it(rated_store):
     rt, truth = rated_store
-    rep = run_critic(rt, CriticConfig(name="critic-test", holdout=0.3), progress=False)
+    rep = run_critic(rt.engine, rt.settings, embedder=rt.embedder, cfg=CriticConfig(name="critic-test", holdout=0.3), progress=False)
     assert set(rep.dimensions) == {"motion_smoothness", "video_fidelity"}  # nobody rated semantic consistency
     assert rep.heldout_videos == 18 and rep.train_videos == 42
     for dim in ("video_fidelity", "motion_smoothness"):
@@ -82,12 +81,12 @@ def test_critic_learns_the_signal_and_judges_with_it(rated_store):
 
 
 def test_critic_needs_enough_ratings_and_loads_only_what_it_saved(tmp_path, embedder):
-    rt = Runtime(Settings(home=tmp_path / "home", device="cpu"))
+    rt = Services(Settings(home=tmp_path / "home", device="cpu"))
     rt.__dict__["embedder"] = embedder
     with pytest.raises(PromptloopError, match="ratings on at least 8 videos, the store has 0"):
-        run_critic(rt, CriticConfig(), progress=False)
+        run_critic(rt.engine, rt.settings, embedder=rt.embedder, cfg=CriticConfig(), progress=False)
     with pytest.raises(PromptloopError, match="no trained critic"):
-        LearnedCritic(tmp_path)
+        VideoCritic(tmp_path)
     assert pairwise_accuracy(np.array([1, 2, 3.0]), np.array([1, 3, 2.0])) == pytest.approx(2 / 3, abs=1e-4)
 
 
@@ -99,7 +98,7 @@ def test_vlm_critic_is_fine_tuned_with_trl_and_rates_with_rationales(rated_store
 
     rt, _ = rated_store
     vlm = tiny_llava(tmp_path / "llava", smollm_path)
-    res = train_vlm_critic(rt, VLMCriticConfig(model=str(vlm), name="vlm-test", max_steps=12, frames=2,
+    res = train_vlm_critic(rt.engine, rt.settings, VLMCriticConfig(model=str(vlm), name="vlm-test", max_steps=12, frames=2,
                                                learning_rate=3e-3, batch_size=4, holdout=0.1), progress=False)
     assert res["steps"] == 12 and res["last_loss"] < res["first_loss"]
     assert res["heldout_videos"] == 6 and 0.0 <= res["parse_rate"] <= 1.0 and res["samples"]
@@ -108,7 +107,7 @@ def test_vlm_critic_is_fine_tuned_with_trl_and_rates_with_rationales(rated_store
         assert row.algorithm == "critic" and row.data_provenance["kind"] == "vlm"
     # served as critic_<dimension> dimensions: a score with the model's rationale, or None with the reason
     rt.settings.video.critic = "vlm-test"
-    critic = rt.learned_critic("vlm-test")
+    critic = rt.video_critic("vlm-test")
     assert isinstance(critic, VLMCritic)
     out = critic.score(clip(5, 1, 3), "a yellow block sliding to the right")
     assert set(out) == {"critic_semantic_consistency", "critic_motion_smoothness", "critic_video_fidelity"}

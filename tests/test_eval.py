@@ -7,12 +7,12 @@ import json
 import pytest
 from rich.console import Console
 
+from promptloop.agents.safety.guard import REFUSAL
 from promptloop.evaluation.benches import load_bench, load_redteam, spaced
 from promptloop.evaluation.metrics import is_refusal, per_item, recall_at_1
 from promptloop.evaluation.report import plot_rounds, table, write_json
-from promptloop.evaluation.runner import EvalConfig, SystemResult, evaluate
-from promptloop.graphs.rewrite import REFUSAL
-from promptloop.runtime import Runtime
+from promptloop.evaluation.runner import EvalConfig, SystemResult
+from promptloop.services import Services
 from promptloop.store.shipped import import_shipped, vbench_rewrites
 
 
@@ -49,13 +49,12 @@ def test_subsets_are_evenly_spaced_and_aligned(engine):
 
 
 def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, tmp_path):
-    rt = Runtime(settings)
+    rt = Services(settings)
     rt.__dict__["embedder"] = embedder  # share the session's MiniLM
-    rt.upgrade_db()
     import_shipped(rt.engine)
     cfg = EvalConfig(bench="vbench", limit=12, redteam_limit=4)
     seen: list[str] = []
-    report = evaluate(rt, ["raw", "public:gpt4o", "public:hunyuan"], cfg, progress=seen.append)
+    report = rt.evaluate(["raw", "public:gpt4o", "public:hunyuan"], cfg, progress=seen.append)
     res = report.by_system()
     raw, gpt = res["raw"].metrics, res["public:gpt4o"].metrics
     assert report.n_prompts == 12 and raw["n"] == 12
@@ -66,7 +65,7 @@ def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, tmp_path)
     assert "unsafe_output_rate" not in gpt  # public rewrites exist only for VBench prompts
     lines = [json.loads(x) for x in open(res["public:gpt4o"].outputs_path, encoding="utf-8")]
     assert len(lines) == 12 and lines[0]["output"] == load_bench(rt.engine, "vbench", 12).public["gpt4o"][0]
-    again = evaluate(rt, ["raw", "public:gpt4o"], cfg)
+    again = rt.evaluate(["raw", "public:gpt4o"], cfg)
     assert all(r.cached for r in again.results) and again.by_system()["raw"].metrics == raw
     # Table, JSON and plot.
     console = Console(width=250, record=True)
@@ -84,12 +83,11 @@ def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, tmp_path)
 def test_unknown_bench_and_public_name(settings, embedder):
     from promptloop.errors import PromptloopError
 
-    rt = Runtime(settings)
+    rt = Services(settings)
     rt.__dict__["embedder"] = embedder
-    rt.upgrade_db()
     with pytest.raises(PromptloopError, match="unknown bench"):
-        evaluate(rt, ["raw"], EvalConfig(bench="nope"))
+        rt.evaluate(["raw"], EvalConfig(bench="nope"))
     with pytest.raises(PromptloopError, match="no public rewrites 'gpt5'"):
-        evaluate(rt, ["public:gpt5"], EvalConfig(bench="vbench", limit=2, redteam_limit=0))
+        rt.evaluate(["public:gpt5"], EvalConfig(bench="vbench", limit=2, redteam_limit=0))
     with pytest.raises(PromptloopError, match="unknown model version 'ghost'"):
-        evaluate(rt, ["ghost"], EvalConfig(bench="vbench", limit=2, redteam_limit=0))
+        rt.evaluate(["ghost"], EvalConfig(bench="vbench", limit=2, redteam_limit=0))

@@ -11,13 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from promptloop.config import Settings
-from promptloop.graphs.collection import ensure_round
 from promptloop.learners.config import ConfigError, DPOLearnerConfig, SFTLearnerConfig, load_config
 from promptloop.learners.data import NothingToTrain
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import VersionStatus
+from promptloop.store.repository import ensure_round
 
 SFT_DATA = [
     ("a cat playing piano", "A fluffy orange cat sits on a wooden bench and presses the keys of a grand piano with "
@@ -32,8 +32,7 @@ SFT_DATA = [
 REJECTED = ["cat piano", "The user wants a video. Here is a prompt: fog.", "car", "kite kite kite kite kite"]
 
 
-def _seed(rt: Runtime) -> None:
-    rt.upgrade_db()
+def _seed(rt: Services) -> None:
     r0, r1 = ensure_round(rt.engine, 0), ensure_round(rt.engine, 1)
     with session_scope(rt.engine) as s:
         for (prompt, target), bad in zip(SFT_DATA, REJECTED, strict=True):
@@ -45,8 +44,8 @@ def _seed(rt: Runtime) -> None:
 
 
 @pytest.fixture(scope="module")
-def learn_rt(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Runtime:
-    rt = Runtime(Settings(home=tmp_path_factory.mktemp("learn_home"), base_model=str(smollm_path), device="cpu"))
+def learn_rt(tmp_path_factory: pytest.TempPathFactory, smollm_path: Path) -> Services:
+    rt = Services(Settings(home=tmp_path_factory.mktemp("learn_home"), base_model=str(smollm_path), device="cpu"))
     _seed(rt)
     return rt
 
@@ -72,9 +71,8 @@ def _logits(path: Path, adapter: str | None) -> torch.Tensor:
 
 
 def test_sft_trains_lora_and_registers_a_loadable_version(learn_rt, smollm_path):
-    from promptloop.learners.sft import train_sft
 
-    res = train_sft(learn_rt, SFTLearnerConfig(max_steps=2, per_device_train_batch_size=2, round_index=0,
+    res = learn_rt.train("sft", SFTLearnerConfig(max_steps=2, per_device_train_batch_size=2, round_index=0,
                                                learning_rate=1e-3))
     v = res.version
     assert (v.name, v.algorithm, v.status) == ("r0-sft", "sft", VersionStatus.candidate)
@@ -91,12 +89,11 @@ def test_sft_trains_lora_and_registers_a_loadable_version(learn_rt, smollm_path)
 
 
 def test_dpo_reference_is_the_parent_and_parent_is_untouched(learn_rt):
-    from promptloop.learners.dpo import train_dpo
-    from promptloop.learners.versions import get_version
+    from promptloop.store.versions import get_version
 
     parent = get_version(learn_rt.engine, "r0-sft")
     before = _digest(parent.adapter_path)
-    res = train_dpo(learn_rt, DPOLearnerConfig(max_steps=2, per_device_train_batch_size=2, round_index=1,
+    res = learn_rt.train("dpo", DPOLearnerConfig(max_steps=2, per_device_train_batch_size=2, round_index=1,
                                                parent="r0-sft", learning_rate=1e-3))
     v = res.version
     assert (v.name, v.algorithm, v.parent_id) == ("r1-dpo", "dpo", parent.id)
@@ -111,11 +108,10 @@ def test_dpo_reference_is_the_parent_and_parent_is_untouched(learn_rt):
 
 
 def test_same_name_is_not_trained_twice_and_auto_names_increment(learn_rt):
-    from promptloop.learners.sft import train_sft
 
-    again = train_sft(learn_rt, SFTLearnerConfig(name="r0-sft", max_steps=1, round_index=0))
+    again = learn_rt.train("sft", SFTLearnerConfig(name="r0-sft", max_steps=1, round_index=0))
     assert again.reused and again.version.name == "r0-sft"
-    nxt = train_sft(learn_rt, SFTLearnerConfig(max_steps=1, round_index=0, per_device_train_batch_size=4))
+    nxt = learn_rt.train("sft", SFTLearnerConfig(max_steps=1, round_index=0, per_device_train_batch_size=4))
     assert nxt.version.name == "r0-sft-2" and not nxt.reused
 
 
@@ -137,12 +133,10 @@ def test_config_yaml_flags_and_errors(tmp_path):
 
 
 def test_nothing_to_train_names_the_round(settings, smollm_path):
-    from promptloop.learners.sft import train_sft
 
-    rt = Runtime(settings.model_copy(update={"base_model": str(smollm_path)}))
-    rt.upgrade_db()
+    rt = Services(settings.model_copy(update={"base_model": str(smollm_path)}))
     with pytest.raises(NothingToTrain, match="collect sft"):
-        train_sft(rt, SFTLearnerConfig(max_steps=1))
+        rt.train("sft", SFTLearnerConfig(max_steps=1))
     ensure_round(rt.engine, 3)
     with pytest.raises(NothingToTrain, match="round 3"):
-        train_sft(rt, SFTLearnerConfig(max_steps=1, round_index=3))
+        rt.train("sft", SFTLearnerConfig(max_steps=1, round_index=3))

@@ -15,12 +15,12 @@ from sqlmodel import Session, func, select
 
 from promptloop.errors import PromptloopError
 from promptloop.graphs.loop import LoopConfig, decide
-from promptloop.learners.versions import ensure_base, get_version, register
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store.models import Candidate, ModelVersion, SFTExample, TraceEvent, VersionStatus
+from promptloop.store.versions import ensure_base, get_version, register
 
 
-def _versions(rt: Runtime) -> None:
+def _versions(rt: Services) -> None:
     ensure_base(rt.engine, "tiny")
     base = get_version(rt.engine, "base")
     for name in ("worse", "better"):
@@ -29,18 +29,17 @@ def _versions(rt: Runtime) -> None:
 
 
 def test_a_worse_version_is_not_promoted_and_a_better_one_is(settings):
-    rt = Runtime(settings)
-    rt.upgrade_db()
+    rt = Services(settings)
     _versions(rt)
     evals = {"base": {"judge_total": 0.70}, "worse": {"judge_total": 0.69}, "better": {"judge_total": 0.72}}
-    d = decide(rt, "base", "worse", evals)
+    d = decide(rt.engine, "base", "worse", evals)
     assert not d["promoted"] and d["gain"] == -0.01 and "champion kept" in d["reason"]
     assert get_version(rt.engine, "champion").name == "base"
     assert get_version(rt.engine, "worse").status == VersionStatus.rejected
     assert get_version(rt.engine, "worse").metrics["decision"]["promoted"] is False  # why, on the row
     # A tie is not an improvement either.
-    assert not decide(rt, "base", "better", {"base": {"judge_total": 0.7}, "better": {"judge_total": 0.7}})["promoted"]
-    d = decide(rt, "base", "better", evals)
+    assert not decide(rt.engine, "base", "better", {"base": {"judge_total": 0.7}, "better": {"judge_total": 0.7}})["promoted"]
+    d = decide(rt.engine, "base", "better", evals)
     assert d["promoted"] and d["gain"] == 0.02
     assert get_version(rt.engine, "champion").name == "better"
     with Session(rt.engine) as s:  # exactly one champion; the old one is archived, not deleted

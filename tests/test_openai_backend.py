@@ -53,18 +53,18 @@ def test_rewrite_graph_runs_with_the_rewriter_on_the_server(server_url: str, smo
     from promptloop.agents.llm.openai_backend import OpenAIChatModel as Remote
     from promptloop.agents.llm.transformers_backend import TransformersChatModel
     from promptloop.api import rewrite_many
-    from promptloop.runtime import Runtime
+    from promptloop.services import Services
 
     settings = Settings(home=tmp_path / "home", base_model=str(smollm_path), device="cpu",
                         generation={"max_new_tokens": 40}, critic={"use_llm": False},
                         backends={"rewriter": {"kind": "openai", "base_url": server_url, "model": str(smollm_path),
                                               "extra_body": {"generation_config": '{"do_sample": true}'}}})
-    rt = Runtime(settings)
+    rt = Services(settings)
     assert isinstance(rt.model_for("rewriter"), Remote)
     assert isinstance(rt.model_for("critic"), TransformersChatModel)
     assert rt.model_for("guard") is rt.model_for("critic")  # same backend, one instance
     assert rt.critic.llm is None  # critic.use_llm=false: deterministic critic, no model call
-    [out] = rewrite_many(["a fox in the snow"], runtime=rt, n=2, max_refine_steps=0, model_version="base")
+    [out] = rewrite_many(["a fox in the snow"], services=rt, n=2, max_refine_steps=0, model_version="base")
     assert out.final_prompt and 1 <= len(out.candidates) <= 2 and rt.model_for("rewriter").requests == 2
     assert "total" in out.reward
 
@@ -136,7 +136,7 @@ def test_concurrency_is_bounded():
 
 
 def test_structured_output_is_sent_and_dropped_when_rejected():
-    from promptloop.agents.critic import LLMCritique
+    from promptloop.agents.text_critic import LLMCritique
 
     bodies = []
 

@@ -16,7 +16,7 @@ from video_fixtures import square_video, static_video
 
 from promptloop.agents.video.media import write_mp4
 from promptloop.config import Settings
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import HumanRating
@@ -28,8 +28,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture
 def rating_server(tmp_path):
     home = tmp_path / "home"
-    rt = Runtime(Settings(home=home))
-    rt.upgrade_db()
+    rt = Services(Settings(home=home))
     with session_scope(rt.engine) as s:
         p, _ = repo.add_prompt(s, "a yellow block sliding right")
         c, _ = repo.add_candidate(s, p.id, "A bright yellow block glides smoothly to the right across a grey floor.")

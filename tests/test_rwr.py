@@ -12,7 +12,7 @@ from promptloop.agents.video.tiny import build_tiny_cogvideox
 from promptloop.config import Settings
 from promptloop.errors import PromptloopError
 from promptloop.learners.rwr import RewardWeightedTrainer, RWRConfig, rewarded_videos, run_rwr, sample_weights
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import HumanRating, ModelVersion, Video
@@ -34,8 +34,7 @@ def test_weights_favour_high_rewards():
 
 @pytest.fixture
 def rated_tiny(tmp_path):
-    rt = Runtime(Settings(home=tmp_path / "home", device="cpu"))
-    rt.upgrade_db()
+    rt = Services(Settings(home=tmp_path / "home", device="cpu"))
     cache_videos = rt.render_cache.render_many([RenderRequest(prompt=p, seed=i) for i, p in enumerate(PROMPTS)])
     with session_scope(rt.engine) as s:
         prompt, _ = repo.add_prompt(s, "anything")
@@ -84,7 +83,7 @@ def test_training_changes_the_lora_weights_more_for_high_rewards_and_loads_back(
 
 def test_run_rwr_registers_a_version_the_renderer_can_use(rated_tiny):
     rt = rated_tiny
-    res = run_rwr(rt, RWRConfig(name="rwr-test", steps=3, weighting="normalized"), progress=False)
+    res = run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-test", steps=3, weighting="normalized"), progress=False)
     assert res["steps"] == 3 and len(res["loss_curve"]) == 3
     with Session(rt.engine) as s:
         v = s.exec(select(ModelVersion).where(ModelVersion.name == "rwr-test")).one()
@@ -92,8 +91,8 @@ def test_run_rwr_registers_a_version_the_renderer_can_use(rated_tiny):
         assert v.data_provenance["weighting"] == "normalized" and len(v.data_provenance["video_ids"]) == 4
     # the shared pipeline is the base model again, and a second run in the same process works
     assert not getattr(rt.renderer().pipeline.transformer, "peft_config", None)
-    assert run_rwr(rt, RWRConfig(name="rwr-again", steps=1), progress=False)["steps"] == 1
+    assert run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-again", steps=1), progress=False)["steps"] == 1
     rt.settings.video.lora = "rwr-test"
     assert rt.renderer().model_id == "tiny-random-cogvideox+lora:rwr-test"
     with pytest.raises(PromptloopError, match="never overwritten"):
-        run_rwr(rt, RWRConfig(name="rwr-test", steps=1), progress=False)
+        run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-test", steps=1), progress=False)

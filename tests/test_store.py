@@ -135,3 +135,20 @@ def test_candidate_identity_includes_model_version(engine):
         assert created and a.id != b.id
     with Session(engine) as s:
         assert len(s.exec(select(Candidate)).all()) == 2
+
+
+def test_traces_fold_each_items_changes_per_graph_instance():
+    """Traces hold what each node changed; the items are rebuilt per graph instance (a part) in run order."""
+    from promptloop.store.models import TraceEvent
+    from promptloop.store.traces import fold_items
+
+    def ev(ns: str, items: list[dict]) -> TraceEvent:
+        return TraceEvent(thread_id="t", graph="g", node="n", input={"checkpoint_ns": ns}, output={"items": items})
+
+    events = [ev("guard_input:1", [{"i": 0, "prompt": "a", "verdict": "ok"}, {"i": 1, "prompt": "b"}]),
+              ev("rewrite:2", [{"i": 0, "prompt": "a", "candidates": ["x"]}]),
+              ev("part:3|rewrite:4", [{"i": 0, "prompt": "c", "candidates": ["y"]}]),
+              ev("part:3|critique:5", [{"i": 0, "prompt": "c", "rewards": [1]}])]
+    assert fold_items(events) == [{"i": 0, "prompt": "a", "verdict": "ok", "candidates": ["x"]},
+                                  {"i": 1, "prompt": "b"},
+                                  {"i": 0, "prompt": "c", "candidates": ["y"], "rewards": [1]}]

@@ -20,7 +20,7 @@ from servers import free_port, serve
 from sqlmodel import Session, select
 
 from promptloop.api import rewrite_many
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import Candidate, Prompt, Round
@@ -43,13 +43,12 @@ def _write_mp4(path: Path, frames: int = 8, size: int = 64) -> None:
 def ui_home(graph_runtime, tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("ui_home")
     # the critic's LLM pass is off: this run only has to exist (the graph's own tests cover the critic)
-    rt = Runtime(graph_runtime.settings.model_copy(update={
+    rt = Services(graph_runtime.settings.model_copy(update={
         "home": home, "database_url": None, "critic": graph_runtime.settings.critic.model_copy(update={"use_llm": False})}))
     rt.settings.database_url = f"sqlite:///{home / 'promptloop.db'}"
     rt.__dict__.update({"_models": graph_runtime._models, "embedder": graph_runtime.embedder,
                         "guard": graph_runtime.guard})
-    rt.upgrade_db()
-    [out] = rewrite_many(["a cat playing piano"], runtime=rt, n=3, max_refine_steps=0, model_version="base")
+    [out] = rewrite_many(["a cat playing piano"], services=rt, n=3, max_refine_steps=0, model_version="base")
     with session_scope(rt.engine) as s:
         rnd = Round(index=0)
         s.add(rnd)

@@ -8,7 +8,7 @@ from sqlmodel import Session, select
 from promptloop.api import rewrite_many
 from promptloop.config import Settings
 from promptloop.graphs.watch import WatchConfig, watch, watch_cycle
-from promptloop.runtime import Runtime
+from promptloop.services import Services
 from promptloop.store.models import ModelVersion, Prompt, Round
 from promptloop.store.shipped import import_shipped
 
@@ -17,16 +17,15 @@ from promptloop.store.shipped import import_shipped
 def test_traffic_is_stored_and_watch_trains_on_it(tmp_path, smollm_path):
     settings = Settings(home=tmp_path / "home", base_model=str(smollm_path), device="cpu",
                         generation={"max_new_tokens": 24}, critic={"use_llm": False})
-    rt = Runtime(settings)
-    rt.upgrade_db()
+    rt = Services(settings)
     import_shipped(rt.engine)
     with Session(rt.engine) as s:
         eval_prompt = s.exec(select(Prompt).where(Prompt.split == "eval")).first().text
-    rewrite_many(["a dragon flying over a lake", "a robot dancing in the street", eval_prompt], runtime=rt, n=2,
+    rewrite_many(["a dragon flying over a lake", "a robot dancing in the street", eval_prompt], services=rt, n=2,
                  max_refine_steps=0)
-    opted_out = Runtime(settings.model_copy(update={"record_traffic": False}))
+    opted_out = Services(settings.model_copy(update={"record_traffic": False}))
     opted_out.__dict__.update({k: rt.__dict__[k] for k in ("_models", "embedder", "guard")})
-    rewrite_many(["an owl at midnight"], runtime=opted_out, n=1, max_refine_steps=0)
+    rewrite_many(["an owl at midnight"], services=opted_out, n=1, max_refine_steps=0)
     with Session(rt.engine) as s:
         traffic = s.exec(select(Prompt).where(Prompt.source == "traffic")).all()
         assert sorted(p.text for p in traffic) == ["a dragon flying over a lake", "a robot dancing in the street"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
@@ -31,7 +32,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     templates.env.filters["num"] = lambda v, nd=3: "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float)
                                                                           else str(v))
 
-    def page(request: Request, name: str, **ctx) -> HTMLResponse:
+    def page(request: Request, name: str, **ctx: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, {"nav": name.split(".")[0], **ctx})
 
     def opt_int(value: str | None, name: str) -> int | None:
@@ -108,7 +109,7 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     return app
 
 
-def jsonable(obj):  # noqa: ANN001, ANN201
+def jsonable(obj: Any) -> Any:
     import json
 
     return json.loads(json.dumps(obj, default=str))

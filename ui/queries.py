@@ -18,7 +18,7 @@ from promptloop.store.models import (
     TraceEvent,
     Video,
 )
-from promptloop.store.traces import list_runs, run_events
+from promptloop.store.traces import fold_items, list_runs, run_events
 
 _ROUND_IN_THREAD = re.compile(r"-r(\d+)-")
 PRINCIPLES = {"harmless", "accurate", "helpful"}
@@ -57,14 +57,7 @@ def run_detail(engine: Engine, trace_id: str) -> dict:
                          "duration_ms": round(e.duration_ms or 0.0, 1), "error": e.error,
                          "model_version": e.model_version, "left_pct": round(100 * offset / span, 2),
                          "width_pct": max(round(100 * (e.duration_ms or 0.0) / span, 2), 0.3)})
-    items: list[dict] = []
-    for e in reversed(events):  # the latest node that carried the items holds the most complete state
-        for source in (e.output, e.input):
-            if isinstance(source, dict) and source.get("items"):
-                items = source["items"]
-                break
-        if items:
-            break
+    items = fold_items(events)  # traces hold what each node changed; the items are rebuilt from those
     with Session(engine) as s:
         videos = _videos_by_text(s, [c for it in items for c in it.get("candidates", [])])
     return {"trace_id": events[0].thread_id, "graph": events[0].graph, "round": round_of(events[0].thread_id),

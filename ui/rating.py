@@ -61,7 +61,7 @@ def create_rating_app(engine: Engine, settings: Settings, *, rater: str) -> Fast
         return FileResponse(ctx["path"], media_type="video/mp4")
 
     @app.post("/rate/{video_id}")
-    async def rate(video_id: int, request: Request):  # noqa: ANN202
+    async def rate(video_id: int, request: Request):
         if video_context(engine, video_id) is None:
             raise HTTPException(404, f"no video {video_id}")
         form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True).items()}

@@ -13,6 +13,8 @@ from typing import Literal, TypedDict
 
 from pydantic import BaseModel, Field
 
+from promptloop.config import GenerationSettings, default_of
+
 
 class Message(TypedDict):
     role: Literal["system", "user", "assistant"]
@@ -24,9 +26,9 @@ Conversation = Sequence[Message]
 
 class SamplingParams(BaseModel):
     n: int = Field(1, ge=1, le=64, description="completions per conversation")
-    max_new_tokens: int = Field(160, ge=1, le=8192)
-    temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 = greedy")
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default_of(GenerationSettings, "max_new_tokens"), ge=1, le=8192)
+    temperature: float = Field(default_of(GenerationSettings, "temperature"), ge=0.0, le=5.0, description="0 = greedy")
+    top_p: float = Field(default_of(GenerationSettings, "top_p"), gt=0.0, le=1.0)
     seed: int | None = None
     json_schema: dict | None = Field(None, description="ask for JSON of this schema where the backend can "
                                      "enforce it (OpenAI-compatible response_format); a hint, never a guarantee")

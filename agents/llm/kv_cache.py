@@ -13,13 +13,15 @@ model's mask helpers treat it as one.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import DynamicCache, PreTrainedConfig
 from transformers.cache_utils import DynamicLayer
 
 
 class ReservedLayer(DynamicLayer):
-    def __init__(self, capacity: int = 0, grow: int = 64, **kwargs):
+    def __init__(self, capacity: int = 0, grow: int = 64, **kwargs: Any):
         super().__init__(**kwargs)
         self.capacity = capacity  # slots per row to allocate on first use
         self.grow = grow  # extra slots added when a longer sequence than reserved arrives
@@ -27,7 +29,7 @@ class ReservedLayer(DynamicLayer):
         self._k: torch.Tensor | None = None
         self._v: torch.Tensor | None = None
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
                ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)

@@ -9,8 +9,9 @@ reloads the base weights.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -166,7 +167,7 @@ class TransformersChatModel(ChatModel):
             positions = positions + 1
         return out
 
-    def _run(self, adapter: str | None, fn, *args):  # noqa: ANN001
+    def _run(self, adapter: str | None, fn: Callable[..., Any], *args: Any) -> Any:
         """Call ``fn(*args)`` with the requested adapter active (None = the bare base model)."""
         if not self.adapters:
             return fn(*args)

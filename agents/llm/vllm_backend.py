@@ -57,7 +57,7 @@ class VLLMChatModel(ChatModel):
         return [[o.text.strip() for o in out.outputs] for out in outputs]
 
     @staticmethod
-    def _sampling(params: SamplingParams):  # noqa: ANN205
+    def _sampling(params: SamplingParams):
         from vllm import SamplingParams as VLLMSamplingParams
 
         kwargs = dict(n=params.n, max_tokens=params.max_new_tokens, temperature=params.temperature,

@@ -13,6 +13,11 @@ can remain (``hard``) are *blocked*.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from promptloop.agents.embedder import Embedder
+
 import json
 import re
 from collections.abc import Sequence
@@ -23,9 +28,12 @@ from pydantic import BaseModel, Field
 
 from promptloop.agents.llm.base import ChatModel, SamplingParams
 from promptloop.agents.safety.categories import BENIGN_ANCHORS, CATEGORIES, HarmCategory
+from promptloop.config import GuardSettings
 
 Action = Literal["allow", "sanitize", "block"]
 SAFE = "safe"
+# What an app shows its user instead of a prompt when the guard refuses (the guard owns the wording).
+REFUSAL = "I can't help turn this request into a video prompt: {reason}"
 
 
 def training_examples() -> list[tuple[str, str]]:
@@ -43,13 +51,10 @@ def training_examples() -> list[tuple[str, str]]:
     return out
 
 
-class GuardConfig(BaseModel):
-    flag_threshold: float = Field(0.5, ge=0, le=1, description="category score at which a prompt is unsafe")
-    block_threshold: float = Field(0.5, ge=0, le=1, description="score in a hard category at which it is refused")
-    profanity_threshold: float = Field(0.8, ge=0, le=1)
-    pattern_score: float = Field(0.9, ge=0, le=1, description="score given by an explicit pattern match")
-    classifier_c: float = Field(16.0, gt=0, description="inverse L2 strength of the embedding classifiers")
-    use_llm: bool = False
+M = TypeVar("M", bound=BaseModel)
+
+# The guard is configured by its section of Settings (one source of defaults).
+GuardConfig = GuardSettings
 
 
 class CategoryScore(BaseModel):
@@ -88,7 +93,7 @@ _LLM_GUARD_PROMPT = (
 class SafetyGuard:
     guard_id = "layered-guard-v1"
 
-    def __init__(self, embedder, config: GuardConfig | None = None, llm: ChatModel | None = None,  # noqa: ANN001
+    def __init__(self, embedder: Embedder, config: GuardConfig | None = None, llm: ChatModel | None = None,
                  categories: Sequence[HarmCategory] = CATEGORIES):
         self.embedder = embedder
         self.config = config or GuardConfig()
@@ -96,7 +101,7 @@ class SafetyGuard:
         self.categories = tuple(categories)
         self._classifier = self._fit_classifier()
 
-    def _fit_classifier(self):  # noqa: ANN202
+    def _fit_classifier(self):
         """Two logistic regressions on MiniLM embeddings: harmful vs. safe, and which category.
 
         A pooled harmful/safe detector generalises better from ~100 harmful
@@ -204,7 +209,7 @@ def _looks_english(text: str) -> bool:
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
-def parse_json_model(text: str, model: type[BaseModel]):  # noqa: ANN201
+def parse_json_model(text: str, model: type[M]) -> M | None:
     """The first JSON object in ``text`` validated as ``model``, or None if there is none."""
     m = _JSON_OBJECT.search(text or "")
     if not m:

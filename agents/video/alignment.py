@@ -15,6 +15,7 @@ reported unavailable (score None with the reason), never invented.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class TextVideoAlignment:
                             {"model": self.model_ref, "frames": idx, "cosine": [round(x, 4) for x in per]})
 
 
-def _features(out):  # noqa: ANN001, ANN202
+def _features(out: Any) -> Any:
     """transformers 5 returns a model output from get_*_features where 4.x returned the tensor."""
     if hasattr(out, "pooler_output") and out.pooler_output is not None:
         return out.pooler_output

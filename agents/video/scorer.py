@@ -34,7 +34,8 @@ class FrameScorer(Protocol):
 
 
 class VideoScorer:
-    def __init__(self, *, alignment=None, nsfw=None, vlm=None, extra: Sequence[FrameScorer] = ()):  # noqa: ANN001
+    def __init__(self, *, alignment: FrameScorer | None = None, nsfw: FrameScorer | None = None,
+                 vlm: FrameScorer | None = None, extra: Sequence[FrameScorer] = ()):
         self.alignment = alignment
         self.nsfw = nsfw
         self.vlm = vlm
@@ -64,7 +65,7 @@ class VideoScorer:
                            seconds=round(time.perf_counter() - t0, 4))
 
 
-def _safely(scorer, frames: np.ndarray, prompt: str):  # noqa: ANN001, ANN202
+def _safely(scorer: FrameScorer, frames: np.ndarray, prompt: str) -> dict:
     """A remote or learned scorer that fails leaves its dimensions unavailable instead of failing the video."""
     try:
         return scorer.score(frames, prompt)

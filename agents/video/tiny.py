@@ -9,6 +9,12 @@ on the prompt and seed; everything that shows them says so (TINY_LABEL).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffusers import CogVideoXPipeline
+    from transformers import PreTrainedTokenizerFast
+
 TINY_NAME = "tiny"
 TINY_MODEL_ID = "tiny-random-cogvideox"
 TINY_LABEL = "tiny-random-cogvideox (random weights built from config: a pipeline test, not a video model)"
@@ -16,7 +22,7 @@ TINY_LABEL = "tiny-random-cogvideox (random weights built from config: a pipelin
 TINY_DEFAULTS = {"num_frames": 9, "width": 64, "height": 64, "steps": 4, "fps": 8, "guidance_scale": 6.0}
 
 
-def byte_level_tokenizer():  # -> PreTrainedTokenizerFast
+def byte_level_tokenizer() -> PreTrainedTokenizerFast:
     """A tokenizer with no vocabulary file: one token per UTF-8 byte, so any prompt encodes, offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -31,7 +37,7 @@ def byte_level_tokenizer():  # -> PreTrainedTokenizerFast
                                    model_max_length=64)
 
 
-def build_tiny_cogvideox(seed: int = 0, max_text_tokens: int = 64):  # -> CogVideoXPipeline
+def build_tiny_cogvideox(seed: int = 0, max_text_tokens: int = 64) -> CogVideoXPipeline:
     import torch
     from diffusers import (
         AutoencoderKLCogVideoX,

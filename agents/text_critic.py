@@ -10,6 +10,11 @@ critique records that it fell back to the deterministic checks.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from promptloop.agents.embedder import Embedder
+
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -20,12 +25,13 @@ from promptloop.agents import text_checks as tc
 from promptloop.agents.llm.base import ChatModel, SamplingParams
 from promptloop.agents.rewriter import clean_rewrite, template
 from promptloop.agents.safety.guard import SafetyGuard, Verdict, parse_json_model
+from promptloop.config import CriticSettings, RewriteSettings, default_of
 
 
 class Thresholds(BaseModel):
-    harmless: float = 0.8
-    accurate: float = 0.6
-    helpful: float = 0.6
+    harmless: float = default_of(CriticSettings, "harmless_threshold")
+    accurate: float = default_of(CriticSettings, "accurate_threshold")
+    helpful: float = default_of(CriticSettings, "helpful_threshold")
 
 
 class LLMCritique(BaseModel):
@@ -53,10 +59,14 @@ class Critique(LLMCritique):
         return [p for p in ("harmless", "accurate", "helpful") if getattr(self, p) < getattr(t, p)]
 
 
-class PrincipleCritic:
-    def __init__(self, embedder, guard: SafetyGuard, llm: ChatModel | None = None, *,  # noqa: ANN001
-                 min_words: int = 40, max_words: int = 120, llm_weight: float = 0.25, llm_retries: int = 1,
-                 breaker_window: int = 12, breaker_min_valid: float = 0.25):
+class TextCritic:
+    def __init__(self, embedder: Embedder, guard: SafetyGuard, llm: ChatModel | None = None, *,
+                 min_words: int = default_of(RewriteSettings, "target_words_min"),
+                 max_words: int = default_of(RewriteSettings, "target_words_max"),
+                 llm_weight: float = default_of(CriticSettings, "llm_weight"),
+                 llm_retries: int = default_of(CriticSettings, "llm_retries"),
+                 breaker_window: int = default_of(CriticSettings, "llm_breaker_window"),
+                 breaker_min_valid: float = default_of(CriticSettings, "llm_breaker_min_valid")):
         self.embedder = embedder
         self.guard = guard
         self.llm = llm

@@ -15,7 +15,7 @@ machine does not have and is not implemented here.
 
 A trained critic is saved under ``<home>/critics/<name>`` (weights as .npz,
 config and metrics as JSON) and registered as a model version with algorithm
-``critic``; ``LearnedCritic`` loads it and the reward judge uses it as
+``critic``; ``VideoCritic`` loads it and the reward judge uses it as
 ``critic_<dimension>`` video dimensions (``video.critic`` setting).
 """
 
@@ -25,6 +25,7 @@ import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -33,8 +34,12 @@ from sqlmodel import Session, select
 from promptloop.agents.video.features import FEATURE_NAMES, video_features
 from promptloop.agents.video.media import read_video
 from promptloop.agents.video.metrics import MetricResult
+from promptloop.config import Settings
 from promptloop.errors import PromptloopError
 from promptloop.store.models import Candidate, HumanRating, Prompt, Video
+
+if TYPE_CHECKING:  # the embedder pulls in sentence-transformers; only its type is needed here
+    from promptloop.agents.embedder import Embedder
 
 
 @dataclass
@@ -97,7 +102,7 @@ def rated_videos(engine: Engine, dimensions: list[str] | None = None) -> list[Ra
 
 
 class FeatureExtractor:
-    def __init__(self, embedder=None):  # noqa: ANN001 - an Embedder when text features are on
+    def __init__(self, embedder: Embedder | None = None):
         self.embedder = embedder
 
     def __call__(self, frames: np.ndarray, prompt: str) -> np.ndarray:
@@ -139,7 +144,8 @@ def _rank(a: np.ndarray) -> np.ndarray:
     return r
 
 
-def train_critic(engine: Engine, out_dir: Path, cfg: CriticConfig, *, dimensions: list[str], embedder=None,  # noqa: ANN001
+def train_critic(engine: Engine, out_dir: Path, cfg: CriticConfig, *, dimensions: list[str],
+                 embedder: Embedder | None = None,
                  progress: bool = True) -> tuple[dict, dict]:
     """Fit the heads and measure them on held-out videos; returns (saved state, metrics)."""
     from tqdm.auto import tqdm
@@ -199,12 +205,12 @@ def save_critic(out_dir: Path, state: dict, metrics: dict) -> None:
     tmp.replace(out_dir)
 
 
-class LearnedCritic:
+class VideoCritic:
     """A trained critic as video reward dimensions ``critic_<dimension>``, each in [0, 1]."""
 
     name = "critic"
 
-    def __init__(self, path: str | Path, embedder=None):  # noqa: ANN001
+    def __init__(self, path: str | Path, embedder: Embedder | None = None):
         path = Path(path)
         if not (path / "critic.npz").is_file():
             raise PromptloopError(f"no trained critic at {path} (expected critic.npz)")
@@ -230,21 +236,22 @@ class LearnedCritic:
         return out
 
 
-def run_critic(rt, cfg: CriticConfig, *, progress: bool = True) -> CriticReport:  # noqa: ANN001
+def run_critic(engine: Engine, settings: Settings, cfg: CriticConfig, *, embedder: Embedder | None,
+               progress: bool = True) -> CriticReport:
     """Train on the store's ratings and register the critic as a model version (algorithm 'critic')."""
-    from promptloop.learners.versions import next_name, register
+    from promptloop.store.versions import next_name, register
 
-    rt.upgrade_db()
-    dims = cfg.dimensions or list(rt.settings.ratings.dimensions)
-    name = cfg.name or next_name(rt.engine, "critic")
-    out = rt.settings.home / "critics" / name
+    dims = cfg.dimensions or list(settings.ratings.dimensions)
+    name = cfg.name or next_name(engine, "critic")
+    out = settings.home / "critics" / name
     if out.exists():
         raise PromptloopError(f"a critic folder exists at {out}; critics are never overwritten")
-    state, metrics = train_critic(rt.engine, out, cfg, dimensions=dims,
-                                  embedder=rt.embedder if cfg.text_features else None, progress=progress)
-    register(rt.engine, name=name, base_model="video-features+minilm ridge" if cfg.text_features else
+    state, metrics = train_critic(engine, out, cfg, dimensions=dims,
+                                  embedder=embedder if cfg.text_features else None, progress=progress)
+    register(engine, name=name, base_model="video-features+minilm ridge" if cfg.text_features else
              "video-features ridge", adapter_path=str(out), parent_id=None, algorithm="critic", round_index=-1,
              metrics=metrics, data_provenance={"heldout_video_ids": state["heldout_video_ids"],
                                                "dimensions": state["dimensions"], "config": asdict(cfg)})
     return CriticReport(name, str(out), metrics, metrics["train_videos"], metrics["heldout_videos"],
                         state["dimensions"])
+

@@ -13,15 +13,27 @@ from sqlmodel import Session, select
 from promptloop.errors import PromptloopError
 from promptloop.store.engine import session_scope
 from promptloop.store.models import ModelVersion, Round, VersionStatus
+from promptloop.store.repository import get_or_create_version
 
 
 class UnknownVersion(PromptloopError, LookupError):
     pass
 
 
-def ensure_base(engine: Engine, base_model: str) -> ModelVersion:
-    from promptloop.graphs.collection import ensure_version
+def ensure_version(engine: Engine, name: str | None, base_model: str) -> int:
+    """The store id of a rewriter version; the base model is registered on first use."""
+    with session_scope(engine) as s:
+        if name in (None, "base"):
+            row, _ = get_or_create_version(s, "base", base_model=base_model, algorithm="base",
+                                                status=VersionStatus.champion)
+            return row.id
+        row = s.exec(select(ModelVersion).where(ModelVersion.name == name)).first()
+        if row is None:
+            raise PromptloopError(f"unknown model version '{name}'")
+        return row.id
 
+
+def ensure_base(engine: Engine, base_model: str) -> ModelVersion:
     ensure_version(engine, "base", base_model)
     return get_version(engine, "base")
 
@@ -86,3 +98,32 @@ def set_status(engine: Engine, name: str, status: VersionStatus, *, note: dict |
         if note:
             row.metrics = {**row.metrics, "decision": note}
         s.add(row)
+
+
+def rewriter_version(engine: Engine, ref: str | None) -> ModelVersion | None:
+    """The rewriter version ``ref`` names: None or 'base' -> None (the base model), 'champion' -> the promoted
+    version (None while nothing is promoted), else a name or id. Video-side versions are refused."""
+    if ref in (None, "base"):
+        return None
+    if ref == "champion":
+        with Session(engine) as s:
+            row = champion(s)
+        if row is None:
+            return None
+    else:
+        row = get_version(engine, ref)
+    if row.algorithm in ("critic", "rwr"):
+        raise PromptloopError(f"'{row.name}' is a {row.algorithm} version, not a rewriter version")
+    return row
+
+
+def artifact_folder(engine: Engine, ref: str, algorithm: str) -> str:
+    """The folder of a video-side artifact named by its version (``train rwr`` / ``train critic``) or a path."""
+    from pathlib import Path
+
+    if Path(ref).is_dir():
+        return ref
+    row = get_version(engine, ref)
+    if row.algorithm != algorithm:
+        raise PromptloopError(f"'{ref}' is a {row.algorithm} version, not a {algorithm} version")
+    return row.adapter_path

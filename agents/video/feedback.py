@@ -26,7 +26,6 @@ from promptloop.agents.judge import combine_levels, weighted_total
 from promptloop.agents.renderer import RenderRequest
 from promptloop.agents.video.cache import RenderCache, StoredVideo
 from promptloop.agents.video.scorer import VideoScorer
-from promptloop.graphs.rewrite import Item
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import Reward
@@ -45,7 +44,7 @@ class VideoFeedback:
     def engine(self) -> Engine:
         return self.cache.engine
 
-    def apply(self, items: list[Item], *, seeds: int, base_seed: int, share: float) -> list[Item]:
+    def apply(self, items: list[dict], *, seeds: int, base_seed: int, share: float) -> list[dict]:
         slots = [(i, j, base_seed + s) for i, item in enumerate(items)
                  for j, _ in enumerate(item.get("candidates", [])) for s in range(seeds)]
         if not slots:

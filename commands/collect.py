@@ -1,0 +1,126 @@
+"""`promptloop collect sft|pairs|evolve`: training data from the agent graphs (resumable, shareable)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from promptloop.commands.shared import UserError, console, services_of
+from promptloop.progress import collection_progress
+
+app = typer.Typer(help="Collect training data with the agent graphs (resumable).", no_args_is_help=True)
+
+
+def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round_index: int, n: int | None,
+             model_version: str, batch_size: int | None, worker: str | None = None,
+             concurrency: int | None = None, **ctx_overrides: object) -> None:
+    import time
+
+    from promptloop.store.repository import select_prompts
+
+    rt = services_of(ctx)
+    prompts = select_prompts(rt.engine, split, limit)
+    found_key = {"pairs": "pairs", "sft": "accepted", "evolve": "sft_evolve"}[kind]
+    t0 = time.perf_counter()
+    with collection_progress(f"collect {kind} r{round_index}", len(prompts), found_key) as on_chunk:
+        report = rt.collect(kind, split=split, limit=limit, round_index=round_index, n=n,
+                         model_version=model_version, batch_size=batch_size, prompts=prompts, on_chunk=on_chunk,
+                         worker=worker, max_concurrency=concurrency, **ctx_overrides)
+    if worker:
+        console.print(f"worker {worker}: ", end="")
+    console.print(f"{report.prompts} prompts in {report.chunks} chunk(s) ({report.skipped_chunks} already done, "
+                  f"{report.resumed_chunks} resumed) in {time.perf_counter() - t0:.1f} s: "
+                  + ", ".join(f"{k} {v}" for k, v in report.stored.items()))
+
+
+_SPLIT = typer.Option(help="Prompt split to collect from")
+_LIMIT = typer.Option(min=1, help="At most this many prompts")
+_ROUND = typer.Option("--round", min=0, help="Round index the rows belong to")
+_VERSION = typer.Option(help="Rewriter version that samples: base | champion | NAME")
+_BATCH = typer.Option(min=1, help="Prompts per checkpointed graph run (default collect.chunk_size)")
+_PART = typer.Option(min=1, help="Prompts per fanned-out part: one batched pass of the pipeline, model calls "
+                     "batched across them (default collect.part_size)")
+_CONCURRENCY = typer.Option(min=1, max=256, help="Parts in flight at once, LangGraph max_concurrency (default "
+                            "collect.max_concurrency; raise it for a served backend that batches requests)")
+_WORKER = typer.Option(help="Share this collection with other workers on the same store (each started with the "
+                       "same arguments and its own name): prompts are claimed in chunks, none processed twice")
+
+
+@app.command("sft")
+def collect_sft(
+    ctx: typer.Context,
+    split: Annotated[str, _SPLIT] = "train",
+    limit: Annotated[int | None, _LIMIT] = None,
+    round_index: Annotated[int, _ROUND] = 0,
+    n: Annotated[int | None, typer.Option(min=1, max=64, help="Candidates sampled per prompt (default generation.n)")] = None,
+    model_version: Annotated[str, _VERSION] = "base",
+    batch_size: Annotated[int | None, _BATCH] = None,
+    part_size: Annotated[int | None, _PART] = None,
+    concurrency: Annotated[int | None, _CONCURRENCY] = None,
+    max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
+    worker: Annotated[str | None, _WORKER] = None,
+) -> None:
+    """VPO stage 1: rewrite, critique, refine until the principles pass, store SFT examples (and rejects)."""
+    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, worker, concurrency,
+             part_size=part_size, max_refine_steps=max_refine_steps)
+
+
+@app.command("evolve")
+def collect_evolve(
+    ctx: typer.Context,
+    split: Annotated[str, _SPLIT] = "train",
+    limit: Annotated[int | None, _LIMIT] = None,
+    round_index: Annotated[int, _ROUND] = 0,
+    model_version: Annotated[str, _VERSION] = "base",
+    batch_size: Annotated[int | None, _BATCH] = None,
+    part_size: Annotated[int | None, _PART] = None,
+    concurrency: Annotated[int | None, _CONCURRENCY] = None,
+    generations: Annotated[int, typer.Option(min=1, max=50, help="Generations (Prompt-A-Video uses about 8)")] = 3,
+    population: Annotated[int, typer.Option(min=2, max=64, help="Individuals kept per prompt (elitism)")] = 4,
+    offspring: Annotated[int, typer.Option(min=1, max=64, help="New prompts written per generation")] = 4,
+    top_k: Annotated[int, typer.Option(min=1, help="Best individuals per prompt that become SFT examples")] = 1,
+    worker: Annotated[str | None, _WORKER] = None,
+) -> None:
+    """Prompt-A-Video stage 1: evolve rewrites by LLM mutation/crossover with reward fitness; top ones to SFT."""
+    _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size, worker, concurrency,
+             part_size=part_size, generations=generations, population=population, offspring=offspring, top_k=top_k)
+
+
+@app.command("pairs")
+def collect_pairs(
+    ctx: typer.Context,
+    split: Annotated[str, _SPLIT] = "train",
+    limit: Annotated[int | None, _LIMIT] = None,
+    round_index: Annotated[int, _ROUND] = 1,
+    n: Annotated[int | None, typer.Option(min=2, max=64, help="Candidates sampled per prompt (default generation.n)")] = None,
+    model_version: Annotated[str, _VERSION] = "base",
+    batch_size: Annotated[int | None, _BATCH] = None,
+    part_size: Annotated[int | None, _PART] = None,
+    concurrency: Annotated[int | None, _CONCURRENCY] = None,
+    margin: Annotated[float, typer.Option(min=0.0, help="Minimum reward-total gap between chosen and rejected")] = 0.1,
+    rule: Annotated[str, typer.Option(help="margin | pareto | gated (see graphs/collect_pairs.py)")] = "margin",
+    pairs_per_prompt: Annotated[int, typer.Option(min=1)] = 1,
+    worker: Annotated[str | None, _WORKER] = None,
+    video: Annotated[bool, typer.Option("--video/--no-video", help="Render every candidate with the video model "
+                                        "(video.model) and add video-level feedback")] = False,
+    seeds: Annotated[int | None, typer.Option(min=1, max=16, help="Renders per candidate with --video "
+                                              "(default video.seeds)")] = None,
+    video_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Video total's weight in the "
+                                                      "combined reward (default video.share)")] = None,
+) -> None:
+    """VPO stage 2: sample n candidates, score them, store preference pairs (chosen, rejected, margin).
+
+    With --video each candidate is rendered (seeds per candidate), scored on its videos against the user's
+    prompt, and pairs are labelled by the feedback that supports them (text / video / both)."""
+    from promptloop.graphs.collect_pairs import RULES
+
+    if rule not in RULES:
+        raise UserError(f"unknown pair rule '{rule}'; expected one of {', '.join(RULES)}")
+    if not video and (seeds is not None or video_share is not None):
+        raise UserError("--seeds and --video-share only apply with --video")
+    extra = dict(video=True, video_seeds=seeds, video_share=video_share) if video else {}
+    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, concurrency,
+             part_size=part_size, max_refine_steps=0, margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt, **extra)
+
+

@@ -1,0 +1,97 @@
+"""`promptloop init`, `db upgrade`, `models prepare|list`: the home folder, the schema, the model cache."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from promptloop.commands.shared import console, out, print_json, services_of
+from promptloop.services import Services
+
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+models_app = typer.Typer(help="Prepare and list models in the local cache.", no_args_is_help=True)
+
+
+def init(
+    ctx: typer.Context,
+    models: Annotated[bool, typer.Option("--models/--no-models", help="Also prepare the embedded models")] = True,
+    data: Annotated[bool, typer.Option("--data/--no-data", help="Also import the shipped prompt sets")] = True,
+) -> None:
+    """Create the home folder, upgrade the database and load the shipped data and models."""
+    from promptloop.store.migrate import current_revision
+    from promptloop.store.shipped import import_shipped
+
+    rt = services_of(ctx)
+    rev = current_revision(rt.engine)  # opening the store (rt.engine) created or upgraded the schema
+    console.print(f"home [bold]{rt.settings.home}[/]  database at revision [bold]{rev}[/]")
+    if data:
+        for rep in import_shipped(rt.engine, max_chars=rt.settings.max_prompt_chars):
+            console.print(f"  {rep.path}: {rep.created} new, {rep.existing} already stored")
+    if models:
+        prepare(rt, rt.settings.base_model, force=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Create or upgrade the schema to REVISION (default: head)."""
+    from promptloop.store.engine import make_engine
+    from promptloop.store.migrate import upgrade
+
+    rt = services_of(ctx)
+    rt.settings.ensure_home()
+    rev = upgrade(make_engine(rt.settings.database_url), revision)  # not rt.engine: that one opens at head
+    console.print(f"database {rt.settings.database_url} at revision [bold]{rev}[/]")
+
+
+def prepare(rt: Services, reference: str, force: bool) -> None:
+    from promptloop.agents.llm.prepare import prepare_model
+
+    prepared = prepare_model(reference, rt.settings.models_dir, force=force)
+    state = "prepared" if prepared.created else "already prepared"
+    console.print(f"{reference}: {state} at {prepared.path} ({prepared.seconds:.1f} s)")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    ctx: typer.Context,
+    reference: Annotated[str | None, typer.Argument(help="Embedded name, hub id, local folder or .gguf file "
+                                                         "(default: settings.base_model)")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if cached")] = False,
+) -> None:
+    """Cache a model as a plain safetensors folder (idempotent)."""
+    rt = services_of(ctx)
+    prepare(rt, reference or rt.settings.base_model, force)
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Embedded models, prepared models and rewriter versions."""
+    from sqlmodel import Session, select
+
+    from promptloop.agents.embedder import EMBEDDED_EMBEDDERS
+    from promptloop.agents.llm.prepare import EMBEDDED_LLMS, list_prepared
+    from promptloop.store.models import ModelVersion
+
+    rt = services_of(ctx)
+    prepared = {p["reference"]: p for p in list_prepared(rt.settings.models_dir)}
+    rows = [{"name": e.name, "kind": "llm (embedded)", "package": e.package,
+             "prepared": e.name in prepared, "path": prepared.get(e.name, {}).get("path")}
+            for e in EMBEDDED_LLMS.values()]
+    rows += [{"name": n, "kind": "embedder (embedded)", "package": pkg, "prepared": True, "path": None}
+             for n, (pkg, _) in EMBEDDED_EMBEDDERS.items()]
+    rows += [{"name": r, "kind": "llm", "package": None, "prepared": True, "path": p["path"]}
+             for r, p in prepared.items() if r not in EMBEDDED_LLMS]
+    with Session(rt.engine) as s:
+        rows += [{"name": v.name, "kind": f"rewriter version ({v.algorithm}, {v.status})", "package": None,
+                  "prepared": True, "path": v.adapter_path} for v in s.exec(select(ModelVersion))]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "kind", "prepared", "path / package")
+    for r in rows:
+        table.add_row(r["name"], r["kind"], "yes" if r["prepared"] else "no", r["path"] or r["package"] or "")
+    out.print(table)
+
+

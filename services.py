@@ -1,0 +1,286 @@
+"""The composition root: builds settings' engine, backends and agents once per process, and wires layers.
+
+The only module (with the commands, the API and the UI above it) that knows
+every layer. Below it, functions take what they use: an engine, settings,
+agents, or a narrow typed protocol (``EvalDeps``, ``LoopDeps``) that this
+class satisfies. Each heavy object is created on first use and reused, so a
+process loads the base model once however many agents call it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.engine import Engine
+
+from promptloop.config import Settings
+from promptloop.errors import PromptloopError
+
+if TYPE_CHECKING:  # heavy imports only for the types; the objects are built on first use
+    from langgraph.graph.state import CompiledStateGraph
+
+    from promptloop.agents.embedder import Embedder
+    from promptloop.agents.judge import RewardJudge
+    from promptloop.agents.llm.base import ChatModel, SamplingParams
+    from promptloop.agents.rewriter import Rewriter
+    from promptloop.agents.safety.guard import SafetyGuard
+    from promptloop.agents.text_critic import TextCritic
+    from promptloop.agents.video.cache import RenderCache
+    from promptloop.agents.video.diffusers_renderer import DiffusersRenderer
+    from promptloop.agents.video.feedback import VideoFeedback
+    from promptloop.agents.video.scorer import VideoScorer
+    from promptloop.evaluation.runner import EvalConfig, EvalReport
+    from promptloop.graphs.collection import CollectionReport
+    from promptloop.graphs.rewrite import RewriteAgents, RewriteContext
+    from promptloop.learners.config import LearnerConfig
+    from promptloop.learners.trainer import TrainResult
+
+# RenderRequest fields Settings.video may set for every render (None = the model's default)
+RENDER_FIELDS = ("num_frames", "fps", "width", "height", "steps", "guidance_scale", "negative_prompt")
+
+
+class Services:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._models: dict[str, object] = {}
+
+    # --- store -----------------------------------------------------------------------------
+    @cached_property
+    def engine(self) -> Engine:
+        """The store, migrated to head when it is opened (once per process)."""
+        from promptloop.store.migrate import open_store
+
+        self.settings.ensure_home()
+        return open_store(self.settings.database_url)
+
+    @cached_property
+    def checkpointer(self) -> Any:
+        from promptloop.graphs.checkpoint import make_checkpointer
+
+        return make_checkpointer(self.settings)
+
+    # --- models and agents -----------------------------------------------------------------
+    @property
+    def chat_model(self) -> ChatModel:
+        """The rewriter's chat model (where rewriter versions' adapters are loaded)."""
+        return self.model_for("rewriter")
+
+    def model_for(self, agent: str) -> ChatModel:
+        """The chat model ``agent`` runs on (Settings.backends); agents with the same backend share one instance."""
+        backend = self.settings.backend_for(agent)
+        backend = backend.model_copy(update={"model": backend.model or self.settings.base_model})
+        key = backend.model_dump_json()  # an unset model and base_model named explicitly are one instance
+        if key not in self._models:
+            from promptloop.agents.llm.factory import build_chat_model
+
+            self._models[key] = build_chat_model(backend, self.settings)
+        return self._models[key]
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        from promptloop.agents.embedder import Embedder
+
+        return Embedder(self.settings.embedder_model, device=self.settings.device)
+
+    @cached_property
+    def guard(self) -> SafetyGuard:
+        from promptloop.agents.safety.guard import SafetyGuard
+
+        g = self.settings.guard
+        return SafetyGuard(self.embedder, g, llm=self.model_for("guard") if g.use_llm else None)
+
+    @cached_property
+    def critic(self) -> TextCritic:
+        return self.make_critic(use_llm=self.settings.critic.use_llm)
+
+    @cached_property
+    def deterministic_critic(self) -> TextCritic:
+        """The critic without the LLM pass: same text, same scores; what evaluation uses."""
+        return self.make_critic(use_llm=False)
+
+    def make_critic(self, *, use_llm: bool) -> TextCritic:
+        from promptloop.agents.text_critic import TextCritic
+
+        c, r = self.settings.critic, self.settings.rewrite
+        return TextCritic(self.embedder, self.guard, self.model_for("critic") if use_llm else None,
+                          min_words=r.target_words_min, max_words=r.target_words_max,
+                          llm_weight=c.llm_weight if use_llm else 0.0, llm_retries=c.llm_retries,
+                          breaker_window=c.llm_breaker_window, breaker_min_valid=c.llm_breaker_min_valid)
+
+    @cached_property
+    def judge(self) -> RewardJudge:
+        from promptloop.agents.judge import RewardJudge
+
+        return RewardJudge(self.settings.judge.weights)
+
+    def rewriter(self, adapter: str | None = None, *, with_model: bool = True) -> Rewriter:
+        """The rewriter from Settings; ``with_model=False`` gives only its prompt template (no model load)."""
+        from promptloop.agents.rewriter import Rewriter
+
+        r = self.settings.rewrite
+        return Rewriter(self.chat_model if with_model else None, min_words=r.target_words_min,
+                        max_words=r.target_words_max, adapter=adapter)
+
+    def sampling(self, **overrides: Any) -> SamplingParams:
+        """Sampling parameters from the generation settings (``overrides`` that are None keep the setting)."""
+        return self.rewrite_context(**overrides).sampling()
+
+    def resolve_model_version(self, version: str | None) -> str | None:
+        """Load the rewriter version ``version`` names (store.versions.rewriter_version) into the shared chat
+        model and return its adapter name; None for the base model."""
+        from promptloop.store.versions import rewriter_version
+
+        row = rewriter_version(self.engine, version)
+        if row is None or not row.adapter_path:
+            return None
+        self.chat_model.load_adapter(row.name, row.adapter_path)
+        return row.name
+
+    # --- video -----------------------------------------------------------------------------
+    def renderer(self, model: str | None = None) -> DiffusersRenderer:
+        """A renderer for Settings.video (``model`` overrides the video model); one pipeline per model per process."""
+        from promptloop.agents.video.diffusers_renderer import DiffusersRenderer
+
+        v = self.settings.video
+        model = model or v.model
+        lora = self.artifact_folder(v.lora, "rwr") if v.lora else None
+        key = f"renderer:{model}:{lora}"
+        if key not in self._models:
+            self.settings.ensure_home()
+            self._models[key] = DiffusersRenderer(
+                model, out_dir=self.settings.videos_dir, dtype=v.dtype, device=v.device, cpu_offload=v.cpu_offload,
+                vae_tiling=v.vae_tiling, vae_slicing=v.vae_slicing, batch_size=v.batch_size,
+                defaults={f: getattr(v, f) for f in RENDER_FIELDS}, lora=lora)
+        return self._models[key]
+
+    def artifact_folder(self, ref: str, algorithm: str) -> str:
+        from promptloop.store.versions import artifact_folder
+
+        return artifact_folder(self.engine, ref, algorithm)
+
+    @cached_property
+    def render_cache(self) -> RenderCache:
+        from promptloop.agents.video.cache import RenderCache
+
+        return RenderCache(self.renderer(), self.engine)
+
+    @cached_property
+    def video_scorer(self) -> VideoScorer:
+        from promptloop.agents.llm.device import pick_device
+        from promptloop.agents.video.alignment import TextVideoAlignment
+        from promptloop.agents.video.nsfw import NSFWScorer
+        from promptloop.agents.video.scorer import VideoScorer
+
+        v = self.settings.video
+        vlm = None
+        if v.vlm is not None:
+            from promptloop.agents.llm.openai_backend import OpenAIChatModel
+            from promptloop.agents.video.vlm_judge import VLMJudge
+
+            b = v.vlm
+            client = OpenAIChatModel(b.base_url, b.model or "default", api_key=b.api_key, timeout=b.timeout,
+                                     max_retries=b.max_retries, concurrency=b.concurrency, extra_body=b.extra_body)
+            vlm = VLMJudge(client, frames=v.metric_frames)
+        device = "cuda" if self.settings.device in ("auto", "cuda") and pick_device("auto") == "cuda" else "cpu"
+        extra = [self.video_critic(v.critic)] if v.critic else []
+        return VideoScorer(alignment=TextVideoAlignment(v.alignment_model, frames=v.metric_frames, device=device),
+                           nsfw=NSFWScorer(frames=v.metric_frames) if v.nsfw else None, vlm=vlm, extra=extra)
+
+    def video_critic(self, ref: str) -> Any:
+        """A trained video critic by version name (``promptloop train critic``) or folder.
+
+        The kind follows the folder's contents (the ridge critic's ``critic.npz``
+        or a fine-tuned VLM's ``config.json``); that rule lives in the learners.
+        """
+        from promptloop.learners.vlm_critic import load_video_critic
+
+        return load_video_critic(Path(self.artifact_folder(ref, "critic")), embedder=lambda: self.embedder)
+
+    @cached_property
+    def video_feedback(self) -> VideoFeedback:
+        from promptloop.agents.video.feedback import VideoFeedback
+
+        return VideoFeedback(self.render_cache, self.video_scorer, self.settings.video.weights)
+
+    # --- graphs ----------------------------------------------------------------------------
+    def rewrite_agents(self, *, record_traces: bool = True, default_version: str | None = None) -> RewriteAgents:
+        """The agents of the rewrite graph; ``default_version`` (e.g. 'champion') is used when a run names none."""
+        from promptloop.graphs.rewrite import RewriteAgents
+        from promptloop.graphs.tracing import TraceRecorder
+
+        adapter = self.resolve_model_version(default_version) if default_version else None
+        return RewriteAgents(guard=self.guard, rewriter=self.rewriter(adapter), critic=self.critic, judge=self.judge,
+                             recorder=TraceRecorder(self.engine if record_traces else None))
+
+    @cached_property
+    def rewrite_graph(self) -> CompiledStateGraph:
+        from promptloop.graphs.rewrite import build_rewrite_graph
+
+        return build_rewrite_graph(self.rewrite_agents(), checkpointer=self.checkpointer)
+
+    def rewrite_context(self, **overrides: Any) -> RewriteContext:
+        """RewriteContext from Settings, with per-call overrides (None = keep the setting)."""
+        from promptloop.graphs.rewrite import RewriteContext
+
+        return RewriteContext.from_settings(self.settings, **overrides)
+
+    def collect_graph(self, kind: str) -> CompiledStateGraph:
+        """The checkpointed collection graph for ``kind`` ('sft', 'pairs' or 'evolve')."""
+        from promptloop.graphs.collect_pairs import build_collect_pairs_graph
+        from promptloop.graphs.collect_sft import build_collect_sft_graph
+        from promptloop.graphs.evolve import build_evolve_graph
+
+        builders = {"sft": build_collect_sft_graph, "pairs": build_collect_pairs_graph, "evolve": build_evolve_graph}
+        if kind not in builders:
+            raise PromptloopError(f"unknown collection '{kind}'; expected one of {', '.join(builders)}")
+        if kind == "pairs":
+            return build_collect_pairs_graph(self.rewrite_agents(), self.engine, checkpointer=self.checkpointer,
+                                             video=lambda: self.video_feedback)
+        return builders[kind](self.rewrite_agents(), self.engine, checkpointer=self.checkpointer)
+
+    # --- what commands, the loop and the API call (LoopDeps, EvalDeps) -------------------------
+    def collect(self, kind: str, *, model_version: str = "base", **kwargs: Any) -> CollectionReport:
+        """Collection ``kind`` sampled by ``model_version`` (graphs.collection.collect has the arguments)."""
+        from promptloop.graphs.collection import collect
+        from promptloop.store.versions import ensure_version
+
+        adapter = self.resolve_model_version(model_version)
+        version_id = ensure_version(self.engine, adapter or "base", self.settings.base_model)
+        return collect(self.collect_graph(kind), kind, engine=self.engine, settings=self.settings, adapter=adapter,
+                       version_id=version_id, **kwargs)
+
+    def train(self, algorithm: str, cfg: LearnerConfig) -> TrainResult:
+        """SFT or DPO of the rewriter from the store's data for ``cfg``'s round."""
+        from promptloop.learners.dpo import train_dpo
+        from promptloop.learners.sft import train_sft
+
+        fn = {"sft": train_sft, "dpo": train_dpo}[algorithm]
+        return fn(self.engine, self.settings, cfg, build_messages=self.rewriter(with_model=False).messages_for)
+
+    def evaluate(self, systems: Sequence[str], cfg: EvalConfig,
+                 progress: Callable[[str], None] | None = None) -> EvalReport:
+        from promptloop.evaluation.runner import evaluate
+
+        return evaluate(self, systems, cfg, progress)
+
+
+@functools.cache
+def _served_graph() -> CompiledStateGraph:
+    from promptloop.graphs.rewrite import build_rewrite_graph
+
+    return build_rewrite_graph(lambda: Services(Settings()).rewrite_agents(default_version="champion"))
+
+
+def make_graph() -> CompiledStateGraph:
+    """Entry for `langgraph dev` / LangGraph server (langgraph.json: ``promptloop.services:make_graph``).
+
+    The server supplies persistence, so the graph is compiled without a
+    checkpointer; it is built once per server process (models load on the
+    first run, in a worker thread, once) and reused for every run. It lives
+    in the composition root because it builds agents from Settings.
+    """
+    return _served_graph()
