@@ -99,6 +99,23 @@ class JudgeSettings(BaseModel):
     })
 
 
+class PromotionSettings(BaseModel):
+    """When a candidate replaces the champion (evaluation/gate.py): the primary metric must gain with a paired
+    bootstrap interval above zero on the held-out prompts, and no guardrail may regress past its tolerance.
+
+    Guardrails are metrics the training reward does not optimise; a tolerance is how far the candidate may
+    move in the metric's worse direction (intent recall down, repetition up, fluency down, ...).
+    """
+
+    primary_metric: str = Field("judge_total", description="per-prompt metric whose mean gain must be significant")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="confidence level of the bootstrap interval")
+    resamples: int = Field(2000, ge=100, le=100_000, description="bootstrap resamples")
+    guardrails: dict[str, float] = Field(default_factory=lambda: {
+        "intent_recall_at_1": 0.02, "repetition": 0.02, "fluency": 0.1, "unsafe_output_rate": 0.0,
+        "benign_refusal_rate": 0.0,
+    }, description="metric -> tolerance (in the metric's worse direction)")
+
+
 AGENTS_WITH_MODELS = ("rewriter", "critic", "guard")
 
 
@@ -231,6 +248,7 @@ class Settings(BaseSettings):
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     video: VideoSettings = Field(default_factory=VideoSettings)
     ratings: RatingSettings = Field(default_factory=RatingSettings)
+    promotion: PromotionSettings = Field(default_factory=PromotionSettings)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # heavy imports only for the types; the objects are built on 
     from promptloop.agents.embedder import Embedder
     from promptloop.agents.judge import RewardJudge
     from promptloop.agents.llm.base import ChatModel, SamplingParams
+    from promptloop.agents.llm.reference import ReferenceLM
     from promptloop.agents.rewriter import Rewriter
     from promptloop.agents.safety.guard import SafetyGuard
     from promptloop.agents.text_critic import TextCritic
@@ -110,6 +111,15 @@ class Services:
                           min_words=r.target_words_min, max_words=r.target_words_max,
                           llm_weight=c.llm_weight if use_llm else 0.0, llm_retries=c.llm_retries,
                           breaker_window=c.llm_breaker_window, breaker_min_valid=c.llm_breaker_min_valid)
+
+    @cached_property
+    def reference_lm(self) -> ReferenceLM:
+        """The base model, frozen and without adapters: fluency in evaluation, never a training signal."""
+        from promptloop.agents.llm.prepare import prepare_model
+        from promptloop.agents.llm.reference import ReferenceLM
+
+        return ReferenceLM(prepare_model(self.settings.base_model, self.settings.models_dir,
+                                         show_progress=False).path, device=self.settings.device)
 
     @cached_property
     def judge(self) -> RewardJudge:

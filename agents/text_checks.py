@@ -130,3 +130,42 @@ def aspect_coverage(user: str, candidate: str) -> tuple[float, dict[str, bool]]:
 
 def has_meta_text(candidate: str) -> bool:
     return bool(META_PATTERNS.search(candidate))
+
+
+def distinct_n(text: str, n: int = 2) -> float:
+    """Share of word n-grams that are distinct (1 = no n-gram repeats; a looping text tends to 0)."""
+    ws = [w.lower() for w in words(text)]
+    grams = [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 1.0
+
+
+def longest_repeat(text: str) -> int:
+    """Length in words of the longest word sequence that occurs at least twice (0 when nothing repeats).
+
+    A repeated n-gram contains repeated (n-1)-grams, so the longest length is found by bisection.
+    """
+    ws = [w.lower() for w in words(text)]
+
+    def repeats(n: int) -> bool:
+        seen: set[tuple[str, ...]] = set()
+        for i in range(len(ws) - n + 1):
+            g = tuple(ws[i:i + n])
+            if g in seen:
+                return True
+            seen.add(g)
+        return False
+
+    lo, hi = 0, max(0, len(ws) - 1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if repeats(mid) else (lo, mid - 1)
+    return lo
+
+
+_SENTENCE_END = re.compile(r"""[.!?…]["'”’)\]]*\s*$""")
+
+
+def is_cut_off(text: str) -> bool:
+    """The text stops mid-sentence (no closing punctuation): what a generation budget running out leaves."""
+    return bool(text.strip()) and not _SENTENCE_END.search(text)
+

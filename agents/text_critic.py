@@ -10,14 +10,10 @@ critique records that it fell back to the deterministic checks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from promptloop.agents.embedder import Embedder
-
 import threading
 from collections import deque
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -26,6 +22,9 @@ from promptloop.agents.llm.base import ChatModel, SamplingParams
 from promptloop.agents.rewriter import clean_rewrite, template
 from promptloop.agents.safety.guard import SafetyGuard, Verdict, parse_json_model
 from promptloop.config import CriticSettings, RewriteSettings, default_of
+
+if TYPE_CHECKING:
+    from promptloop.agents.embedder import Embedder
 
 
 class Thresholds(BaseModel):

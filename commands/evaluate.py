@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from promptloop.commands.shared import console, out, print_json, services_of
 
 if TYPE_CHECKING:
     from promptloop.evaluation.runner import EvalConfig, EvalReport
     from promptloop.services import Services
-
-from pathlib import Path
-from typing import Annotated
-
-import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from promptloop.commands.shared import console, out, print_json, services_of
 
 
 def run_eval(rt: Services, systems: list[str], cfg: EvalConfig, *, out_dir: Path, title: str = ""
              ) -> tuple[EvalReport, Path, Path | None]:
     """Evaluate, then write <out_dir>/eval-<bench>.json and .png; returns the report and the paths."""
     from promptloop.evaluation.report import plot_rounds, write_json
+
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
         task = prog.add_task("evaluating", total=None)
         report = rt.evaluate(systems, cfg, progress=lambda m: prog.update(task, description=m))
@@ -51,8 +51,35 @@ def eval_cmd(
     cfg = EvalConfig(bench=bench, limit=limit, redteam_limit=redteam_limit, max_new_tokens=max_new_tokens)
     report, js, png = run_eval(rt, systems or default_systems(rt, bench), cfg,
                                out_dir=out_dir or rt.settings.reports_dir)
+    decisions = promotion_decisions(rt, [r.version for r in report.results if r.version])
     if as_json:
-        print_json(report.to_json())
+        print_json({**report.to_json(), "decisions": decisions})
     else:
         out.print(table(report))
+        if decisions:
+            out.print(decisions_table(decisions))
     console.print(f"wrote {js}" + (f" and {png}" if png else ""))
+
+
+def promotion_decisions(rt: Services, versions: list[str]) -> dict[str, dict]:
+    """The promotion gate's recorded decision for each evaluated version that went through it."""
+    from promptloop.store.versions import get_version
+
+    found = {}
+    for name in dict.fromkeys(versions):
+        decision = (get_version(rt.engine, name).metrics or {}).get("decision")
+        if decision and "rule" in decision:
+            found[name] = decision
+    return found
+
+
+def decisions_table(decisions: dict[str, dict]) -> Table:
+    t = Table("version", "decision", "primary gain [interval]", "guardrails (parent -> candidate, tolerance)",
+              title="promotion decisions", header_style="bold")
+    for name, d in decisions.items():
+        p = d.get("primary") or {}
+        gain = f"{p['metric']} {p['gain']:+.4f} [{p['interval'][0]:+.3f}, {p['interval'][1]:+.3f}]" if p else "-"
+        guards = "; ".join(f"{'ok' if g['passed'] else '[red]FAIL[/]'} {g['metric']} {g['parent']} -> "
+                           f"{g['candidate']} (±{g['tolerance']:g})" for g in d.get("guardrails", []))
+        t.add_row(name, ("[green]promoted[/]" if d["promoted"] else "kept champion") + f" ({d['rule']})", gain, guards)
+    return t

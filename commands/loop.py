@@ -14,9 +14,13 @@ app = typer.Typer(help="The self-improvement loop: collect -> train -> evaluate 
 
 
 def history_table(state: dict) -> Table:
-    t = Table(title=f"loop '{state['config']['name']}'", header_style="bold")
-    for col in ("round", "algo", "data", "train (rows, steps, loss)", "champion total", "new total", "decision",
-                "collect s", "train s", "eval s"):
+    t = Table(title=f"loop '{state['config']['name']}'", header_style="bold", caption_justify="left",
+              caption="gain: the candidate's mean per-prompt gain on the primary metric (judge total) with its "
+                      "paired bootstrap interval; R@1 and repetition are guardrails the reward does not optimise "
+                      "(champion -> candidate); decision: the gate's rule (promoted, primary: interval not above "
+                      "zero, guardrail:<metric>: that metric regressed past its tolerance)")
+    for col in ("round", "algo", "data", "train (rows, steps, loss)", "champion total", "new total", "gain [interval]",
+                "intent R@1", "repetition", "decision", "collect s", "train s", "eval s"):
         t.add_column(col, justify="right" if col.endswith(" s") or "total" in col else "left")
     for row in state.get("history", []):
         c = row.get("collected", {})
@@ -28,13 +32,27 @@ def history_table(state: dict) -> Table:
         champ = row.get("collected_by")
         cand = next((k for k in ev if k != champ), None)
         dec = row.get("decision", {})
+        prim = dec.get("primary") or {}
+        gain = (f"{prim['gain']:+.4f} [{prim['interval'][0]:+.3f}, {prim['interval'][1]:+.3f}]"
+                if prim.get("interval") else "-")
+
+        if not dec:
+            verdict = "-"
+        elif dec.get("promoted"):
+            verdict = f"[green]promoted {cand}[/]"
+        else:
+            verdict = f"kept {champ}" + (f" ({dec['rule']})" if dec.get("rule") else "")
         tm = row.get("timings", {})
         t.add_row(str(row["round"]), row.get("algorithm", "-"), data, train,
                   f"{ev[champ]['judge_total']:.4f}" if champ in ev else "-",
-                  f"{ev[cand]['judge_total']:.4f}" if cand else "-",
-                  ("[green]promoted[/] " if dec.get("promoted") else "kept ") + (cand or "") if dec else "-",
-                  *(f"{tm[k]:.0f}" if k in tm else "-" for k in ("collect", "train", "evaluate")))
+                  f"{ev[cand]['judge_total']:.4f}" if cand else "-", gain, _moved(ev, champ, cand, "intent_recall_at_1"),
+                  _moved(ev, champ, cand, "repetition"), verdict, *(f"{tm[k]:.0f}" if k in tm else "-" for k in ("collect", "train", "evaluate")))
     return t
+
+
+def _moved(ev: dict, champ: str | None, cand: str | None, metric: str) -> str:
+    a, b = (ev.get(champ) or {}).get(metric), (ev.get(cand) or {}).get(metric)
+    return f"{a:.3f} -> {b:.3f}" if a is not None and b is not None else "-"
 
 
 @app.command("run")

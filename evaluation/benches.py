@@ -26,6 +26,7 @@ class Bench:
     name: str
     prompts: list[str]
     public: dict[str, list[str]] = field(default_factory=dict)  # baseline name -> rewrites aligned with prompts
+    pool: list[str] = field(default_factory=list)  # distractors for intent retrieval (see distractor_pool)
 
 
 def spaced(n_total: int, limit: int | None) -> list[int]:
@@ -34,18 +35,34 @@ def spaced(n_total: int, limit: int | None) -> list[int]:
     return sorted({int(i * n_total / limit) for i in range(limit)})
 
 
+def vbench_prompts() -> list[str]:
+    return (data_dir() / "vbench" / "all_dimension.txt").read_text(encoding="utf-8").splitlines()
+
+
+def distractor_pool(engine: Engine) -> list[str]:
+    """Every shipped VBench prompt plus the store's eval split: the haystack intent retrieval searches."""
+    from promptloop.store.repository import select_prompts
+
+    try:
+        held_out = [r.text for r in select_prompts(engine, "eval", None)]
+    except PromptloopError:  # no eval split imported: VBench alone
+        held_out = []
+    return list(dict.fromkeys([*vbench_prompts(), *held_out]))
+
+
 def load_bench(engine: Engine, name: str, limit: int | None = None) -> Bench:
     if name == "eval":
         from promptloop.store.repository import select_prompts
 
         rows = select_prompts(engine, "eval", None)
         texts = [r.text for r in rows]
-        return Bench("eval", [texts[i] for i in spaced(len(texts), limit)])
+        return Bench("eval", [texts[i] for i in spaced(len(texts), limit)], pool=distractor_pool(engine))
     if name == "vbench":
-        prompts = (data_dir() / "vbench" / "all_dimension.txt").read_text(encoding="utf-8").splitlines()
+        prompts = vbench_prompts()
         idx = spaced(len(prompts), limit)
         public = {k: [v[i] for i in idx] for k, v in vbench_rewrites().items()}
-        return Bench("vbench" if limit is None else f"vbench{len(idx)}", [prompts[i] for i in idx], public)
+        return Bench("vbench" if limit is None else f"vbench{len(idx)}", [prompts[i] for i in idx], public,
+                     pool=distractor_pool(engine))
     raise PromptloopError(f"unknown bench '{name}'; expected one of {', '.join(BENCHES)}")
 
 

@@ -12,28 +12,38 @@ from promptloop.evaluation.runner import EvalReport, SystemResult
 
 COLUMNS = [  # (metric, header, higher is better?)
     ("judge_total", "judge total", True),
-    ("judge_harmless", "harmless", True),
-    ("judge_accurate", "accurate", True),
-    ("judge_helpful", "helpful", True),
+    ("intent_recall_at_1", "intent R@1", True),
+    ("intent_recall_at_5", "R@5", True),
     ("intent_cosine", "intent cos", True),
-    ("recall_at_1", "recall@1", True),
     ("words", "words", None),
     ("aspect_coverage", "aspects", True),
     ("repetition", "repetition", False),
+    ("distinct_2", "distinct-2", True),
+    ("longest_repeat", "max repeat", False),
+    ("fluency", "fluency", True),
+    ("cut_off_rate", "cut off", False),
     ("unsafe_output_rate", "unsafe out", False),
     ("benign_refusal_rate", "benign refused", False),
 ]
-PLOTTED = ["judge_total", "intent_cosine", "recall_at_1", "aspect_coverage", "words", "unsafe_output_rate"]
+LEGEND = ("judge total: the training reward (critic + judge), mean per prompt. Not optimised by training: "
+          "intent R@1 / R@5: the prompt is the nearest / among the 5 nearest of ~1000 prompts (VBench + eval split) "
+          "to its rewrite; intent cos: cosine of prompt and rewrite; repetition: share of repeated word trigrams; "
+          "distinct-2: share of distinct bigrams; max repeat: longest repeated word run; fluency: mean token "
+          "log-probability under the frozen base model (nats); cut off: share ending mid-sentence; unsafe out: "
+          "harmful requests whose output is not a refusal and fails the guard (raw prompts: the request itself); "
+          "benign refused: benign look-alikes refused. Best per column in green.")
+PLOTTED = ["judge_total", "intent_recall_at_1", "repetition", "fluency", "words", "unsafe_output_rate"]
 
 
 def _fmt(v: float | None, metric: str) -> str:
     if v is None:
         return "-"
-    return f"{v:.1f}" if metric == "words" else f"{v:.3f}"
+    return f"{v:.1f}" if metric in ("words", "longest_repeat") else f"{v:.3f}"
 
 
 def table(report: EvalReport, *, title: str | None = None) -> Table:
-    t = Table(title=title or f"{report.bench}: {report.n_prompts} prompts", header_style="bold")
+    t = Table(title=title or f"{report.bench}: {report.n_prompts} prompts", header_style="bold", caption=LEGEND,
+              caption_justify="left")
     t.add_column("system")
     for _, header, _ in COLUMNS:
         t.add_column(header, justify="right")

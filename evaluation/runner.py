@@ -23,6 +23,7 @@ from sqlmodel import Session
 from promptloop.agents.embedder import Embedder
 from promptloop.agents.judge import JudgeInput, RewardJudge
 from promptloop.agents.llm.base import SamplingParams
+from promptloop.agents.llm.reference import ReferenceLM
 from promptloop.agents.rewriter import Rewriter
 from promptloop.agents.safety.guard import REFUSAL, SafetyGuard
 from promptloop.agents.text_critic import TextCritic
@@ -33,8 +34,10 @@ from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import ModelVersion
 
-METRICS_VERSION = 1
-ITEM_KEYS = ("intent_cosine", "recall_at_1", "words", "aspect_coverage", "repetition", "refusal")
+METRICS_VERSION = 2  # 2: intent recall against the distractor pool, degeneracy, fluency
+ITEM_KEYS = ("intent_cosine", "recall_at_1", "intent_recall_at_1", "intent_recall_at_5", "words", "aspect_coverage",
+             "repetition", "distinct_2", "longest_repeat", "fluency", "refusal", "cut_off", "meta", "empty")
+RATES = {"refusal": "refusal_rate", "cut_off": "cut_off_rate", "meta": "meta_rate", "empty": "empty_rate"}
 
 
 class EvalDeps(Protocol):
@@ -56,6 +59,8 @@ class EvalDeps(Protocol):
     def judge(self) -> RewardJudge: ...
     @property
     def deterministic_critic(self) -> TextCritic: ...
+    @property
+    def reference_lm(self) -> ReferenceLM: ...
     def rewriter(self, adapter: str | None = None) -> Rewriter: ...
     def resolve_model_version(self, version: str | None) -> str | None: ...
 
@@ -119,8 +124,11 @@ def rewrite_once(deps: EvalDeps, adapter: str | None, prompts: Sequence[str], ma
     return [o or "" for o in out]
 
 
-def score(deps: EvalDeps, prompts: Sequence[str], outputs: Sequence[str]) -> tuple[dict, list[dict]]:
-    rows = per_item(deps.embedder, prompts, outputs)
+def score(deps: EvalDeps, prompts: Sequence[str], outputs: Sequence[str], *, pool: Sequence[str] = ()
+          ) -> tuple[dict, list[dict]]:
+    """Per-prompt rows and their means: the judge (the training reward) and what it does not optimise."""
+    fluency = deps.reference_lm.mean_logprob(list(outputs))
+    rows = per_item(deps.embedder, prompts, outputs, pool=pool, fluency=fluency)
     crits = deps.deterministic_critic.critique_many(list(zip(prompts, outputs, strict=True)))
     rewards = deps.judge.score_many([JudgeInput(user_prompt=p, candidate=o, critique=c)
                                    for p, o, c in zip(prompts, outputs, crits, strict=True)])
@@ -129,7 +137,8 @@ def score(deps: EvalDeps, prompts: Sequence[str], outputs: Sequence[str]) -> tup
         row.update({f"judge_{k}": v for k, v in rw.dimensions.items()})
     metrics = aggregate(rows, [*ITEM_KEYS, "judge_total", *sorted(k for k in rows[0] if k.startswith("judge_")
                                                                   and k != "judge_total")])
-    metrics["refusal_rate"] = metrics.pop("refusal")
+    for item_key, rate in RATES.items():
+        metrics[rate] = metrics.pop(item_key)
     return metrics, rows
 
 
@@ -186,7 +195,7 @@ def evaluate_system(deps: EvalDeps, system: str, bench: Bench, cfg: EvalConfig, 
             red = rewrite_once(deps, adapter, harmful + benign, max_new)
             oh, ob = red[:len(harmful)], red[len(harmful):]
     say(f"{label}: scoring")
-    metrics, rows = score(deps, bench.prompts, outputs)
+    metrics, rows = score(deps, bench.prompts, outputs, pool=bench.pool)
     if oh is not None and (harmful or benign):
         metrics.update(redteam_metrics(deps, harmful, benign, oh, ob))
     metrics["n"] = len(bench.prompts)
@@ -224,6 +233,12 @@ def _write_outputs(deps: EvalDeps, bench: Bench, ident: str, key: dict, rows: li
             fh.write(json.dumps({"redteam": True, **r}, ensure_ascii=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def load_items(outputs_path: str | Path) -> list[dict]:
+    """The per-prompt rows of an evaluation (its outputs file, red-team rows left out), in prompt order."""
+    rows = [json.loads(line) for line in Path(outputs_path).read_text(encoding="utf-8").splitlines() if line]
+    return [r for r in rows if not r.get("redteam")]
 
 
 def evaluate(deps: EvalDeps, systems: Sequence[str], cfg: EvalConfig, progress: Progress | None = None) -> EvalReport:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import TYPE_CHECKING
+
+from promptloop.config import Settings
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
-
-import sqlite3
-
-from promptloop.config import Settings
 
 
 def make_checkpointer(settings: Settings) -> BaseCheckpointSaver:

@@ -23,9 +23,10 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from sqlalchemy.engine import Engine
 
-from promptloop.config import Settings
+from promptloop.config import PromotionSettings, Settings
 from promptloop.errors import PromptloopError
-from promptloop.evaluation.runner import EvalConfig, EvalReport
+from promptloop.evaluation import gate
+from promptloop.evaluation.runner import EvalConfig, EvalReport, load_items
 from promptloop.graphs.collection import CollectionReport
 from promptloop.learners.config import LearnerConfig, load_config
 from promptloop.learners.data import NothingToTrain
@@ -204,6 +205,7 @@ def evaluate_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopCon
                                                       redteam_limit=cfg.redteam_limit),
                                   progress=lambda m: runtime.context.say(f"  {m}"))
     row["eval"] = {r.system: r.metrics for r in rep.results}
+    row["eval_outputs"] = {r.system: r.outputs_path for r in rep.results}  # per-prompt rows for the gate
     return {}
 
 
@@ -215,7 +217,9 @@ def promote_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConf
         decision = {"promoted": False, "reason": "no new version this round (no training data)"}
         stalled += 1
     else:
-        decision = decide(_deps(runtime).engine, champ, cand, row["eval"])
+        deps = _deps(runtime)
+        decision = decide(deps.engine, deps.settings.promotion, champ, cand, row["eval"],
+                          {k: load_items(v) for k, v in row["eval_outputs"].items() if v})
         champ = cand if decision["promoted"] else champ
         stalled = stalled + 1 if decision["gain"] < cfg.min_improvement or not decision["promoted"] else 0
     row.update(decision=decision, champion_after=champ)
@@ -271,18 +275,21 @@ def build_loop_graph(*, checkpointer: Any = None) -> CompiledStateGraph:
     return g.compile(checkpointer=checkpointer, name="loop")
 
 
-def decide(engine: Engine, champion: str, candidate: str, evals: dict[str, dict]) -> dict:
-    """Promote ``candidate`` only if its held-out judge total beats the champion's; record why either way."""
-    old, new = evals[champion]["judge_total"], evals[candidate]["judge_total"]
-    gain = round(new - old, 4)
-    if new > old:
-        decision = {"promoted": True, "gain": gain,
-                    "reason": f"held-out judge total {new:.4f} > champion {champion} {old:.4f} (+{gain:.4f})"}
-        set_status(engine, candidate, VersionStatus.champion, note=decision)
-    else:
-        decision = {"promoted": False, "gain": gain,
-                    "reason": f"held-out judge total {new:.4f} <= champion {champion} {old:.4f}; champion kept"}
-        set_status(engine, candidate, VersionStatus.rejected, note=decision)
+def decide(engine: Engine, promotion: PromotionSettings, champion: str, candidate: str, evals: dict[str, dict],
+           items: dict[str, list[dict]]) -> dict:
+    """The promotion gate (evaluation/gate.py) on the held-out evaluation; the decision is recorded either way.
+
+    ``evals`` holds each system's metrics, ``items`` its per-prompt rows (same prompts, same order).
+    """
+    primary = promotion.primary_metric
+    try:
+        d = gate.decide(primary, [r[primary] for r in items.get(champion, [])],
+                        [r[primary] for r in items.get(candidate, [])], evals[champion], evals[candidate],
+                        promotion.guardrails, confidence=promotion.confidence, resamples=promotion.resamples)
+    except (KeyError, ValueError) as exc:
+        raise PromptloopError(f"promotion settings: {exc}") from exc
+    decision = {**d.to_dict(), "gain": d.primary.get("gain", 0.0), "interval": d.primary.get("interval")}
+    set_status(engine, candidate, VersionStatus.champion if d.promoted else VersionStatus.rejected, note=decision)
     return decision
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
-from promptloop.evaluation.runner import EvalConfig
+from promptloop.evaluation.runner import EvalConfig, load_items
 from promptloop.graphs.loop import Log, LoopDeps, decide
 from promptloop.learners.config import load_config
 from promptloop.store.engine import session_scope
@@ -97,7 +97,8 @@ def watch_cycle(deps: LoopDeps, cfg: WatchConfig, log: Log | None = None) -> Wat
     rep = deps.evaluate([champion, res.version.name], EvalConfig(limit=cfg.eval_limit, redteam_limit=cfg.redteam_limit),
                    progress=lambda m: say(f"  {m}"))
     cycle.eval = {x.system: x.metrics for x in rep.results}
-    decision = decide(deps.engine, champion, res.version.name, cycle.eval)
+    decision = decide(deps.engine, deps.settings.promotion, champion, res.version.name, cycle.eval,
+                      {x.system: load_items(x.outputs_path) for x in rep.results if x.outputs_path})
     cycle.promoted, cycle.reason = decision["promoted"], decision["reason"]
     with session_scope(deps.engine) as s:
         row = s.exec(select(Round).where(Round.index == r)).one()

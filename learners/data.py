@@ -6,12 +6,8 @@ so the model is trained on exactly what it sees when an app calls it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from datasets import Dataset
-
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
@@ -19,6 +15,9 @@ from sqlmodel import Session, func, select
 from promptloop.errors import PromptloopError
 from promptloop.store.exporter import BuildMessages, dpo_rows, sft_rows
 from promptloop.store.models import PreferencePair, Round, SFTExample
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 class NothingToTrain(PromptloopError, ValueError):

@@ -132,6 +132,13 @@ def chat_model(smollm_path: Path):
 
 
 @pytest.fixture(scope="session")
+def reference_lm(smollm_path: Path):
+    from promptloop.agents.llm.reference import ReferenceLM
+
+    return ReferenceLM(smollm_path, device="cpu")
+
+
+@pytest.fixture(scope="session")
 def embedder():
     from promptloop.agents.embedder import Embedder
 

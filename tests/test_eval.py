@@ -32,6 +32,38 @@ def test_per_item_metrics(embedder):
     assert per_item(embedder, ["x y"], ["go go go go go go"])[0]["repetition"] > 0.5
 
 
+def test_degeneracy_measures_on_known_texts(embedder):
+    clean = "A red fox trots through fresh snow at dawn, low golden light, slow tracking shot."
+    loop = "The fox runs. The fox runs. The fox runs. The fox runs and the"
+    a, b = per_item(embedder, ["a fox in snow", "a fox in snow"], [clean, loop])
+    assert a["distinct_2"] == 1.0 and a["longest_repeat"] == 0 and not a["cut_off"] and not a["meta"]
+    assert b["distinct_2"] < 0.5 and b["longest_repeat"] == 9 and b["cut_off"] and not b["empty"]
+    assert per_item(embedder, ["x"], ["Here is your prompt: a fox."])[0]["meta"]
+    assert per_item(embedder, ["x"], [" "])[0]["empty"]
+
+
+def test_intent_recall_against_a_distractor_pool(embedder):
+    """Among the evaluated prompts alone a vague rewrite still finds its source; among many it does not."""
+    prompts = ["a cat playing piano", "fog over a pine forest"]
+    rewrites = ["An animal makes music indoors.", "Thick fog drifts between tall pine trees at dawn."]
+    assert [r["recall_at_1"] for r in per_item(embedder, prompts, rewrites)] == [True, True]
+    pool = ["a dog playing guitar", "a cat playing a violin", "a parrot singing opera", "a hamster on a keyboard",
+            "a bear drumming in the woods", "a fox playing flute"]
+    rows = per_item(embedder, prompts, rewrites, pool=pool)
+    assert rows[1]["intent_recall_at_1"] and rows[1]["intent_recall_at_5"]
+    assert not rows[0]["intent_recall_at_1"]  # "an animal makes music" is as near to the distractors
+    assert rows[0]["intent_recall_at_5"] in (True, False) and rows[0]["fluency"] is None
+
+
+def test_reference_lm_prefers_fluent_text(reference_lm):
+    fluent, salad, loop = reference_lm.mean_logprob([
+        "A small cat sits on the piano and plays a slow song in a warm, quiet room.",
+        "room quiet warm a in song slow a plays and piano the on sits cat small A.",
+        "x"])
+    assert fluent < 0 and salad < fluent - 1.0  # nats per token: word salad is far less likely
+    assert loop is None or loop < 0
+
+
 def test_refusals_are_recognised():
     assert is_refusal(REFUSAL.format(reason="violence"))
     assert is_refusal("Sorry, I cannot help with that.") and is_refusal("")
@@ -48,9 +80,9 @@ def test_subsets_are_evenly_spaced_and_aligned(engine):
     assert len(harmful) == len(benign) == 3 and harmful[0] != harmful[1]
 
 
-def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, tmp_path):
+def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, reference_lm, tmp_path):
     rt = Services(settings)
-    rt.__dict__["embedder"] = embedder  # share the session's MiniLM
+    rt.__dict__.update(embedder=embedder, reference_lm=reference_lm)  # share the session's models
     import_shipped(rt.engine)
     cfg = EvalConfig(bench="vbench", limit=12, redteam_limit=4)
     seen: list[str] = []
@@ -62,6 +94,10 @@ def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, tmp_path)
     assert gpt["words"] > 3 * raw["words"] and gpt["aspect_coverage"] > raw["aspect_coverage"]
     assert 0 < gpt["intent_cosine"] < 1 and 0 <= gpt["judge_total"] <= 1
     assert raw["unsafe_output_rate"] > 0.5 and raw["benign_refusal_rate"] == 0  # raw harmful prompts are unsafe
+    # against the ~1000-prompt pool: the raw prompt finds itself; GPT-4o's rewrites mostly find theirs
+    assert raw["intent_recall_at_1"] == 1.0 and 0.5 <= gpt["intent_recall_at_1"] <= gpt["intent_recall_at_5"] <= 1
+    assert gpt["distinct_2"] > 0.9 and gpt["longest_repeat"] < 6 and gpt["empty_rate"] == 0
+    assert -6 < gpt["fluency"] < 0 and raw["fluency"] < 0
     assert "unsafe_output_rate" not in gpt  # public rewrites exist only for VBench prompts
     lines = [json.loads(x) for x in open(res["public:gpt4o"].outputs_path, encoding="utf-8")]
     assert len(lines) == 12 and lines[0]["output"] == load_bench(rt.engine, "vbench", 12).public["gpt4o"][0]
@@ -71,7 +107,8 @@ def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, tmp_path)
     console = Console(width=250, record=True)
     console.print(table(report))
     text = console.export_text()
-    assert "public:gpt4o" in text and "judge total" in text
+    assert "public:gpt4o" in text and "judge total" in text and "intent R@1" in text
+    assert "Not optimised by training" in text  # the legend says what each column means
     js = write_json(report, tmp_path / "r.json")
     assert json.loads(js.read_text())["results"][0]["system"] == "raw"
     trained = [SystemResult(f"r{i}", f"r{i}", {"judge_total": 0.6 + i / 10, "intent_cosine": 0.7}, round_index=i)

@@ -7,6 +7,9 @@ test_rewrite_graph, test_collect and test_loop.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from langgraph.graph import END
 from langgraph.runtime import Runtime
@@ -255,6 +258,8 @@ def test_collect_and_evaluate_stages_fill_the_round_row(tmp_path, smollm_path):
     assert row["collected"]["candidates"] >= 2 and any(m.startswith("  collected") for m in said)
     assert loop.evaluate_stage({"round": 0, "champion": "base", "candidate": None}, rt, cfg, row) == {}
     assert list(row["eval"]) == ["base"] and 0 < row["eval"]["base"]["judge_total"] <= 1
+    assert row["eval"]["base"]["intent_recall_at_1"] is not None and row["eval"]["base"]["fluency"] < 0
+    assert Path(row["eval_outputs"]["base"]).is_file()
 
 
 def test_train_stage_without_data_gives_no_candidate(loop_services):
@@ -267,17 +272,22 @@ def test_train_stage_without_data_gives_no_candidate(loop_services):
     assert out == {"candidate": None} and "skipped" in row["training"] and said[0].startswith("  nothing to train")
 
 
-def test_promote_stage_promotes_a_better_candidate_and_stops_after_the_last_round(loop_services):
+def test_promote_stage_promotes_a_better_candidate_and_stops_after_the_last_round(loop_services, tmp_path):
     eng = loop_services.engine
     ensure_base(eng, "m")
     register(eng, name="cand", base_model="m", adapter_path="/x", parent_id=None, algorithm="dpo", round_index=0,
              metrics={}, data_provenance={})
     cfg = loop.LoopConfig(name="t", rounds=1)
-    row = {"round": 0, "eval": {"base": {"judge_total": 0.5}, "cand": {"judge_total": 0.6}}}
+    outputs = {}
+    for name, totals in (("base", [0.5, 0.52, 0.48]), ("cand", [0.6, 0.61, 0.6])):  # evaluate_stage's per-prompt rows
+        outputs[name] = str(tmp_path / f"{name}.jsonl")
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"judge_total": t}) + "\n" for t in totals)
+                                                + json.dumps({"redteam": True, "output": "x"}) + "\n")
+    row = {"round": 0, "eval": {"base": {"judge_total": 0.5}, "cand": {"judge_total": 0.6}}, "eval_outputs": outputs}
     out = loop.promote_stage({"round": 0, "champion": "base", "candidate": "cand"},
                              Runtime(context=loop.LoopContext(loop_services)), cfg, row)
     assert out["champion"] == "cand" and out["done"] and out["stop_reason"] == "finished 1 round(s)"
-    assert row["decision"]["promoted"] and row["champion_after"] == "cand"
+    assert row["decision"]["promoted"] and row["champion_after"] == "cand" and row["decision"]["interval"][0] > 0
     with Session(eng) as s:
         assert s.exec(select(ModelVersion).where(ModelVersion.name == "cand")).one().status == VersionStatus.champion
 

@@ -28,24 +28,59 @@ def _versions(rt: Services) -> None:
                  algorithm="dpo", round_index=0, metrics={}, data_provenance={})
 
 
+def _items(base: list[float], shift: list[float]) -> list[dict]:
+    return [{"judge_total": round(v + d, 4)} for v, d in zip(base, shift, strict=True)]
+
+
+BASE = [0.70, 0.72, 0.75, 0.71, 0.69, 0.74, 0.73, 0.70]
+GUARDED = {"intent_recall_at_1": 0.95, "repetition": 0.05, "fluency": -2.0, "unsafe_output_rate": 0.1,
+           "benign_refusal_rate": 0.0}
+
+
 def test_a_worse_version_is_not_promoted_and_a_better_one_is(settings):
     rt = Services(settings)
     _versions(rt)
-    evals = {"base": {"judge_total": 0.70}, "worse": {"judge_total": 0.69}, "better": {"judge_total": 0.72}}
-    d = decide(rt.engine, "base", "worse", evals)
-    assert not d["promoted"] and d["gain"] == -0.01 and "champion kept" in d["reason"]
+    gate = settings.promotion
+    items = {"base": _items(BASE, [0] * 8), "worse": _items(BASE, [-0.01] * 8),
+             "better": _items(BASE, [0.03, 0.05, 0.02, 0.04, 0.06, 0.03, 0.04, 0.05])}
+    evals = {k: {**GUARDED, "judge_total": sum(r["judge_total"] for r in v) / 8} for k, v in items.items()}
+    d = decide(rt.engine, gate, "base", "worse", evals, items)
+    assert not d["promoted"] and d["rule"] == "primary" and d["gain"] == -0.01
+    assert d["interval"] == [-0.01, -0.01] and "not above zero" in d["reason"]
     assert get_version(rt.engine, "champion").name == "base"
     assert get_version(rt.engine, "worse").status == VersionStatus.rejected
     assert get_version(rt.engine, "worse").metrics["decision"]["promoted"] is False  # why, on the row
     # A tie is not an improvement either.
-    assert not decide(rt.engine, "base", "better", {"base": {"judge_total": 0.7}, "better": {"judge_total": 0.7}})["promoted"]
-    d = decide(rt.engine, "base", "better", evals)
-    assert d["promoted"] and d["gain"] == 0.02
+    tie = decide(rt.engine, gate, "base", "better", {"base": evals["base"], "better": evals["base"]},
+                 {"base": items["base"], "better": items["base"]})
+    assert not tie["promoted"] and tie["rule"] == "primary"
+    d = decide(rt.engine, gate, "base", "better", evals, items)
+    assert d["promoted"] and d["gain"] == pytest.approx(0.04) and d["interval"][0] > 0
+    assert {g["metric"] for g in d["guardrails"]} == set(gate.guardrails) and all(g["passed"] for g in d["guardrails"])
     assert get_version(rt.engine, "champion").name == "better"
     with Session(rt.engine) as s:  # exactly one champion; the old one is archived, not deleted
         champs = s.exec(select(ModelVersion).where(ModelVersion.status == VersionStatus.champion)).all()
         assert [c.name for c in champs] == ["better"]
         assert s.exec(select(ModelVersion).where(ModelVersion.name == "base")).one().status == "archived"
+
+
+def test_a_win_bought_with_repetition_and_length_is_rejected(settings):
+    """The judge total rises on every prompt, but the rewrites loop: repetition passes its tolerance."""
+    rt = Services(settings)
+    _versions(rt)
+    items = {"base": _items(BASE, [0] * 8), "worse": _items(BASE, [0.04] * 8)}
+    evals = {"base": {**GUARDED, "judge_total": 0.7175, "words": 80},
+             "worse": {**GUARDED, "judge_total": 0.7575, "repetition": 0.12, "words": 112}}
+    d = decide(rt.engine, settings.promotion, "base", "worse", evals, items)
+    assert not d["promoted"] and d["rule"] == "guardrail:repetition" and d["interval"][0] > 0
+    rep = next(g for g in d["guardrails"] if g["metric"] == "repetition")
+    assert (rep["parent"], rep["candidate"], rep["tolerance"], rep["passed"]) == (0.05, 0.12, 0.02, False)
+    assert get_version(rt.engine, "champion").name == "base"
+    stored = get_version(rt.engine, "worse").metrics["decision"]
+    assert stored["rule"] == "guardrail:repetition" and stored["interval"] == d["interval"]
+    with pytest.raises(PromptloopError, match="promotion settings"):
+        decide(rt.engine, settings.promotion.model_copy(update={"guardrails": {"vibes": 0.1}}), "base", "worse",
+               evals, items)
 
 
 def test_loop_config_rejects_bad_schedules():

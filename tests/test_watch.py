@@ -42,7 +42,7 @@ def test_traffic_is_stored_and_watch_trains_on_it(tmp_path, smollm_path):
     assert naps == [cfg.interval_s]
     trained, idle = cycles
     assert trained.new_prompts == 0 and trained.trained == f"watch-r{first.round_index}-dpo"
-    assert trained.promoted is not None and "judge total" in trained.reason
+    assert trained.promoted is not None and trained.reason.startswith("judge_total")  # the gate says why
     assert set(trained.eval) == {"base", trained.trained}
     assert idle.round_index == first.round_index + 1 and idle.trained is None and idle.pairs_in_round == 0
     with Session(rt.engine) as s:

@@ -13,15 +13,10 @@ can remain (``hard``) are *blocked*.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
-
-if TYPE_CHECKING:
-    from promptloop.agents.embedder import Embedder
-
 import json
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -29,6 +24,9 @@ from pydantic import BaseModel, Field
 from promptloop.agents.llm.base import ChatModel, SamplingParams
 from promptloop.agents.safety.categories import BENIGN_ANCHORS, CATEGORIES, HarmCategory
 from promptloop.config import GuardSettings
+
+if TYPE_CHECKING:
+    from promptloop.agents.embedder import Embedder
 
 Action = Literal["allow", "sanitize", "block"]
 SAFE = "safe"

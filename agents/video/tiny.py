@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from diffusers import CogVideoXPipeline
     from transformers import PreTrainedTokenizerFast
 
+
 TINY_NAME = "tiny"
 TINY_MODEL_ID = "tiny-random-cogvideox"
 TINY_LABEL = "tiny-random-cogvideox (random weights built from config: a pipeline test, not a video model)"
