@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 
 run: install
 	$(VENV)/bin/promptloop init
-	$(VENV)/bin/promptloop loop run --name demo --rounds 2 --limit 16 --eval-limit 16 --redteam-limit 4 --max-steps 4
+	$(VENV)/bin/promptloop loop run --name demo --rounds 2 --limit 16 --eval-limit 16 --redteam-limit 4 --max-steps 4 --patience 2
 
 # pytest exit 5 (nothing collected) is a failure, not a pass. The tests start a local PostgreSQL
 # (scripts/pg_test_server.sh, Debian's postgresql package) for the Postgres variants of the store/graph tests

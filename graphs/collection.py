@@ -89,7 +89,7 @@ def part(state: PartState, runtime: Runtime[CollectContext], *, pipeline: Any) -
     return {"parts": [{"offset": state["offset"], "items": out["items"]}]}
 
 
-def gather(state: CollectState) -> dict:
+def gather(state: CollectState, runtime: Runtime[CollectContext] | None = None) -> dict:
     """Put the parts back in prompt order; a missing part is an error, never a silent drop."""
     parts = sorted(state.get("parts", []), key=lambda p: p["offset"])
     items = [it for p in parts for it in p["items"]]
@@ -142,7 +142,7 @@ def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteA
 
     g = StateGraph(CollectState, context_schema=context_schema)
     g.add_node(PART_NODE, bound(PART_NODE, functools.partial(part, pipeline=pipeline), trace=False))
-    g.add_node("gather", bound("gather", lambda state, runtime: gather(state), trace=False))
+    g.add_node("gather", bound("gather", gather, trace=False))
     g.add_node("video", bound("video", video, **({"video_feedback": lambda: video_feedback}
                                                   if video_feedback else {})))
     g.add_node("persist", bound("persist", functools.partial(persist, save=save)))

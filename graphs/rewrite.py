@@ -188,7 +188,7 @@ def critique(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
     return {"items": items}
 
 
-def pick_best(state: RewriteState) -> dict:
+def pick_best(state: RewriteState, runtime: Runtime[RewriteContext] | None = None) -> dict:
     """The candidate with the highest reward total becomes the current one (trail step 0)."""
     items = [dict(it) for it in state["items"]]
     for i in _active(items):
@@ -279,15 +279,6 @@ NODES: dict[str, tuple[Callable, bool]] = {
 }
 
 
-def _with_runtime(fn: Callable) -> Callable:
-    """A node that ignores the runtime still gets one (the node wrapper always passes it)."""
-    import inspect
-
-    if "runtime" in inspect.signature(fn).parameters:
-        return fn
-    return lambda state, runtime: fn(state)
-
-
 def build_rewrite_graph(agents: RewriteAgents | Callable[[], RewriteAgents] | None = None, *,
                         checkpointer: Any = None, name: str = GRAPH_NAME) -> CompiledStateGraph:
     """Compile the graph; pass a checkpointer to make every run a resumable thread.
@@ -299,7 +290,7 @@ def build_rewrite_graph(agents: RewriteAgents | Callable[[], RewriteAgents] | No
     deps = {"agents": lazy_agents(agents)} if agents is not None else {}
     g = StateGraph(RewriteState, context_schema=RewriteContext)
     for node, (fn, calls_model) in NODES.items():
-        g.add_node(node, graph_node(name, node, _with_runtime(fn), context_type=RewriteContext, **deps),
+        g.add_node(node, graph_node(name, node, fn, context_type=RewriteContext, **deps),
                    retry_policy=MODEL_RETRY if calls_model else None)
     g.add_edge(START, "guard_input")
     g.add_conditional_edges("guard_input", route_after_guard, ["rewrite", END])

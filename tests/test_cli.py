@@ -134,6 +134,7 @@ def test_eval_command_on_public_rewrites(home):
     out = json.loads(res.stdout)
     assert out["bench"] == "vbench6" and [r["system"] for r in out["results"]] == ["raw", "public:wan21_qwen25_3b"]
     assert out["results"][1]["metrics"]["words"] > out["results"][0]["metrics"]["words"]
+    assert out["results"][0]["metrics"]["intent_recall_at_1"] == 1.0 and out["decisions"] == {}
     assert (home / "reports" / "eval-vbench6.json").is_file() and (home / "reports" / "eval-vbench6.png").is_file()
     table = run(home, "eval", "--bench", "vbench", "--limit", "6", "--redteam-limit", "0", "--system", "raw").stdout
-    assert "recall@1" in table and "(cached)" in table
+    assert "intent R@1" in table and "(cached)" in table and "Not optimised by training" in table

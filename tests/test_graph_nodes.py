@@ -77,7 +77,7 @@ def test_rewrite_samples_n_distinct_candidates_for_active_items_only(agents):
                        {"prompt": BLOCKED, "refused": True}]}
     out = rg.rewrite(state, _rt(agents, n=3))
     cands = out["items"][0]["candidates"]
-    assert 1 <= len(cands) <= 3 and len(set(cands)) == len(cands) and all(cands)
+    assert len(cands) in (1, 2, 3) and len(set(cands)) == len(cands) and all(cands)
     assert "candidates" not in out["items"][1]
 
 
@@ -214,6 +214,7 @@ def test_persist_writes_through_the_context_store(engine):
 
 
 # --- evolution graph ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_seed_then_breed_keeps_elites_and_never_loses_fitness(agents):
     ctx = evolve.EvolveContext(agents=agents, population=2, offspring=2, generations=1, max_new_tokens=24)
     rt = Runtime(context=ctx)
@@ -240,6 +241,7 @@ def test_loop_start_begins_at_the_champion(loop_services):
     assert out["round"] == 0 and out["champion"] == "base" and out["history"] == [] and not out["done"]
 
 
+@pytest.mark.slow
 def test_collect_and_evaluate_stages_fill_the_round_row(tmp_path, smollm_path):
     """collect_stage stores the round's data sampled by the champion; evaluate_stage scores it held out."""
     from promptloop.store.shipped import import_shipped
