@@ -41,7 +41,7 @@ def traces_show(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """One run as a tree: each node with timing, candidates, critique scores, verdicts and the output."""
-    from promptloop.store.traces import item_key, run_events
+    from promptloop.store.traces import fold_events, run_events
 
     events = run_events(services_of(ctx).engine, trace_id)
     if as_json:
@@ -49,16 +49,14 @@ def traces_show(
         return
     total = sum(e.duration_ms or 0 for e in events) / 1000
     tree = Tree(f"[bold]{events[0].graph}[/] run {events[0].thread_id}  ({total:.1f} s)")
-    items: dict[tuple[str, int], dict] = {}  # each item as the nodes so far left it (traces hold changes)
+    nodes = {}
     for e in events:
         label = f"[bold]{e.node}[/]  {(e.duration_ms or 0) / 1000:.2f} s"
         if e.model_version:
             label += f"  [dim]model {e.model_version}[/]"
-        node = tree.add(label + (f"  [red]error: {e.error}[/]" if e.error else ""))
-        for change in (e.output or {}).get("items", []):
-            item = items.setdefault(item_key(e, change), {})
-            item.update(change)
-            describe_item(node, e.node, item, change)
+        nodes[e.id] = tree.add(label + (f"  [red]error: {e.error}[/]" if e.error else ""))
+    for e, item, change in fold_events(events):
+        describe_item(nodes[e.id], e.node, item, change)
     out.print(tree)
 
 

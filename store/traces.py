@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -46,11 +48,18 @@ def item_key(event: TraceEvent, change: dict) -> tuple[str, int]:
     return ns.rpartition("|")[0], change.get("i", 0)
 
 
-def fold_items(events: list[TraceEvent]) -> list[dict]:
-    """Each item of a run as its last node left it, rebuilt from what every node changed, in run order."""
+def fold_events(events: list[TraceEvent]) -> Iterator[tuple[TraceEvent, dict, dict]]:
+    """(event, the item as that node left it, what the node changed), in run order: traces hold changes only."""
     items: dict[tuple[str, int], dict] = {}
     for e in events:
         for change in (e.output or {}).get("items", []) or []:
             if isinstance(change, dict):
-                items.setdefault(item_key(e, change), {}).update(change)
+                item = items.setdefault(item_key(e, change), {})
+                item.update(change)
+                yield e, item, change
+
+
+def fold_items(events: list[TraceEvent]) -> list[dict]:
+    """Each item of a run as its last node left it, rebuilt from what every node changed, in run order."""
+    items = {id(item): item for _, item, _ in fold_events(events)}
     return list(items.values())
