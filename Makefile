@@ -33,7 +33,7 @@ run: install
 PYTEST = rc=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as a failure" >&2; exit 1; fi; exit $$rc
 
-# Default run (~13.5 min on 2 cores): everything but the tests marked slow.
+# Default run (~14.5 min on 2 cores): everything but the tests marked slow.
 test: install
 	@$(call PYTEST,-m "not slow")
 

@@ -82,6 +82,27 @@ class Services:
         return self._models[key]
 
     @cached_property
+    def pairwise_judge(self) -> ChatModel | None:
+        """The ``eval.judge`` model, or None when none is configured."""
+        backend = self.settings.eval.judge
+        if backend is None:
+            return None
+        from promptloop.agents.llm.factory import build_chat_model
+
+        return build_chat_model(backend.model_copy(update={"model": backend.model or self.settings.base_model}),
+                                self.settings)
+
+    def pairwise(self, prompts: Sequence[str], candidate: Sequence[str], champion: Sequence[str]) -> dict | None:
+        """Win / tie / loss of ``candidate``'s outputs against ``champion``'s under the pairwise judge; None = off."""
+        judge = self.pairwise_judge
+        if judge is None:
+            return None
+        from promptloop.evaluation.pairwise import compare
+
+        return compare(judge, prompts, candidate, champion, controls=self.settings.sampling.judge,
+                       max_new_tokens=self.settings.eval.judge_max_new_tokens).to_dict()
+
+    @cached_property
     def embedder(self) -> Embedder:
         from promptloop.agents.embedder import Embedder
 
@@ -92,7 +113,8 @@ class Services:
         from promptloop.agents.safety.guard import SafetyGuard
 
         g = self.settings.guard
-        return SafetyGuard(self.embedder, g, llm=self.model_for("guard") if g.use_llm else None)
+        return SafetyGuard(self.embedder, g, llm=self.model_for("guard") if g.use_llm else None,
+                           controls=self.settings.sampling.guard)
 
     @cached_property
     def critic(self) -> TextCritic:
@@ -110,7 +132,9 @@ class Services:
         return TextCritic(self.embedder, self.guard, self.model_for("critic") if use_llm else None,
                           min_words=r.target_words_min, max_words=r.target_words_max,
                           llm_weight=c.llm_weight if use_llm else 0.0, llm_retries=c.llm_retries,
-                          breaker_window=c.llm_breaker_window, breaker_min_valid=c.llm_breaker_min_valid)
+                          breaker_window=c.llm_breaker_window, breaker_min_valid=c.llm_breaker_min_valid,
+                          controls=self.settings.sampling.critic, degenerate_repetition=c.degenerate_repetition,
+                          degenerate_length=c.degenerate_length)
 
     @cached_property
     def reference_lm(self) -> ReferenceLM:

@@ -169,3 +169,26 @@ def is_cut_off(text: str) -> bool:
     """The text stops mid-sentence (no closing punctuation): what a generation budget running out leaves."""
     return bool(text.strip()) and not _SENTENCE_END.search(text)
 
+
+
+def degeneracy(text: str, *, max_words: int, repetition: float = 0.2, length_factor: float = 2.0) -> list[str]:
+    """Why a rewrite is degenerate (empty when it is not): what a reward must never pay for.
+
+    Looping (a share of repeated word trigrams over ``repetition``), meta-text
+    about the task instead of a prompt, a cut-off sentence, nothing at all, or
+    over ``length_factor`` times the target's word maximum.
+    """
+    if not text.strip():
+        return ["empty"]
+    reasons = []
+    rate = repetition_rate(text)
+    if rate > repetition:
+        reasons.append(f"repetition {rate:.2f}")
+    if has_meta_text(text):
+        reasons.append("meta text")
+    if is_cut_off(text):
+        reasons.append("cut off")
+    n = len(words(text))
+    if n > length_factor * max_words:
+        reasons.append(f"{n} words")
+    return reasons

@@ -21,7 +21,7 @@ from promptloop.agents import text_checks as tc
 from promptloop.agents.llm.base import ChatModel, SamplingParams
 from promptloop.agents.rewriter import clean_rewrite, template
 from promptloop.agents.safety.guard import SafetyGuard, Verdict, parse_json_model
-from promptloop.config import CriticSettings, RewriteSettings, default_of
+from promptloop.config import CriticSettings, RewriteSettings, SamplingControls, default_of
 
 if TYPE_CHECKING:
     from promptloop.agents.embedder import Embedder
@@ -50,6 +50,8 @@ class Critique(LLMCritique):
     llm_used: bool = False
     fallback: bool = Field(False, description="the LLM critique was malformed; deterministic checks only")
     critic_id: str = "principle-critic-v1"
+    degenerate: list[str] = Field(default_factory=list, description="why the text is degenerate (looping, "
+                                  "meta-text, cut off, empty, far too long); never the chosen side of a pair")
 
     def passes(self, t: Thresholds) -> bool:
         return self.harmless >= t.harmless and self.accurate >= t.accurate and self.helpful >= t.helpful
@@ -65,8 +67,13 @@ class TextCritic:
                  llm_weight: float = default_of(CriticSettings, "llm_weight"),
                  llm_retries: int = default_of(CriticSettings, "llm_retries"),
                  breaker_window: int = default_of(CriticSettings, "llm_breaker_window"),
-                 breaker_min_valid: float = default_of(CriticSettings, "llm_breaker_min_valid")):
+                 breaker_min_valid: float = default_of(CriticSettings, "llm_breaker_min_valid"),
+                 controls: SamplingControls | None = None,
+                 degenerate_repetition: float = default_of(CriticSettings, "degenerate_repetition"),
+                 degenerate_length: float = default_of(CriticSettings, "degenerate_length")):
         self.embedder = embedder
+        self.controls = controls  # the critic's decoding controls (Settings.sampling.critic)
+        self.degenerate_repetition, self.degenerate_length = degenerate_repetition, degenerate_length
         self.guard = guard
         self.llm = llm
         self.min_words, self.max_words = min_words, max_words
@@ -151,11 +158,16 @@ class TextCritic:
         if meta:
             issues.append("contains meta-text instead of only the prompt")
             fixes.append("output only the prompt itself")
+        degenerate = tc.degeneracy(cand, max_words=self.max_words, repetition=self.degenerate_repetition,
+                                   length_factor=self.degenerate_length)
+        if degenerate:
+            issues.append(f"degenerate: {', '.join(degenerate)}")
         missing_aspects = [a for a, ok in hits.items() if not ok and a != "subject"]
         if missing_aspects:
             fixes.append(f"describe the {', '.join(missing_aspects)}")
         return Critique(
             harmless=round(harmless, 4), accurate=round(accurate, 4), helpful=round(helpful, 4), issues=issues,
+            degenerate=degenerate,
             suggestion="; ".join(fixes),
             checks={"intent_similarity": round(sim, 4), "coverage": round(cov, 4), "counts": counts,
                     "length_fit": round(length, 4), "repetition": round(rep, 4), "aspect_coverage": round(aspects, 4),
@@ -199,8 +211,9 @@ class TextCritic:
                 break
             convs = [[{"role": "user", "content": self._critique_tmpl.format(prompt=pairs[i][0], candidate=pairs[i][1])}]
                      for i in todo]
-            params = SamplingParams(n=1, max_new_tokens=96, temperature=0.0 if attempt == 0 else 0.7,
-                                    seed=attempt, json_schema=LLMCritique.model_json_schema())
+            params = SamplingParams.of(self.controls, n=1, max_new_tokens=96,
+                                       temperature=0.0 if attempt == 0 else 0.7, seed=attempt,
+                                       json_schema=LLMCritique.model_json_schema())
             outs = self.llm.generate(convs, params)
             still = []
             for i, o in zip(todo, outs, strict=True):

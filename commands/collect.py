@@ -79,12 +79,12 @@ def collect_evolve(
     generations: Annotated[int, typer.Option(min=1, max=50, help="Generations (Prompt-A-Video uses about 8)")] = 3,
     population: Annotated[int, typer.Option(min=2, max=64, help="Individuals kept per prompt (elitism)")] = 4,
     offspring: Annotated[int, typer.Option(min=1, max=64, help="New prompts written per generation")] = 4,
-    top_k: Annotated[int, typer.Option(min=1, help="Best individuals per prompt that become SFT examples")] = 1,
+    keep_best: Annotated[int, typer.Option(min=1, help="Best individuals per prompt that become SFT examples")] = 1,
     worker: Annotated[str | None, _WORKER] = None,
 ) -> None:
     """Prompt-A-Video stage 1: evolve rewrites by LLM mutation/crossover with reward fitness; top ones to SFT."""
     _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size, worker, concurrency,
-             part_size=part_size, generations=generations, population=population, offspring=offspring, top_k=top_k)
+             part_size=part_size, generations=generations, population=population, offspring=offspring, keep_best=keep_best)
 
 
 @app.command("pairs")

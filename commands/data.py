@@ -36,15 +36,21 @@ def data_export(
 
 @app.command("stats")
 def data_stats_cmd(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Counts per round, the pairs' margin histogram and principle score distributions."""
+    """Counts per round, the pairs' margin histogram and principle score distributions.
+
+    Per round also the pairs' mean words per side, the share whose chosen side is over ``collect.length_ratio``
+    times longer than the rejected side, and the share whose rejected side is degenerate.
+    """
+    from promptloop.agents.text_checks import words
     from promptloop.store.stats import data_stats
 
     rt = services_of(ctx)
-    stats = data_stats(rt.engine)
+    stats = data_stats(rt.engine, length_ratio=rt.settings.collect.length_ratio, count_words=lambda t: len(words(t)))
     if as_json:
         print_json(stats)
         return
-    cols = ["candidates", "sft_accepted", "sft_rejected", "pairs", "mean_margin"]
+    cols = ["candidates", "sft_accepted", "sft_rejected", "pairs", "mean_margin", "chosen_words", "rejected_words",
+            "longer_chosen_share", "degenerate_rejected_share"]
     extra = sorted({k for r in stats["rounds"] for k in r if k.startswith(("pairs_", "videos_"))})
     cols += extra  # pairs per feedback level and videos by status, once video feedback has been collected
     t = Table("round", *cols, title="per round")

@@ -43,21 +43,30 @@ def eval_cmd(
     out_dir: Annotated[Path | None, typer.Option(help="Where the JSON and PNG go (default <home>/reports)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Evaluate rewriter versions and baselines on held-out prompts (intent, coverage, safety, judge)."""
+    """Evaluate rewriter versions and baselines on held-out prompts (intent, coverage, safety, judge).
+
+    With a pairwise judge configured (``[eval.judge]``, e.g. a capable model behind an OpenAI-compatible
+    server), every system's rewrites are also compared with the champion's, both orders asked.
+    """
     from promptloop.evaluation.report import table
     from promptloop.evaluation.runner import EvalConfig, default_systems
 
     rt = services_of(ctx)
     cfg = EvalConfig(bench=bench, limit=limit, redteam_limit=redteam_limit, max_new_tokens=max_new_tokens)
-    report, js, png = run_eval(rt, systems or default_systems(rt, bench), cfg,
-                               out_dir=out_dir or rt.settings.reports_dir)
+    systems = systems or default_systems(rt, bench)
+    if rt.settings.eval.judge is not None and "champion" not in systems:
+        systems = [*systems, "champion"]  # the pairwise judge compares every system with it
+    report, js, png = run_eval(rt, systems, cfg, out_dir=out_dir or rt.settings.reports_dir)
     decisions = promotion_decisions(rt, [r.version for r in report.results if r.version])
+    pairwise = pairwise_vs_champion(rt, report)
     if as_json:
-        print_json({**report.to_json(), "decisions": decisions})
+        print_json({**report.to_json(), "decisions": decisions, "pairwise": pairwise})
     else:
         out.print(table(report))
         if decisions:
             out.print(decisions_table(decisions))
+        if pairwise:
+            out.print(pairwise_table(pairwise))
     console.print(f"wrote {js}" + (f" and {png}" if png else ""))
 
 
@@ -82,4 +91,40 @@ def decisions_table(decisions: dict[str, dict]) -> Table:
         guards = "; ".join(f"{'ok' if g['passed'] else '[red]FAIL[/]'} {g['metric']} {g['parent']} -> "
                            f"{g['candidate']} (±{g['tolerance']:g})" for g in d.get("guardrails", []))
         t.add_row(name, ("[green]promoted[/]" if d["promoted"] else "kept champion") + f" ({d['rule']})", gain, guards)
+    return t
+
+
+def pairwise_vs_champion(rt: Services, report: EvalReport) -> dict[str, dict]:
+    """The pairwise judge's verdict for each evaluated system against the champion; {} without a judge."""
+    if rt.settings.eval.judge is None:
+        return {}
+    from promptloop.evaluation.runner import load_items
+    from promptloop.store.versions import get_version
+
+    champion = get_version(rt.engine, "champion").name
+    by_system = {r.system: r for r in report.results if r.outputs_path}
+    if champion not in by_system:
+        return {}
+    reference = [r["output"] for r in load_items(by_system[champion].outputs_path)]
+    found = {}
+    for name, res in by_system.items():
+        if name != champion:
+            items = load_items(res.outputs_path)
+            found[name] = {**rt.pairwise([r["prompt"] for r in items], [r["output"] for r in items], reference),
+                           "champion": champion}
+    return found
+
+
+def pairwise_table(pairwise: dict[str, dict]) -> Table:
+    t = Table("system", "win", "tie", "loss", "invalid", "win rate", "first-position rate", "order agreement",
+              title=f"pairwise judge vs the champion ({next(iter(pairwise.values()))['champion']}), both orders",
+              caption="win/loss only when both orders agree (else tie); first-position rate 0.5 = no position bias",
+              header_style="bold")
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    for name, p in pairwise.items():
+        t.add_row(name, str(p["wins"]), str(p["ties"]), str(p["losses"]), str(p["invalid"]), num(p["win_rate"]),
+                  num(p["first_position_rate"]), num(p["consistency"]))
     return t

@@ -18,11 +18,16 @@ def history_table(state: dict) -> Table:
               caption="gain: the candidate's mean per-prompt gain on the primary metric (judge total) with its "
                       "paired bootstrap interval; R@1 and repetition are guardrails the reward does not optimise "
                       "(champion -> candidate); decision: the gate's rule (promoted, primary: interval not above "
-                      "zero, guardrail:<metric>: that metric regressed past its tolerance)")
+                      "zero, guardrail:<metric>: that metric regressed past its tolerance); fluency: mean token "
+                      "log-probability under the frozen base model; pairwise: the eval.judge's win/tie/loss vs the "
+                      "champion, both orders asked")
+    rows = state.get("history", [])
+    pairwise = any((r.get("decision") or {}).get("pairwise") for r in rows)
     for col in ("round", "algo", "data", "train (rows, steps, loss)", "champion total", "new total", "gain [interval]",
-                "intent R@1", "repetition", "decision", "collect s", "train s", "eval s"):
+                "intent R@1", "repetition", "distinct-2", "fluency", "words", *(["pairwise"] if pairwise else []),
+                "decision", "collect s", "train s", "eval s"):
         t.add_column(col, justify="right" if col.endswith(" s") or "total" in col else "left")
-    for row in state.get("history", []):
+    for row in rows:
         c = row.get("collected", {})
         data = ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("kind",)) if c else "-"
         tr = row.get("training", {})
@@ -43,16 +48,20 @@ def history_table(state: dict) -> Table:
         else:
             verdict = f"kept {champ}" + (f" ({dec['rule']})" if dec.get("rule") else "")
         tm = row.get("timings", {})
+        pw = dec.get("pairwise") or {}
+        judged = [f"{pw['wins']}/{pw['ties']}/{pw['losses']}" if pw else "-"] if pairwise else []
         t.add_row(str(row["round"]), row.get("algorithm", "-"), data, train,
                   f"{ev[champ]['judge_total']:.4f}" if champ in ev else "-",
-                  f"{ev[cand]['judge_total']:.4f}" if cand else "-", gain, _moved(ev, champ, cand, "intent_recall_at_1"),
-                  _moved(ev, champ, cand, "repetition"), verdict, *(f"{tm[k]:.0f}" if k in tm else "-" for k in ("collect", "train", "evaluate")))
+                  f"{ev[cand]['judge_total']:.4f}" if cand else "-", gain,
+                  *(_moved(ev, champ, cand, m) for m in ("intent_recall_at_1", "repetition", "distinct_2", "fluency")),
+                  _moved(ev, champ, cand, "words", ".1f"), *judged, verdict,
+                  *(f"{tm[k]:.0f}" if k in tm else "-" for k in ("collect", "train", "evaluate")))
     return t
 
 
-def _moved(ev: dict, champ: str | None, cand: str | None, metric: str) -> str:
+def _moved(ev: dict, champ: str | None, cand: str | None, metric: str, fmt: str = ".3f") -> str:
     a, b = (ev.get(champ) or {}).get(metric), (ev.get(cand) or {}).get(metric)
-    return f"{a:.3f} -> {b:.3f}" if a is not None and b is not None else "-"
+    return f"{a:{fmt}} -> {b:{fmt}}" if a is not None and b is not None else "-"
 
 
 @app.command("run")

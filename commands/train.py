@@ -73,12 +73,15 @@ def train_dpo_cmd(
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Per-device train batch size")] = None,
     beta: Annotated[float | None, typer.Option(min=0.0, help="DPO temperature")] = None,
+    reference: Annotated[str | None, typer.Option(help="The loss's frozen reference: parent (the version "
+                                                  "training starts from) or anchor (the SFT version the DPO chain "
+                                                  "started from, as RLHFlow's iterative DPO)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """DPO on the preference pairs of a round; the reference is the parent version."""
+    """DPO on the preference pairs of a round, against the parent or the anchor SFT version as reference."""
     _train(ctx, "dpo", config, as_json, round_index=round_index, data_rounds=data_rounds, parent=parent, name=name,
            learning_rate=learning_rate, num_train_epochs=num_train_epochs, max_steps=max_steps,
-           per_device_train_batch_size=batch_size, beta=beta)
+           per_device_train_batch_size=batch_size, beta=beta, reference=reference)
 
 
 @app.command("critic")

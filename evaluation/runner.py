@@ -77,7 +77,7 @@ class EvalConfig:
         return {"v": METRICS_VERSION, "redteam_limit": self.redteam_limit,
                 "max_new_tokens": self.max_new_tokens or s.generation.max_new_tokens, "greedy": True,
                 "words": [s.rewrite.target_words_min, s.rewrite.target_words_max], "judge": s.judge.weights,
-                "guard": s.guard.model_dump()}
+                "guard": s.guard.model_dump(), "controls": s.sampling.rewriter.model_dump()}
 
 
 @dataclass
@@ -116,7 +116,9 @@ def rewrite_once(deps: EvalDeps, adapter: str | None, prompts: Sequence[str], ma
     out: list[str | None] = [REFUSAL.format(reason=v.reason) if v.action == "block" else None for v in verdicts]
     todo = [i for i, o in enumerate(out) if o is None]
     if todo:
-        params = SamplingParams(n=1, max_new_tokens=max_new_tokens, temperature=0.0, seed=deps.settings.seed)
+        # the rewriter's own controls: evaluation measures what `rewrite` gives a user
+        params = SamplingParams.of(deps.settings.sampling.rewriter, n=1, max_new_tokens=max_new_tokens,
+                                   temperature=0.0, seed=deps.settings.seed)
         res = deps.rewriter().rewrite([prompts[i] for i in todo], params,
                                     unsafe_categories=[verdicts[i].flagged for i in todo], adapter=adapter)
         for i, r in zip(todo, res, strict=True):

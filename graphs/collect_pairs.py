@@ -5,6 +5,14 @@ Pair selection rules (``CollectContext.rule``):
 - ``margin`` (default): chosen = the best candidate by reward total; rejected =
   candidates whose total is at least ``margin`` lower, preferring one that
   violates a principle (its critique fails a threshold), then the lowest total.
+
+Under every rule, a candidate the critic marks degenerate (looping, meta-text,
+cut off, empty, far too long) is never the chosen side, and it is the first
+choice for the rejected side whatever its total: a judge that pays for length
+or loops would otherwise teach exactly that. A pair whose chosen side has
+over ``length_ratio`` times the rejected side's words is kept only when the
+chosen side also keeps the user's intent better (higher intent similarity), so
+"longer" alone never wins a pair.
 - ``pareto`` (VPO, video level): i beats j only if i is at least as good on
   every reward dimension, better on one, and the totals differ by ``margin``.
 - ``gated`` (Prompt-A-Video): the chosen side must also pass every principle
@@ -29,8 +37,10 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 from sqlalchemy.engine import Engine
 
+from promptloop.agents.text_checks import words
 from promptloop.agents.text_critic import Critique, Thresholds
 from promptloop.agents.video.feedback import VideoFeedback, feedback_level
+from promptloop.config import CollectSettings, default_of
 from promptloop.graphs.collection import CollectContext, build_collect_graph
 from promptloop.graphs.persist import store_item
 from promptloop.graphs.rewrite import Item, RewriteAgents
@@ -47,20 +57,32 @@ class PairChoice:
     rejected: int
     margin: float
     violates: bool
+    degenerate: tuple[str, ...] = ()  # why the rejected side is degenerate (empty: it is not)
+    longer: bool = False  # chosen has over length_ratio x the rejected side's words (kept: it wins on intent)
 
 
 def select_pairs(rewards: list[dict], critiques: list[dict], *, rule: str = "margin", margin: float = 0.1,
-                 thresholds: Thresholds | None = None, max_pairs: int = 1) -> list[PairChoice]:
-    """Indices of (chosen, rejected) candidates under ``rule``; see the module docstring."""
+                 thresholds: Thresholds | None = None, max_pairs: int = 1,
+                 length_ratio: float = default_of(CollectSettings, "length_ratio"),
+                 words: list[int] | None = None) -> list[PairChoice]:
+    """Indices of (chosen, rejected) candidates under ``rule``; see the module docstring.
+
+    ``words`` are the candidates' word counts (length control is off without them).
+    """
     if rule not in RULES:
         raise ValueError(f"unknown pair rule '{rule}'; expected one of {', '.join(RULES)}")
     t = thresholds or Thresholds()
     totals = [r["total"] for r in rewards]
     if len(totals) < 2:
         return []
-    fails = [bool(Critique.model_validate(c).failing(t)) for c in critiques]
+    crits = [Critique.model_validate(c) for c in critiques]
+    fails = [bool(c.failing(t)) for c in crits]
+    intent = [c.checks.get("intent_similarity", 0.0) for c in crits]
     order = sorted(range(len(totals)), key=lambda i: -totals[i])
-    best = order[0]
+    usable = [i for i in order if not crits[i].degenerate]
+    if not usable:
+        return []
+    best = usable[0]
     if rule == "gated" and fails[best]:
         return []
 
@@ -69,12 +91,16 @@ def select_pairs(rewards: list[dict], critiques: list[dict], *, rule: str = "mar
         keys = [k for k in di if di[k] is not None and dj.get(k) is not None]
         return all(di[k] >= dj[k] for k in keys) and any(di[k] > dj[k] for k in keys)
 
-    out = []
-    losers = [j for j in order[1:] if totals[best] - totals[j] >= margin and (rule != "pareto" or dominates(best, j))]
-    losers.sort(key=lambda j: (not fails[j], totals[j]))  # principle violations first, then the worst
-    for j in losers[:max_pairs]:
-        out.append(PairChoice(best, j, round(totals[best] - totals[j], 4), fails[j]))
-    return out
+    def longer(j: int) -> bool:
+        return bool(words and length_ratio and words[best] > length_ratio * max(1, words[j]))
+
+    losers = [j for j in order if j != best and (crits[j].degenerate or (
+        totals[best] - totals[j] >= margin and (rule != "pareto" or dominates(best, j))))]
+    losers = [j for j in losers if not longer(j) or intent[best] > intent[j]]
+    # degenerate first, then principle violations, then the worst total
+    losers.sort(key=lambda j: (not crits[j].degenerate, not fails[j], totals[j]))
+    return [PairChoice(best, j, round(totals[best] - totals[j], 4), fails[j], tuple(crits[j].degenerate), longer(j))
+            for j in losers[:max_pairs]]
 
 
 def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: CollectContext) -> dict[str, int]:
@@ -87,7 +113,8 @@ def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx:
                 continue
             counts["candidates"] += len(ids)
             choices = select_pairs(item["rewards"], item["critiques"], rule=ctx.rule, margin=ctx.margin,
-                                   thresholds=ctx.thresholds, max_pairs=ctx.max_pairs_per_prompt)
+                                   thresholds=ctx.thresholds, max_pairs=ctx.max_pairs_per_prompt,
+                                   length_ratio=ctx.length_ratio, words=[len(words(c)) for c in item["candidates"]])
             if not choices:
                 counts["skipped_prompts"] += 1
             videos = item.get("videos") or []
@@ -99,7 +126,8 @@ def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx:
                     round_id=ctx.round_id, rule=ctx.rule,
                     chosen_scores=_pair_side(chosen, videos[ch.chosen] if videos else []),
                     rejected_scores={**_pair_side(rejected, videos[ch.rejected] if videos else []),
-                                     "violates": ch.violates})
+                                     "violates": ch.violates, "degenerate": list(ch.degenerate),
+                                     "longer_chosen": ch.longer})
                 counts["pairs"] += created
                 if videos:
                     counts[f"{level}_level_pairs"] = counts.get(f"{level}_level_pairs", 0) + created

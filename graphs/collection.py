@@ -47,6 +47,7 @@ class CollectContext(RewriteContext):
     model_version_id: int | None = None
     margin: float = 0.1
     rule: str = "margin"
+    length_ratio: float = default_of(CollectSettings, "length_ratio")  # chosen this much longer must win on intent
     max_pairs_per_prompt: int = 1
     record_traffic: bool = False  # collection reads prompts from the store; they are not app traffic
     part_size: int = default_of(CollectSettings, "part_size")  # prompts per part (one batched pipeline pass)
@@ -58,7 +59,9 @@ class CollectContext(RewriteContext):
     def sampling_record(self) -> dict:
         """How candidates were sampled, stored with each one as provenance."""
         return {"n": self.n, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
-                "max_new_tokens": self.max_new_tokens}
+                "max_new_tokens": self.max_new_tokens, "top_k": self.top_k, "min_p": self.min_p,
+                "repetition_penalty": self.repetition_penalty, "no_repeat_ngram_size": self.no_repeat_ngram_size,
+                "stop": list(self.stop)}
 
 
 class CollectState(TypedDict, total=False):
@@ -273,7 +276,7 @@ def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: S
         raise PromptloopError(f"preference pairs need at least 2 candidates per prompt, n is {n} (generation.n)")
     batch_size = batch_size or settings.collect.chunk_size
     base = vars(RewriteContext.from_settings(settings, model_version=adapter, n=n)) | {
-        "record_traffic": False, "part_size": settings.collect.part_size}
+        "record_traffic": False, "part_size": settings.collect.part_size, "length_ratio": settings.collect.length_ratio}
     if kind == "pairs":
         base |= {"video_seeds": settings.video.seeds, "video_share": settings.video.share,
                  "video_seed": settings.seed}
@@ -281,6 +284,7 @@ def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: S
     cctx = context_cls(**{**base, **given}, round_id=round_id, model_version_id=version_id)
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,
            "version": adapter or "base", "batch": batch_size, **given, "part_size": cctx.part_size,
+           "controls": settings.sampling.rewriter.model_dump(), "length_ratio": cctx.length_ratio,
            **(key_extra or {})}
     return run_collection(graph, kind, prompts, cctx, round_index=round_index, batch_size=batch_size, key=key,
                           on_chunk=on_chunk, engine=engine, worker=worker, wait=wait,

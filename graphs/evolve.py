@@ -43,7 +43,7 @@ class EvolveContext(CollectContext):
     population: int = 4
     offspring: int = 4
     elites_shown: int = 3
-    top_k: int = 1
+    keep_best: int = 1  # best individuals per prompt that become SFT examples
 
 
 def _fitness(ind: dict) -> float:
@@ -179,7 +179,7 @@ def persist_evolution(engine: Engine, items: list[dict], prompt_ids: list[int], 
                 ids[ind["text"]] = cand.id
                 counts["individuals"] += created
                 store_scores(s, cand.id, ind["critique"], ind["reward"])
-            for ind in sorted(it["population"], key=_fitness, reverse=True)[: ctx.top_k]:
+            for ind in sorted(it["population"], key=_fitness, reverse=True)[: ctx.keep_best]:
                 _, created = repo.add_sft_example(
                     s, pid, ind["text"], status="accepted", source="evolve", candidate_id=ids[ind["text"]],
                     round_id=ctx.round_id,

@@ -130,6 +130,7 @@ class LoopDeps(Protocol):
     def collect(self, kind: str, **kwargs: Any) -> CollectionReport: ...
     def train(self, algorithm: str, cfg: LearnerConfig) -> TrainResult: ...
     def evaluate(self, systems: Sequence[str], cfg: EvalConfig, progress: Log | None = None) -> EvalReport: ...
+    def pairwise(self, prompts: Sequence[str], candidate: Sequence[str], champion: Sequence[str]) -> dict | None: ...
 
 
 @dataclass
@@ -218,8 +219,13 @@ def promote_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConf
         stalled += 1
     else:
         deps = _deps(runtime)
-        decision = decide(deps.engine, deps.settings.promotion, champ, cand, row["eval"],
-                          {k: load_items(v) for k, v in row["eval_outputs"].items() if v})
+        items = {k: load_items(v) for k, v in row["eval_outputs"].items() if v}
+        pairwise = None
+        if deps.settings.eval.judge is not None and items.get(cand) and items.get(champ):
+            pairwise = deps.pairwise([r["prompt"] for r in items[cand]], [r["output"] for r in items[cand]],
+                                     [r["output"] for r in items[champ]])
+        decision = decide(deps.engine, deps.settings.promotion, champ, cand, row["eval"], items,
+                          report={"pairwise": pairwise} if pairwise else None)
         champ = cand if decision["promoted"] else champ
         stalled = stalled + 1 if decision["gain"] < cfg.min_improvement or not decision["promoted"] else 0
     row.update(decision=decision, champion_after=champ)
@@ -276,10 +282,11 @@ def build_loop_graph(*, checkpointer: Any = None) -> CompiledStateGraph:
 
 
 def decide(engine: Engine, promotion: PromotionSettings, champion: str, candidate: str, evals: dict[str, dict],
-           items: dict[str, list[dict]]) -> dict:
+           items: dict[str, list[dict]], report: dict | None = None) -> dict:
     """The promotion gate (evaluation/gate.py) on the held-out evaluation; the decision is recorded either way.
 
-    ``evals`` holds each system's metrics, ``items`` its per-prompt rows (same prompts, same order).
+    ``evals`` holds each system's metrics, ``items`` its per-prompt rows (same prompts, same order);
+    ``report`` is recorded with the decision without deciding anything (the pairwise judge's verdict).
     """
     primary = promotion.primary_metric
     try:
@@ -288,7 +295,8 @@ def decide(engine: Engine, promotion: PromotionSettings, champion: str, candidat
                         promotion.guardrails, confidence=promotion.confidence, resamples=promotion.resamples)
     except (KeyError, ValueError) as exc:
         raise PromptloopError(f"promotion settings: {exc}") from exc
-    decision = {**d.to_dict(), "gain": d.primary.get("gain", 0.0), "interval": d.primary.get("interval")}
+    decision = {**d.to_dict(), "gain": d.primary.get("gain", 0.0), "interval": d.primary.get("interval"),
+                **(report or {})}
     set_status(engine, candidate, VersionStatus.champion if d.promoted else VersionStatus.rejected, note=decision)
     return decision
 

@@ -30,11 +30,12 @@ from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.rewriter import Rewriter
 from promptloop.agents.safety.guard import REFUSAL, SafetyGuard, Verdict
 from promptloop.agents.text_critic import Critique, TextCritic, Thresholds
-from promptloop.config import CriticSettings, GenerationSettings, Settings, default_of
+from promptloop.config import CriticSettings, GenerationSettings, SamplingSettings, Settings, default_of
 from promptloop.errors import PromptloopError, is_transient
 from promptloop.graphs.tracing import TraceRecorder, graph_node
 
 GRAPH_NAME = "rewrite"
+_REWRITER = SamplingSettings().rewriter  # the rewriter's default decoding controls
 
 
 @dataclass
@@ -62,6 +63,11 @@ class RewriteContext:
     max_new_tokens: int = default_of(GenerationSettings, "max_new_tokens")
     temperature: float = default_of(GenerationSettings, "temperature")
     top_p: float = default_of(GenerationSettings, "top_p")
+    top_k: int = _REWRITER.top_k
+    min_p: float = _REWRITER.min_p
+    repetition_penalty: float = _REWRITER.repetition_penalty
+    no_repeat_ngram_size: int = _REWRITER.no_repeat_ngram_size
+    stop: list[str] = field(default_factory=lambda: list(_REWRITER.stop))
     seed: int | None = default_of(Settings, "seed")
     record_traffic: bool = default_of(Settings, "record_traffic")  # store prompts as source 'traffic'
 
@@ -69,7 +75,8 @@ class RewriteContext:
     def from_settings(cls, settings: Settings, **overrides: Any) -> RewriteContext:
         """The context a run gets from Settings; ``overrides`` that are None keep the setting."""
         g, c = settings.generation, settings.critic
-        base = dict(n=g.n, max_refine_steps=c.max_refine_steps, harmless_threshold=c.harmless_threshold,
+        base = dict(**settings.sampling.rewriter.model_dump(),
+                    n=g.n, max_refine_steps=c.max_refine_steps, harmless_threshold=c.harmless_threshold,
                     accurate_threshold=c.accurate_threshold, helpful_threshold=c.helpful_threshold,
                     max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=settings.seed,
                     record_traffic=settings.record_traffic)
@@ -84,7 +91,9 @@ class RewriteContext:
 
     def sampling(self, n: int | None = None) -> SamplingParams:
         return SamplingParams(n=n or self.n, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                              top_p=self.top_p, seed=self.seed)
+                              top_p=self.top_p, seed=self.seed, top_k=self.top_k, min_p=self.min_p,
+                              repetition_penalty=self.repetition_penalty,
+                              no_repeat_ngram_size=self.no_repeat_ngram_size, stop=list(self.stop))
 
 
 class Item(TypedDict, total=False):

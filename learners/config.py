@@ -79,11 +79,16 @@ class DPOLearnerConfig(LearnerConfig):
     num_train_epochs: float = 2.0
     beta: float = 0.1
     loss_type: str = "sigmoid"
+    # the frozen reference of the DPO loss: the parent version (the adapter training starts from), or the
+    # anchor: the SFT version the DPO chain started from (RLHFlow's iterative DPO); see learners/dpo.py
+    reference: Literal["parent", "anchor"] = "parent"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.beta <= 0:
             raise ConfigError(f"beta must be positive, got {self.beta!r}")
+        if self.reference not in ("parent", "anchor"):
+            raise ConfigError(f"reference must be 'parent' or 'anchor', got {self.reference!r}")
 
 
 CONFIGS: dict[str, type[LearnerConfig]] = {"sft": SFTLearnerConfig, "dpo": DPOLearnerConfig}

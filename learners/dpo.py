@@ -1,8 +1,14 @@
 """DPO of the rewriter on preference pairs (TRL ``DPOTrainer``, LoRA).
 
-The reference is the parent version: with a parent adapter TRL keeps a frozen
-copy of it (the "ref" adapter) and trains the "default" one; from the base
-model, the reference is the base with the fresh adapter switched off.
+The frozen reference is ``cfg.reference``:
+
+- ``parent``: the version training starts from. With a parent adapter TRL
+  keeps a frozen copy of it (its "ref" adapter) and trains the "default" one;
+  from the base model, the reference is the base with the fresh adapter off.
+- ``anchor``: the SFT version the DPO chain started from (the parent's nearest
+  SFT ancestor; the base model if there is none), as RLHFlow's iterative DPO
+  keeps the SFT model as reference across rounds. TRL's "ref" adapter is
+  replaced by the anchor's (or removed, which makes TRL use the bare base).
 """
 
 from __future__ import annotations
@@ -16,17 +22,46 @@ from promptloop.learners.config import DPOLearnerConfig
 from promptloop.learners.data import TrainingData
 from promptloop.learners.trainer import TrainResult, train
 from promptloop.store.exporter import BuildMessages
+from promptloop.store.models import ModelVersion
+from promptloop.store.versions import anchor, ensure_base, get_version
+
+
+def reference_version(engine: Engine, settings: Settings, cfg: DPOLearnerConfig) -> ModelVersion | None:
+    """The version whose weights the DPO loss compares against; None = the bare base model."""
+    ensure_base(engine, settings.base_model)
+    parent = get_version(engine, cfg.parent)
+    if cfg.reference == "anchor":
+        return anchor(engine, parent)
+    return parent if parent.adapter_path else None
+
+
+def use_reference(model: Any, ref: ModelVersion | None) -> None:
+    """Make TRL's "ref" adapter hold ``ref``'s weights (or drop it, so TRL falls back to the bare base)."""
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):  # trained from the base: the reference is already the bare base
+        return
+    if "ref" in model.peft_config:
+        model.delete_adapter("ref")
+    if ref is not None:
+        model.load_adapter(ref.adapter_path, adapter_name="ref", is_trainable=False)
+    model.set_adapter("default")
 
 
 def train_dpo(engine: Engine, settings: Settings, cfg: DPOLearnerConfig | None = None, *, build_messages: BuildMessages,
               data: TrainingData | None = None) -> TrainResult:
     cfg = cfg or DPOLearnerConfig()
+    ref = reference_version(engine, settings, cfg)
 
     def build(model: Any, tok: Any, peft_config: Any, dataset: Any, common: dict[str, Any]) -> Any:
         from trl import DPOConfig, DPOTrainer
 
         args = DPOConfig(**common, beta=cfg.beta, loss_type=[cfg.loss_type])
-        return DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
-                          peft_config=peft_config)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                             peft_config=peft_config)
+        if cfg.reference == "anchor":
+            use_reference(trainer.model, ref)
+        return trainer
 
-    return train(engine, settings, cfg, build, build_messages=build_messages, data=data)
+    return train(engine, settings, cfg, build, build_messages=build_messages, data=data,
+                 extra_metrics={"reference": {"kind": cfg.reference, "version": ref.name if ref else "base"}})

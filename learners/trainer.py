@@ -101,7 +101,8 @@ BuildTrainer = Callable[[Any, Any, Any, Any, dict[str, Any]], Any]
 
 
 def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer: BuildTrainer, *,
-          build_messages: BuildMessages, data: TrainingData | None = None) -> TrainResult:
+          build_messages: BuildMessages, data: TrainingData | None = None, extra_metrics: dict | None = None
+          ) -> TrainResult:
     """Read the data, train from the parent, save the adapter, register a candidate version.
 
     ``build_trainer(model, tokenizer, peft_config, dataset, args_common)`` returns a TRL trainer.
@@ -140,7 +141,7 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
         trainer.train(resume_from_checkpoint=last)
     metrics = {**summarize_log(trainer.state.log_history), "global_step": trainer.state.global_step,
                "wall_s": round(time.perf_counter() - t0, 2), "device": "cuda" if cuda else "cpu",
-               "resumed_from": Path(last).name if last else None, "config": cfg.to_dict()}
+               "resumed_from": Path(last).name if last else None, "config": cfg.to_dict(), **(extra_metrics or {})}
     _save_adapter(trainer.model, final)
     version = register(engine, name=name, base_model=settings.base_model, adapter_path=str(final),
                        parent_id=parent.id, algorithm=algo, round_index=data.round_index, metrics=metrics,

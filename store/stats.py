@@ -4,18 +4,26 @@ histogram, principle score distributions."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from promptloop.store.models import Candidate, Critique, PreferencePair, Round, SFTExample, Video
 
-MARGIN_BINS = [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0]
+# below 0: a degenerate rejected side the judge scored higher than the chosen one
+MARGIN_BINS = [-1.0, 0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0]
 
 
-def data_stats(engine: Engine) -> dict:
+def data_stats(engine: Engine, *, length_ratio: float = 1.5,
+               count_words: Callable[[str], int] = lambda t: len(t.split())) -> dict:
+    """``length_ratio``: a pair whose chosen side has over this many times the rejected side's words counts as
+    a longer-chosen pair (collection keeps those only when chosen also wins on intent; their share says how much
+    of the preference signal still points at length). ``count_words`` is the agents' word count."""
+    chosen, rejected = aliased(Candidate), aliased(Candidate)
     with Session(engine) as s:
         rounds = {r.id: r.index for r in s.exec(select(Round))}
         per_round: dict[int | None, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -35,6 +43,18 @@ def data_stats(engine: Engine) -> dict:
                                      .join(Video, Video.candidate_id == Candidate.id)
                                      .group_by(Candidate.round_id, Video.status)):
             per_round[rid][f"videos_{status}"] = n
+        lengths: dict[int | None, list[tuple[int, int, bool]]] = defaultdict(list)
+        for rid, ct, rt, rs in s.exec(select(PreferencePair.round_id, chosen.text, rejected.text,
+                                             PreferencePair.rejected_scores)
+                                      .join(chosen, chosen.id == PreferencePair.chosen_id)
+                                      .join(rejected, rejected.id == PreferencePair.rejected_id)):
+            lengths[rid].append((count_words(ct), count_words(rt), bool((rs or {}).get("degenerate"))))
+        for rid, rows in lengths.items():
+            r = per_round[rid]
+            r["chosen_words"] = round(float(np.mean([c for c, _, _ in rows])), 1)
+            r["rejected_words"] = round(float(np.mean([j for _, j, _ in rows])), 1)
+            r["longer_chosen_share"] = round(float(np.mean([c > length_ratio * max(1, j) for c, j, _ in rows])), 4)
+            r["degenerate_rejected_share"] = round(float(np.mean([d for _, _, d in rows])), 4)
         margins = list(s.exec(select(PreferencePair.margin)))
         scores = defaultdict(lambda: defaultdict(list))
         for rid, h, a, hp in s.exec(select(Candidate.round_id, Critique.harmless, Critique.accurate, Critique.helpful)

@@ -53,6 +53,22 @@ def get_version(engine: Engine, name: str) -> ModelVersion:
         return row
 
 
+def anchor(engine: Engine, version: ModelVersion) -> ModelVersion | None:
+    """The SFT version a DPO chain started from: ``version`` or its nearest SFT ancestor; None = the base model.
+
+    RLHFlow's iterative DPO keeps this model as the reference across rounds,
+    so a chain of DPO rounds stays anchored to what SFT taught instead of
+    drifting with each new parent.
+    """
+    with Session(engine) as s:
+        row: ModelVersion | None = version
+        while row is not None:
+            if row.algorithm == "sft" and row.adapter_path:
+                return row
+            row = s.get(ModelVersion, row.parent_id) if row.parent_id is not None else None
+    return None
+
+
 def champion(s: Session) -> ModelVersion | None:
     return s.exec(select(ModelVersion).where(ModelVersion.status == VersionStatus.champion)
                   .order_by(ModelVersion.id.desc())).first()

@@ -238,3 +238,22 @@ def test_narration_about_the_request_counts_as_meta_text(text):
 
     assert has_meta_text(text)
     assert not has_meta_text("A red sports car climbs a mountain road at golden hour, tracking shot.")
+
+
+def test_critic_marks_degenerate_rewrites(embedder, guard):
+    """Looping, meta-text, cut-off, empty and far-too-long rewrites carry the reasons; a clean one none."""
+    critic = TextCritic(embedder, guard, None)
+    user = "a fox in the snow"
+    clean = ("A red fox leaps through deep fresh snow in a quiet pine forest at dawn, soft golden light, "
+             "slow motion, shallow depth of field, cinematic wide shot.")
+    loop = "a fox in the snow, " * 12 + "at dawn."
+    crits = critic.critique_many([(user, clean), (user, loop), (user, "Here is your prompt: a fox in snow."),
+                                  (user, "A red fox leaps through deep fresh snow in a quiet"), (user, "  "),
+                                  (user, " ".join(["fox", "snow", "pine", "light", "dawn", "wind"] * 45) + ".")])
+    assert crits[0].degenerate == []
+    assert crits[1].degenerate and crits[1].degenerate[0].startswith("repetition")
+    assert crits[2].degenerate == ["meta text"]
+    assert crits[3].degenerate == ["cut off"]
+    assert crits[4].degenerate == ["empty"]
+    assert any(r.endswith("words") for r in crits[5].degenerate)
+    assert any(i.startswith("degenerate:") for i in crits[1].issues)

@@ -127,6 +127,7 @@ def test_train_loop_eval_commands_report_bad_input(home, tmp_path):
     assert res.returncode == 2 and "unknown bench 'nope'" in res.stderr
 
 
+@pytest.mark.slow
 def test_eval_command_on_public_rewrites(home):
     run(home, "init", "--no-models")
     res = run(home, "eval", "--bench", "vbench", "--limit", "6", "--redteam-limit", "0", "--system", "raw",

@@ -98,7 +98,11 @@ def test_collect_pairs_respects_the_margin(graph_runtime, pairs_collected):
         pairs = s.exec(select(PreferencePair).where(PreferencePair.round_id == ctx.round_id)).all()
         assert len(pairs) == report.stored["pairs"]
         for p in pairs:
-            assert p.chosen_scores["total"] >= p.rejected_scores["total"] + 0.05 - 1e-9
+            if not p.rejected_scores["degenerate"]:  # a degenerate rejected side is taken whatever its total
+                assert p.chosen_scores["total"] >= p.rejected_scores["total"] + 0.05 - 1e-9
+            marks = [i for c in s.exec(select(Critique).where(Critique.candidate_id == p.chosen_id))
+                     for i in c.issues if i.startswith("degenerate:")]
+            assert marks == []  # the critic's degenerate mark never sits on a chosen side
             assert p.margin == pytest.approx(p.chosen_scores["total"] - p.rejected_scores["total"], abs=1e-3)
             chosen, rejected = s.get(Candidate, p.chosen_id), s.get(Candidate, p.rejected_id)
             assert chosen.prompt_id == rejected.prompt_id == p.prompt_id and chosen.round_id == ctx.round_id
@@ -111,8 +115,38 @@ def _reward(total: float, **dims: float) -> dict:
     return {"total": total, "dimensions": {"harmless": 1.0, "accurate": 0.8, "helpful": 0.7, **dims}}
 
 
-def _crit(accurate: float = 0.9) -> dict:
-    return {"harmless": 1.0, "accurate": accurate, "helpful": 0.8}
+def _crit(accurate: float = 0.9, *, degenerate: list[str] | None = None, intent: float = 0.7) -> dict:
+    return {"harmless": 1.0, "accurate": accurate, "helpful": 0.8, "degenerate": degenerate or [],
+            "checks": {"intent_similarity": intent}}
+
+
+def test_degenerate_candidates_are_never_chosen_and_rejected_first():
+    """The judge's favourite loops: it cannot be chosen, and it is the rejected side even above the margin."""
+    rewards = [_reward(0.95), _reward(0.8), _reward(0.6), _reward(0.75)]
+    crits = [_crit(degenerate=["repetition 0.41"]), _crit(), _crit(0.3), _crit(degenerate=["cut off"])]
+    pairs = select_pairs(rewards, crits, margin=0.1, max_pairs=3)
+    assert {p.chosen for p in pairs} == {1}  # the best non-degenerate candidate
+    # degenerate ones first (whatever their total, even above the chosen one), then the principle violator
+    assert [p.rejected for p in pairs] == [3, 0, 2]
+    assert pairs[1].degenerate == ("repetition 0.41",) and pairs[1].margin == pytest.approx(-0.15)
+    assert pairs[2].degenerate == () and pairs[2].violates
+    for rule in ("pareto", "gated"):
+        assert all(p.chosen == 1 for p in select_pairs(rewards, crits, rule=rule, margin=0.1, max_pairs=3))
+    # nothing usable to choose: no pair at all
+    assert select_pairs(rewards[:1] + rewards[3:], [crits[0], crits[3]], margin=0.1) == []
+
+
+def test_length_controlled_pairs_keep_a_longer_chosen_only_when_it_wins_on_intent():
+    rewards = [_reward(0.9), _reward(0.7)]
+    words = [90, 30]  # chosen 3x the rejected side's words
+    lost_intent = [_crit(intent=0.5), _crit(intent=0.6)]
+    assert select_pairs(rewards, lost_intent, margin=0.1, words=words, length_ratio=1.5) == []
+    won_intent = [_crit(intent=0.7), _crit(intent=0.6)]
+    [p] = select_pairs(rewards, won_intent, margin=0.1, words=words, length_ratio=1.5)
+    assert p.longer and (p.chosen, p.rejected) == (0, 1)
+    # off (ratio 0) or within the ratio: the intent test does not apply
+    assert select_pairs(rewards, lost_intent, margin=0.1, words=words, length_ratio=0)[0].longer is False
+    assert select_pairs(rewards, lost_intent, margin=0.1, words=[40, 30], length_ratio=1.5)[0].longer is False
 
 
 def test_pair_rules():
@@ -221,11 +255,20 @@ def test_data_stats_after_collection(graph_runtime, sft_collected, pairs_collect
     """Numbers match the stored rows of the two collections (and whatever else the session stored)."""
     from promptloop.store.stats import data_stats
 
-    stats = data_stats(graph_runtime.engine)
+    stats = data_stats(graph_runtime.engine, length_ratio=1.5, count_words=lambda t: len(t.split()))
     rounds = {r["round"]: r for r in stats["rounds"]}
     with Session(graph_runtime.engine) as s:
         n_pairs = s.exec(select(func.count()).select_from(PreferencePair)).one()
         n_sft = s.exec(select(func.count()).select_from(SFTExample)).one()
+        sides = [(len(s.get(Candidate, p.chosen_id).text.split()), len(s.get(Candidate, p.rejected_id).text.split()),
+                  bool(p.rejected_scores.get("degenerate")), p.rejected_scores.get("longer_chosen"))
+                 for p in s.exec(select(PreferencePair).where(PreferencePair.round_id == pairs_collected[1].round_id))]
+    r11 = rounds["11"]
+    assert r11["chosen_words"] == pytest.approx(sum(c for c, *_ in sides) / len(sides), abs=0.05)
+    assert r11["longer_chosen_share"] == pytest.approx(sum(c > 1.5 * max(1, j) for c, j, *_ in sides) / len(sides),
+                                                       abs=1e-4)
+    assert r11["degenerate_rejected_share"] == pytest.approx(sum(d for _, _, d, _ in sides) / len(sides), abs=1e-4)
+    assert all(flag is not None for *_, flag in sides)  # every new pair says whether its chosen side is longer
     assert sum(r.get("pairs", 0) for r in rounds.values()) == n_pairs
     assert sum(r.get("sft_accepted", 0) + r.get("sft_rejected", 0) for r in rounds.values()) == n_sft
     assert sum(b["pairs"] for b in stats["margin_histogram"]) == n_pairs

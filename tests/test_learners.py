@@ -107,6 +107,23 @@ def test_dpo_reference_is_the_parent_and_parent_is_untouched(learn_rt):
     assert _digest(parent.adapter_path) == before  # earlier versions are never modified
 
 
+def test_dpo_reference_can_be_the_anchor_sft_version(learn_rt):
+    """RLHFlow's iterative DPO: a DPO chain's reference stays the SFT version it started from."""
+    from promptloop.store.versions import anchor, get_version
+
+    dpo1, sft = get_version(learn_rt.engine, "r1-dpo"), get_version(learn_rt.engine, "r0-sft")
+    assert anchor(learn_rt.engine, dpo1).name == "r0-sft" and anchor(learn_rt.engine, sft).name == "r0-sft"
+    assert anchor(learn_rt.engine, get_version(learn_rt.engine, "base")) is None
+    res = learn_rt.train("dpo", DPOLearnerConfig(max_steps=1, per_device_train_batch_size=2, round_index=1,
+                                               parent="r1-dpo", reference="anchor", name="r1-dpo-anchor"))
+    assert res.version.metrics["reference"] == {"kind": "anchor", "version": "r0-sft"}
+    # the policy starts at r1-dpo but is compared with r0-sft: the first loss is no longer exactly ln 2
+    assert abs(res.version.metrics["loss_curve"][0][1] - math.log(2)) > 1e-3
+    assert get_version(learn_rt.engine, "r1-dpo").metrics["reference"] == {"kind": "parent", "version": "r0-sft"}
+    with pytest.raises(ConfigError, match="reference must be"):
+        DPOLearnerConfig(reference="grandparent")
+
+
 def test_same_name_is_not_trained_twice_and_auto_names_increment(learn_rt):
 
     again = learn_rt.train("sft", SFTLearnerConfig(name="r0-sft", max_steps=1, round_index=0))

@@ -186,3 +186,34 @@ def test_rows_that_end_leave_the_batch(chat_model, monkeypatch):
     decode = batches[2:]
     assert decode[0] == 2 and decode[-1] == 1 and decode == sorted(decode, reverse=True)
     assert decode.count(2) <= lengths[0] + 1  # the ended row is cut right after its end token
+
+
+def test_decoding_controls_in_process(chat_model):
+    """no_repeat_ngram_size, repetition_penalty, top_k and stop strings change what the model emits, as named."""
+    conv = [[{"role": "user", "content": "Write 'cat cat cat' ten times."}]]
+    greedy = SamplingParams(n=1, max_new_tokens=40, temperature=0.0)
+    tok = chat_model.tokenizer
+
+    def ids(params: SamplingParams) -> list[int]:
+        return tok(chat_model.generate(conv, params)[0][0], add_special_tokens=False)["input_ids"]
+
+    plain = ids(greedy)
+    bigrams = list(zip(plain, plain[1:], strict=False))
+    assert len(set(bigrams)) < len(bigrams)  # the plain model loops
+    banned = ids(greedy.model_copy(update={"no_repeat_ngram_size": 2}))
+    # re-tokenising the decoded text can merge tokens at the edges; the generated ids never repeat a bigram,
+    # so the text's own bigrams repeat far less than the plain loop's
+    assert _repeat_share(banned) < 0.2 < _repeat_share(plain)
+    penalised = ids(greedy.model_copy(update={"repetition_penalty": 1.5}))
+    assert len(set(penalised)) / len(penalised) > len(set(plain)) / len(plain)
+    # top_k=1 at any temperature is greedy
+    assert chat_model.generate(conv, SamplingParams(n=2, max_new_tokens=40, temperature=1.3, top_k=1, seed=3))[0] == \
+        [tok.decode(plain)] * 2
+    text = chat_model.generate(conv, greedy)[0][0]
+    stopped = chat_model.generate(conv, greedy.model_copy(update={"stop": ["cat"]}))[0][0]
+    assert "cat" in text and "cat" not in stopped and text.startswith(stopped)
+
+
+def _repeat_share(ids: list[int]) -> float:
+    grams = list(zip(ids, ids[1:], strict=False))
+    return 1 - len(set(grams)) / max(1, len(grams))

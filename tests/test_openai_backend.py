@@ -65,8 +65,84 @@ def test_rewrite_graph_runs_with_the_rewriter_on_the_server(server_url: str, smo
     assert rt.model_for("guard") is rt.model_for("critic")  # same backend, one instance
     assert rt.critic.llm is None  # critic.use_llm=false: deterministic critic, no model call
     [out] = rewrite_many(["a fox in the snow"], services=rt, n=2, max_refine_steps=0, model_version="base")
-    assert out.final_prompt and 1 <= len(out.candidates) <= 2 and rt.model_for("rewriter").requests == 2
+    # the rewriter's repetition penalty is refused once (transformers serve: 422), then two candidates
+    remote = rt.model_for("rewriter")
+    assert out.final_prompt and 1 <= len(out.candidates) <= 2 and remote.requests == 3
+    assert remote.sampling_extensions is False
     assert "total" in out.reward
+
+
+def test_sampling_controls_over_http(server_url: str, smollm_path: Path, chat_model, caplog):
+    """stop is OpenAI's own field; vLLM's extra fields are dropped once (with a warning) where a server refuses them.
+
+    transformers serve answers 422 to fields it does not know (its _validate_request): the client asks
+    again without them and remembers; the text is then the in-process greedy text.
+    """
+    remote = OpenAIChatModel(server_url, str(smollm_path))
+    greedy = SamplingParams(n=1, max_new_tokens=24, temperature=0.0)
+    full = remote.generate(CONVS[:1], greedy)[0][0]
+    stop = full.split()[3]
+    assert remote.generate(CONVS[:1], greedy.model_copy(update={"stop": [stop]}))[0][0] == full[:full.index(stop)].strip()
+    with caplog.at_level("WARNING"):
+        out = remote.generate(CONVS[:1], greedy.model_copy(update={"repetition_penalty": 1.3, "top_k": 5}))
+    assert remote.sampling_extensions is False and out[0][0] == full
+    assert "rejected repetition_penalty, top_k" in caplog.text
+    requests = remote.requests
+    remote.generate(CONVS[:1], greedy.model_copy(update={"min_p": 0.1}))
+    assert remote.requests == requests + 1  # remembered: no second refusal
+
+
+def test_pairwise_judge_on_a_real_server_records_its_verdict_with_the_decision(server_url: str, smollm_path: Path,
+                                                                               tmp_path: Path):
+    """eval.judge on transformers serve: both orders asked, every prompt accounted for, stored with the decision."""
+    from langgraph.runtime import Runtime
+    from sqlmodel import Session, select
+
+    from promptloop.graphs import loop
+    from promptloop.services import Services
+    from promptloop.store.models import ModelVersion
+    from promptloop.store.versions import ensure_base, register
+
+    rt = Services(Settings(home=tmp_path / "home", base_model=str(smollm_path), device="cpu",
+                           eval={"judge": {"kind": "openai", "base_url": server_url, "model": str(smollm_path)}}))
+    ensure_base(rt.engine, rt.settings.base_model)
+    register(rt.engine, name="cand", base_model="m", adapter_path="/x", parent_id=None, algorithm="dpo",
+             round_index=0, metrics={}, data_provenance={})
+    prompts = ["a fox in the snow", "a tram on a hill", "rain on a window"]
+    texts = {"base": ["a fox", "a tram", "rain"],
+             "cand": ["A red fox leaps through fresh snow at dawn, soft light, wide shot.",
+                      "An old green tram climbs a steep cobbled hill at sunset, tracking shot.",
+                      "Raindrops run down a window at night, neon reflections, macro close-up."]}
+    outputs = {}
+    for name, totals in (("base", [0.5, 0.52, 0.48]), ("cand", [0.6, 0.61, 0.6])):
+        outputs[name] = str(tmp_path / f"{name}.jsonl")
+        (tmp_path / f"{name}.jsonl").write_text("".join(
+            json.dumps({"prompt": p, "output": o, "judge_total": t}) + "\n"
+            for p, o, t in zip(prompts, texts[name], totals, strict=True)))
+    row = {"round": 0, "eval": {"base": {"judge_total": 0.5}, "cand": {"judge_total": 0.6}}, "eval_outputs": outputs}
+    loop.promote_stage({"round": 0, "champion": "base", "candidate": "cand"},
+                       Runtime(context=loop.LoopContext(rt)), loop.LoopConfig(name="t", rounds=1), row)
+    pw = row["decision"]["pairwise"]
+    assert pw["n"] == 3 and pw["wins"] + pw["ties"] + pw["losses"] + pw["invalid"] == 3
+    assert rt.pairwise_judge.requests == 6  # both orders for each prompt
+    assert pw["first_position_rate"] is None or 0 <= pw["first_position_rate"] <= 1
+    with Session(rt.engine) as s:
+        stored = s.exec(select(ModelVersion).where(ModelVersion.name == "cand")).one().metrics["decision"]
+    assert stored["pairwise"] == pw
+
+    # `promptloop eval` compares every evaluated system with the champion (now cand) the same way
+    from rich.console import Console
+
+    from promptloop.commands.evaluate import pairwise_table, pairwise_vs_champion
+    from promptloop.evaluation.runner import EvalReport, SystemResult
+
+    report = EvalReport("eval", 3, [SystemResult(n, n, {}, outputs_path=outputs[n]) for n in ("base", "cand")])
+    found = pairwise_vs_champion(rt, report)
+    assert list(found) == ["base"] and found["base"]["champion"] == "cand" and found["base"]["n"] == 3
+    assert rt.pairwise_judge.requests == 12
+    console = Console(width=200, record=True)
+    console.print(pairwise_table(found))
+    assert "pairwise judge vs the champion (cand)" in console.export_text()
 
 
 def test_server_down_is_a_clear_error_after_retries():

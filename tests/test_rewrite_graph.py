@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlmodel import Session, select
 
 from promptloop import arewrite, build_rewrite_graph, rewrite, rewrite_many, stream_rewrite
@@ -135,6 +136,7 @@ def _cli(home: Path, base_model: Path, *args: str, check: bool = True) -> subpro
     return proc
 
 
+@pytest.mark.slow
 def test_cli_rewrite_json_traces_and_files(tmp_path, smollm_path):
     home = tmp_path / "home"
     res = _cli(home, smollm_path, "rewrite", "a cat playing piano", "--n", "2", "--max-refine-steps", "1", "--json")

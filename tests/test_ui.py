@@ -57,8 +57,14 @@ def ui_home(graph_runtime, tmp_path_factory: pytest.TempPathFactory):
         base, _ = repo.get_or_create_version(s, "base", base_model="smollm2", status="archived")
         v, _ = repo.get_or_create_version(s, "r0-sft", base_model="smollm2", parent_id=base.id, algorithm="sft",
                                           round_id=rnd.id, status="champion",
-                                          metrics={"first_loss": 1.68, "last_loss": 1.47,
-                                                   "decision": {"reason": "0.7627 > 0.7276"}})
+                                          metrics={"first_loss": 1.68, "last_loss": 1.47, "decision": {
+                                              "promoted": True, "rule": "promoted", "reason": "gain above zero",
+                                              "primary": {"metric": "judge_total", "gain": 0.0351,
+                                                          "interval": [0.0112, 0.0603]},
+                                              "guardrails": [{"metric": "repetition", "parent": 0.331,
+                                                              "candidate": 0.297, "tolerance": 0.02, "passed": True}],
+                                              "pairwise": {"wins": 3, "ties": 1, "losses": 0,
+                                                           "first_position_rate": 0.625}}})
         chosen, _ = repo.add_candidate(s, p.id, out.candidates[0], round_id=rnd.id)
         rejected, _ = repo.add_candidate(s, p.id, "a cat", round_id=rnd.id)
         repo.add_pair(s, p.id, chosen.id, rejected.id, margin=0.31, round_id=rnd.id,
@@ -102,7 +108,10 @@ def test_pages_show_the_stores_content(ui_url: str, ui_home):
     assert video.status_code == 200 and video.headers["content-type"] == "video/mp4" and len(video.content) > 500
     versions = httpx.get(f"{ui_url}/versions").text
     assert versions.index("base") < versions.index("└ r0-sft") and "0.7627" in versions and "champion" in versions
-    png = httpx.get(f"{ui_url}/metrics/rounds.png")
+    # the gate's decision: rule, gain with its interval, each guardrail, the pairwise judge
+    assert "judge_total gain +0.0351" in versions and "[+0.011, +0.060]" in versions
+    assert "ok repetition 0.331 → 0.297 (±0.02)" in versions and "3/1/0" in versions
+    png = httpx.get(f"{ui_url}/metrics/rounds.png", timeout=60)  # matplotlib on a busy 2-core machine
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert httpx.get(f"{ui_url}/runs/nope").status_code == 404
     assert httpx.get(f"{ui_url}/?round=x").status_code == 400

@@ -122,6 +122,16 @@ def pairs(engine: Engine, *, round_index: int | None = None, limit: int = 100) -
             for p, r in rows]
 
 
+def decision_view(decision: dict | None) -> dict | None:
+    """The gate's recorded decision as the versions page shows it: rule, gain and interval, guardrails, pairwise."""
+    if not decision:
+        return None
+    primary = decision.get("primary") or {}
+    return {"promoted": decision.get("promoted"), "rule": decision.get("rule"), "reason": decision.get("reason"),
+            "metric": primary.get("metric"), "gain": primary.get("gain"), "interval": primary.get("interval"),
+            "guardrails": decision.get("guardrails") or [], "pairwise": decision.get("pairwise")}
+
+
 def versions(engine: Engine) -> list[dict]:
     """Model versions in lineage order (depth-first from the base), with their held-out judge total."""
     with Session(engine) as s:
@@ -140,7 +150,7 @@ def versions(engine: Engine) -> list[dict]:
             out.append({"name": v.name, "depth": depth, "status": v.status, "algorithm": v.algorithm,
                         "round": rounds.get(v.round_id), "parent": names.get(v.parent_id),
                         "first_loss": v.metrics.get("first_loss"), "last_loss": v.metrics.get("last_loss"),
-                        "judge_total": evals.get(v.id), "decision": (v.metrics.get("decision") or {}).get("reason"),
+                        "judge_total": evals.get(v.id), "decision": decision_view(v.metrics.get("decision")),
                         "adapter_path": v.adapter_path, "created_at": v.created_at})
             walk(v.id, depth + 1)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from promptloop.config import GenerationSettings, default_of
+from promptloop.config import GenerationSettings, SamplingControls, default_of
 
 
 class Message(TypedDict):
@@ -24,7 +24,9 @@ class Message(TypedDict):
 Conversation = Sequence[Message]
 
 
-class SamplingParams(BaseModel):
+class SamplingParams(SamplingControls):
+    """One call's sampling: the agent's controls (Settings.sampling) plus what the call decides."""
+
     n: int = Field(1, ge=1, le=64, description="completions per conversation")
     max_new_tokens: int = Field(default_of(GenerationSettings, "max_new_tokens"), ge=1, le=8192)
     temperature: float = Field(default_of(GenerationSettings, "temperature"), ge=0.0, le=5.0, description="0 = greedy")
@@ -33,9 +35,23 @@ class SamplingParams(BaseModel):
     json_schema: dict | None = Field(None, description="ask for JSON of this schema where the backend can "
                                      "enforce it (OpenAI-compatible response_format); a hint, never a guarantee")
 
+    @classmethod
+    def of(cls, controls: SamplingControls | None, **call: Any) -> SamplingParams:
+        """An agent's controls with this call's fields on top."""
+        return cls(**{**(controls.model_dump() if controls is not None else {}), **call})
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text before the first stop string, as OpenAI's API returns it (transformers serve keeps the string)."""
+    for s in stop:
+        at = text.find(s)
+        if at >= 0:
+            text = text[:at]
+    return text
 
 
 class ChatModel(ABC):

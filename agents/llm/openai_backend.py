@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams
+from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams, cut_at_stop
 from promptloop.errors import PromptloopError
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,21 @@ def response_format(schema: dict) -> dict:
     """OpenAI's structured-output request field for a JSON schema (vLLM and most servers accept it)."""
     return {"type": "json_schema", "json_schema": {"name": schema.get("title", "answer"), "schema": schema,
                                                    "strict": False}}
+
+
+EXTENSION_FIELDS = frozenset({"top_k", "min_p", "repetition_penalty"})
+
+
+def extensions(params: SamplingParams) -> dict[str, Any]:
+    """vLLM's extra sampling fields of the chat API, only those set away from their neutral value."""
+    out: dict[str, Any] = {}
+    if params.top_k:
+        out["top_k"] = params.top_k
+    if params.min_p:
+        out["min_p"] = params.min_p
+    if params.repetition_penalty != 1.0:
+        out["repetition_penalty"] = params.repetition_penalty
+    return out
 
 
 class ServerError(PromptloopError, RuntimeError):
@@ -71,6 +86,8 @@ class OpenAIChatModel(ChatModel):
                                    limits=httpx.Limits(max_connections=concurrency), transport=transport)
         self.adapters: dict[str, str] = {}
         self.structured_output: bool | None = None  # unknown until the server accepts or rejects it
+        self.sampling_extensions: bool | None = None  # top_k / min_p / repetition_penalty: the same
+        self.no_repeat_warned = False
         self.requests = 0
         self._lock = threading.Lock()
 
@@ -93,6 +110,9 @@ class OpenAIChatModel(ChatModel):
         if adapter is not None and adapter not in self.adapters:
             raise KeyError(f"adapter '{adapter}' is not loaded on {self.base_url}; call load_adapter first")
         model = adapter or self.model
+        if params.no_repeat_ngram_size and not self.no_repeat_warned:
+            log.warning("no_repeat_ngram_size works in process only; %s generates without it", self.base_url)
+            self.no_repeat_warned = True
         jobs = list(enumerate(conversations))
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(jobs)))) as pool:
             outs = list(pool.map(lambda job: self._complete(job[1], params, model, job[0]), jobs))
@@ -111,7 +131,7 @@ class OpenAIChatModel(ChatModel):
                 raise ServerError(f"{self.base_url} returned no choices for model '{model}'")
             texts.extend((c.get("message") or {}).get("content") or "" for c in choices[:want])
             attempt += 1
-        return [t.strip() for t in texts]
+        return [cut_at_stop(t, params.stop).strip() for t in texts]
 
     def _body(self, conversation: Conversation, params: SamplingParams, model: str, n: int,
               seed: int | None) -> dict[str, Any]:
@@ -119,6 +139,10 @@ class OpenAIChatModel(ChatModel):
                                 "temperature": params.temperature, "top_p": params.top_p, "n": n}
         if seed is not None:
             body["seed"] = seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if self.sampling_extensions is not False:
+            body.update(extensions(params))
         if params.json_schema is not None and self.structured_output is not False:
             body["response_format"] = response_format(params.json_schema)
         body.update(self.extra_body)
@@ -133,7 +157,16 @@ class OpenAIChatModel(ChatModel):
         try:
             data = self._post("/chat/completions", body)
         except ServerError as exc:
-            if "response_format" in body and exc.status == 400:
+            # 400 from OpenAI and vLLM, 422 from transformers serve: an unknown or unsupported field
+            if exc.status not in (400, 422):
+                raise
+            extra = EXTENSION_FIELDS & body.keys()
+            if extra:
+                # The server does not take vLLM's sampling fields: remember, and ask again without them.
+                log.warning("%s rejected %s; continuing without them", self.base_url, ", ".join(sorted(extra)))
+                self.sampling_extensions = False
+                return self.chat_completions({k: v for k, v in body.items() if k not in extra})
+            if "response_format" in body:
                 # The server does not do structured output: remember, and ask again without it.
                 log.warning("%s rejected response_format; continuing without structured output", self.base_url)
                 self.structured_output = False
@@ -141,6 +174,8 @@ class OpenAIChatModel(ChatModel):
             raise
         if "response_format" in body:
             self.structured_output = True
+        if EXTENSION_FIELDS & body.keys():
+            self.sampling_extensions = True
         return data.get("choices") or []
 
     def _post(self, path: str, body: dict[str, Any], *, expect_json: bool = True) -> Any:

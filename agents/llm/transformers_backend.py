@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams
+from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams, cut_at_stop
 from promptloop.agents.llm.device import pick_device, pick_dtype
 from promptloop.agents.llm.kv_cache import reserved_cache
-from promptloop.agents.llm.sampling import next_tokens
+from promptloop.agents.llm.sampling import next_tokens, penalties
 
 
 class TransformersChatModel(ChatModel):
@@ -43,6 +43,7 @@ class TransformersChatModel(ChatModel):
                                              self.tokenizer.eos_token_id} - {None}))
         self.adapters: dict[str, str] = {}
         self._lock = threading.Lock()  # adapter switching and generate share one model
+        self._stoppers: dict[tuple[str, ...], Any] = {}  # StopStringCriteria per stop list (its tables cost)
 
     # --- adapters -----------------------------------------------------------------
     def load_adapter(self, name: str, path: str | Path) -> None:
@@ -81,7 +82,8 @@ class TransformersChatModel(ChatModel):
                     generator = torch.Generator(device=self.device).manual_seed(params.seed + start)
                 rows = self.tokenizer(texts[start:start + self.batch_size], add_special_tokens=False)["input_ids"]
                 tokens = self._run(adapter, self._sample, rows, params, generator)
-                decoded = self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+                decoded = [cut_at_stop(d, params.stop)
+                           for d in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
                 n = params.n
                 results.extend([d.strip() for d in decoded[i * n:(i + 1) * n]] for i in range(len(rows)))
         return results
@@ -145,14 +147,24 @@ class TransformersChatModel(ChatModel):
         out: list[list[int]] = [[] for _ in range(logits.shape[0])]
         live = torch.arange(logits.shape[0])  # the output row each batch row writes to
         ended = torch.zeros(logits.shape[0], dtype=torch.bool)
+        penalise, stopper = penalties(params), self._stopper(params.stop)
+        # the tokens generated so far (penalties and stop strings look at these, never at the prompt)
+        history = torch.empty(logits.shape[0], 0, dtype=torch.long, device=self.device)
         for step in range(params.max_new_tokens):
-            tokens = next_tokens(logits, temperature=params.temperature, top_p=params.top_p, generator=generator)
+            if penalise is not None:
+                logits = penalise(history, logits)
+            tokens = next_tokens(logits, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k,
+                                 min_p=params.min_p, generator=generator)
+            if penalise is not None or stopper is not None:
+                history = torch.cat([history, tokens[:, None]], dim=1)
             host = tokens.cpu()
-            stop = torch.isin(host, self.stop_ids)
+            stop = torch.isin(host, self.stop_ids)  # end tokens are not text; a stop string's last token is
             for row, token, quiet in zip(live.tolist(), host.tolist(), (ended | stop).tolist(), strict=True):
                 if not quiet:
                     out[row].append(token)
             ended |= stop
+            if stopper is not None:
+                ended |= stopper(history, None).cpu()
             if ended.all() or step == params.max_new_tokens - 1:
                 break
             if ended.sum() >= max(1, len(live) // 8):
@@ -160,12 +172,23 @@ class TransformersChatModel(ChatModel):
                 live, ended = live[keep], ended[keep]
                 keep = keep.to(self.device)  # tokens, mask, positions and the cache live on the model's device
                 cache.batch_select_indices(keep)
-                tokens, mask, positions = tokens[keep], mask[keep], positions[keep]
+                tokens, mask, positions, history = tokens[keep], mask[keep], positions[keep], history[keep]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
                                 past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
             positions = positions + 1
         return out
+
+    def _stopper(self, stop: list[str]) -> Any:
+        """transformers' ``StopStringCriteria`` for these strings (built once per list); None without any."""
+        if not stop:
+            return None
+        key = tuple(stop)
+        if key not in self._stoppers:
+            from transformers import StopStringCriteria
+
+            self._stoppers[key] = StopStringCriteria(self.tokenizer, list(key))
+        return self._stoppers[key]
 
     def _run(self, adapter: str | None, fn: Callable[..., Any], *args: Any) -> Any:
         """Call ``fn(*args)`` with the requested adapter active (None = the bare base model)."""

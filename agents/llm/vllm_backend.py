@@ -15,11 +15,14 @@ serve the old weights.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams
 from promptloop.errors import PromptloopError
+
+log = logging.getLogger(__name__)
 
 
 class VLLMChatModel(ChatModel):
@@ -61,7 +64,10 @@ class VLLMChatModel(ChatModel):
         from vllm import SamplingParams as VLLMSamplingParams
 
         kwargs = dict(n=params.n, max_tokens=params.max_new_tokens, temperature=params.temperature,
-                      top_p=params.top_p, seed=params.seed)
+                      top_p=params.top_p, seed=params.seed, top_k=params.top_k or -1, min_p=params.min_p,
+                      repetition_penalty=params.repetition_penalty, stop=list(params.stop) or None)
+        if params.no_repeat_ngram_size:
+            log.warning("no_repeat_ngram_size works in process only; vLLM generates without it")
         if params.json_schema is not None:
             try:  # vLLM >= 0.11
                 from vllm.sampling_params import StructuredOutputsParams

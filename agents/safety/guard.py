@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from promptloop.agents.llm.base import ChatModel, SamplingParams
 from promptloop.agents.safety.categories import BENIGN_ANCHORS, CATEGORIES, HarmCategory
-from promptloop.config import GuardSettings
+from promptloop.config import GuardSettings, SamplingControls
 
 if TYPE_CHECKING:
     from promptloop.agents.embedder import Embedder
@@ -92,8 +92,9 @@ class SafetyGuard:
     guard_id = "layered-guard-v1"
 
     def __init__(self, embedder: Embedder, config: GuardConfig | None = None, llm: ChatModel | None = None,
-                 categories: Sequence[HarmCategory] = CATEGORIES):
+                 categories: Sequence[HarmCategory] = CATEGORIES, controls: SamplingControls | None = None):
         self.embedder = embedder
+        self.controls = controls  # the guard's decoding controls (Settings.sampling.guard)
         self.config = config or GuardConfig()
         self.llm = llm if self.config.use_llm else None
         self.categories = tuple(categories)
@@ -192,7 +193,7 @@ class SafetyGuard:
     def _llm_pass(self, texts: list[str]) -> list[_LLMGuardAnswer | None]:
         cats = ", ".join(c.name for c in self.categories)
         convs = [[{"role": "user", "content": _LLM_GUARD_PROMPT.format(cats=cats, text=t)}] for t in texts]
-        outs = self.llm.generate(convs, SamplingParams(n=1, max_new_tokens=48, temperature=0.0))
+        outs = self.llm.generate(convs, SamplingParams.of(self.controls, n=1, max_new_tokens=48, temperature=0.0))
         return [parse_json_model(o[0], _LLMGuardAnswer) for o in outs]
 
 
