@@ -51,11 +51,13 @@ def use_reference(model: Any, ref: ModelVersion | None) -> None:
 def train_dpo(engine: Engine, settings: Settings, cfg: DPOLearnerConfig | None = None, *, build_messages: BuildMessages,
               data: TrainingData | None = None) -> TrainResult:
     cfg = cfg or DPOLearnerConfig()
-    ref = reference_version(engine, settings, cfg)
+    extra: dict[str, Any] = {}  # filled once the data is there and the trainer is built; registered with it
 
     def build(model: Any, tok: Any, peft_config: Any, dataset: Any, common: dict[str, Any]) -> Any:
         from trl import DPOConfig, DPOTrainer
 
+        ref = reference_version(engine, settings, cfg)
+        extra["reference"] = {"kind": cfg.reference, "version": ref.name if ref else "base"}
         args = DPOConfig(**common, beta=cfg.beta, loss_type=[cfg.loss_type])
         trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                              peft_config=peft_config)
@@ -63,5 +65,4 @@ def train_dpo(engine: Engine, settings: Settings, cfg: DPOLearnerConfig | None =
             use_reference(trainer.model, ref)
         return trainer
 
-    return train(engine, settings, cfg, build, build_messages=build_messages, data=data,
-                 extra_metrics={"reference": {"kind": cfg.reference, "version": ref.name if ref else "base"}})
+    return train(engine, settings, cfg, build, build_messages=build_messages, data=data, extra_metrics=extra)

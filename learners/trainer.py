@@ -120,11 +120,11 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
             existing = None
         if existing is not None and existing.adapter_path and Path(existing.adapter_path).is_dir():
             return TrainResult(existing, existing.metrics, reused=True)
-    ensure_base(engine, settings.base_model)
-    parent = get_version(engine, cfg.parent)
-    if data is None:
+    if data is None:  # first: a run with nothing to train writes nothing (not even the base version's row)
         data = load_training_data(engine, algo, build_messages,
                                   round_index=cfg.round_index, scope=cfg.data_rounds)
+    ensure_base(engine, settings.base_model)
+    parent = get_version(engine, cfg.parent)
     name = cfg.name or next_name(engine, f"r{data.round_index}-{algo}")
     adapters = settings.adapters_dir
     adapters.mkdir(parents=True, exist_ok=True)

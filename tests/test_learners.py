@@ -151,9 +151,17 @@ def test_config_yaml_flags_and_errors(tmp_path):
 
 def test_nothing_to_train_names_the_round(settings, smollm_path):
 
+    from sqlmodel import Session, func, select
+
+    from promptloop.store.models import ModelVersion
+
     rt = Services(settings.model_copy(update={"base_model": str(smollm_path)}))
     with pytest.raises(NothingToTrain, match="collect sft"):
         rt.train("sft", SFTLearnerConfig(max_steps=1))
+    with pytest.raises(NothingToTrain, match="collect pairs"):
+        rt.train("dpo", DPOLearnerConfig(max_steps=1, reference="anchor"))
+    with Session(rt.engine) as s:  # checked first, nothing written: not even the base version
+        assert s.exec(select(func.count()).select_from(ModelVersion)).one() == 0
     ensure_round(rt.engine, 3)
     with pytest.raises(NothingToTrain, match="round 3"):
         rt.train("sft", SFTLearnerConfig(max_steps=1, round_index=3))
