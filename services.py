@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
-from promptloop.config import Settings
+from promptloop.config import BackendSettings, Settings
 from promptloop.errors import PromptloopError
 
 if TYPE_CHECKING:  # heavy imports only for the types; the objects are built on first use
@@ -72,7 +72,10 @@ class Services:
 
     def model_for(self, agent: str) -> ChatModel:
         """The chat model ``agent`` runs on (Settings.backends); agents with the same backend share one instance."""
-        backend = self.settings.backend_for(agent)
+        return self._model(self.settings.backend_for(agent))
+
+    def _model(self, backend: BackendSettings) -> ChatModel:
+        """One instance per distinct backend, whichever agent (or the pairwise judge) asks for it."""
         backend = backend.model_copy(update={"model": backend.model or self.settings.base_model})
         key = backend.model_dump_json()  # an unset model and base_model named explicitly are one instance
         if key not in self._models:
@@ -85,12 +88,7 @@ class Services:
     def pairwise_judge(self) -> ChatModel | None:
         """The ``eval.judge`` model, or None when none is configured."""
         backend = self.settings.eval.judge
-        if backend is None:
-            return None
-        from promptloop.agents.llm.factory import build_chat_model
-
-        return build_chat_model(backend.model_copy(update={"model": backend.model or self.settings.base_model}),
-                                self.settings)
+        return self._model(backend) if backend is not None else None
 
     def pairwise(self, prompts: Sequence[str], candidate: Sequence[str], champion: Sequence[str]) -> dict | None:
         """Win / tie / loss of ``candidate``'s outputs against ``champion``'s under the pairwise judge; None = off."""
