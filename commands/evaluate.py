@@ -45,7 +45,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate rewriter versions and baselines on held-out prompts (intent, coverage, safety, judge).
 
-    With a pairwise judge configured (``[eval.judge]``, e.g. a capable model behind an OpenAI-compatible
+    With a pairwise judge configured (the eval.judge setting, e.g. a capable model behind an OpenAI-compatible
     server), every system's rewrites are also compared with the champion's, both orders asked.
     """
     from promptloop.evaluation.report import table
