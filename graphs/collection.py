@@ -59,9 +59,7 @@ class CollectContext(RewriteContext):
     def sampling_record(self) -> dict:
         """How candidates were sampled, stored with each one as provenance."""
         return {"n": self.n, "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed,
-                "max_new_tokens": self.max_new_tokens, "top_k": self.top_k, "min_p": self.min_p,
-                "repetition_penalty": self.repetition_penalty, "no_repeat_ngram_size": self.no_repeat_ngram_size,
-                "stop": list(self.stop)}
+                "max_new_tokens": self.max_new_tokens, **self.controls.model_dump()}
 
 
 class CollectState(TypedDict, total=False):
@@ -284,7 +282,7 @@ def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: S
     cctx = context_cls(**{**base, **given}, round_id=round_id, model_version_id=version_id)
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,
            "version": adapter or "base", "batch": batch_size, **given, "part_size": cctx.part_size,
-           "controls": settings.sampling.rewriter.model_dump(), "length_ratio": cctx.length_ratio,
+           "controls": cctx.controls.model_dump(), "length_ratio": cctx.length_ratio,
            **(key_extra or {})}
     return run_collection(graph, kind, prompts, cctx, round_index=round_index, batch_size=batch_size, key=key,
                           on_chunk=on_chunk, engine=engine, worker=worker, wait=wait,

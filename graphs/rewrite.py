@@ -30,7 +30,14 @@ from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.rewriter import Rewriter
 from promptloop.agents.safety.guard import REFUSAL, SafetyGuard, Verdict
 from promptloop.agents.text_critic import Critique, TextCritic, Thresholds
-from promptloop.config import CriticSettings, GenerationSettings, SamplingSettings, Settings, default_of
+from promptloop.config import (
+    CriticSettings,
+    GenerationSettings,
+    SamplingControls,
+    SamplingSettings,
+    Settings,
+    default_of,
+)
 from promptloop.errors import PromptloopError, is_transient
 from promptloop.graphs.tracing import TraceRecorder, graph_node
 
@@ -89,11 +96,14 @@ class RewriteContext:
         return Thresholds(harmless=self.harmless_threshold, accurate=self.accurate_threshold,
                           helpful=self.helpful_threshold)
 
+    @property
+    def controls(self) -> SamplingControls:
+        """The run's decoding controls (the context keeps them flat, as a server's context schema shows them)."""
+        return SamplingControls(**{f: getattr(self, f) for f in SamplingControls.model_fields})
+
     def sampling(self, n: int | None = None) -> SamplingParams:
-        return SamplingParams(n=n or self.n, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                              top_p=self.top_p, seed=self.seed, top_k=self.top_k, min_p=self.min_p,
-                              repetition_penalty=self.repetition_penalty,
-                              no_repeat_ngram_size=self.no_repeat_ngram_size, stop=list(self.stop))
+        return SamplingParams.of(self.controls, n=n or self.n, max_new_tokens=self.max_new_tokens,
+                                 temperature=self.temperature, top_p=self.top_p, seed=self.seed)
 
 
 class Item(TypedDict, total=False):
