@@ -61,8 +61,7 @@ def main() -> None:
         results = rt.rewriter().rewrite(prompts, params)
         wall = time.perf_counter() - t0
         cands = [(p, c) for p, r in zip(prompts, results, strict=True) for c in r.candidates]
-        emb_p = rt.embedder.encode([p for p, _ in cands])
-        emb_c = rt.embedder.encode([c for _, c in cands])
+        intent = rt.embedder.pairwise([p for p, _ in cands], [c for _, c in cands])
         row = {
             "arm": arm, "mode": mode, "controls": ARMS[arm], "prompts": len(prompts), "candidates": len(cands),
             "split": "train", "repetition": float(np.mean([repetition_rate(c) for _, c in cands])),
@@ -70,7 +69,7 @@ def main() -> None:
             "cut_off": float(np.mean([is_cut_off(c) for _, c in cands])),
             "degenerate": float(np.mean([bool(degeneracy(c, max_words=hi)) for _, c in cands])),
             "words": float(np.mean([len(words(c)) for _, c in cands])),
-            "intent_cosine": float(np.mean(np.sum(emb_p * emb_c, axis=1))),
+            "intent_cosine": float(np.mean(intent)),
             "wall_s": round(wall, 1), "machine": platform.processor() or platform.machine(),
             "target_words": [lo, hi],
         }
