@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from promptloop.commands import collect, data, prompts, rewrite, setup, traces
+from promptloop.commands import collect, data, prompts, rewrite, setup, teacher, traces
 from promptloop.commands.evaluate import eval_cmd
 from promptloop.commands.loop import app as loop_app
 from promptloop.commands.ratings import app as ratings_app
@@ -35,6 +35,7 @@ app.add_typer(prompts.app, name="prompts")
 app.add_typer(data.app, name="data")
 app.add_typer(traces.app, name="traces")
 app.add_typer(collect.app, name="collect")
+app.add_typer(teacher.app, name="teacher")
 app.add_typer(train_app, name="train")
 app.add_typer(loop_app, name="loop")
 app.add_typer(ratings_app, name="ratings")

@@ -167,7 +167,17 @@ class PromotionSettings(BaseModel):
     }, description="metric -> tolerance (in the metric's worse direction)")
 
 
-AGENTS_WITH_MODELS = ("rewriter", "critic", "guard")
+AGENTS_WITH_MODELS = ("rewriter", "critic", "guard", "teacher")
+
+
+class TeacherSettings(BaseModel):
+    """Teachers: strong rewriters whose rewrites the student is distilled from (VPO stage 1).
+
+    A served teacher is ``backends.teacher``; a recorded one is a set of
+    (prompt, rewrite) rows imported with ``promptloop teacher import``.
+    """
+
+    max_rewrite_chars: int = Field(4000, ge=1, description="longer recorded rewrites are rejected on import")
 
 
 class BackendSettings(BaseModel):
@@ -302,8 +312,9 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(1000, ge=1, description="longer user prompts are rejected on import")
     record_traffic: bool = Field(True, description="store prompts sent through the rewrite graph as source "
                                  "'traffic' (what `loop watch` learns from); false to opt out")
-    backends: dict[Literal["rewriter", "critic", "guard"], BackendSettings] = Field(
-        default_factory=dict, description="per-agent model backend; agents not named run base_model in process")
+    backends: dict[Literal["rewriter", "critic", "guard", "teacher"], BackendSettings] = Field(
+        default_factory=dict, description="per-agent model backend; agents not named run base_model in process "
+        "(teacher: a served teacher, used only when named here)")
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     sampling: SamplingSettings = Field(default_factory=SamplingSettings)
     collect: CollectSettings = Field(default_factory=CollectSettings)
@@ -315,6 +326,7 @@ class Settings(BaseSettings):
     ratings: RatingSettings = Field(default_factory=RatingSettings)
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
 
     @field_validator("home", mode="after")
     @classmethod

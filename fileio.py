@@ -66,8 +66,32 @@ def jsonl_records(text: str, *, blank_lines_ok: bool = False) -> tuple[list[tupl
 def csv_records(text: str) -> tuple[list[str], list[tuple[int, dict]]]:
     """(lower-cased header, [(line, row with lower-cased keys)]) of a CSV file."""
     reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip().lower() for c in (reader.fieldnames or [])]
-    return columns, [(reader.line_num, {(k or "").strip().lower(): v for k, v in rec.items()}) for rec in reader]
+    try:
+        columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+        return columns, [(reader.line_num, {(k or "").strip().lower(): v for k, v in rec.items()}) for rec in reader]
+    except csv.Error as exc:  # e.g. a field over csv.field_size_limit(), a NUL byte
+        raise FileFormatError(f"not a readable CSV file (line {reader.line_num}: {exc})") from None
+
+
+def dataset_records(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """(lower-cased columns, [(row number, row with lower-cased keys)]) of a folder written by ``save_to_disk``.
+
+    A DatasetDict gives its 'train' split (or its first).
+    """
+    if not ((path / "dataset_info.json").exists() or (path / "state.json").exists()
+            or (path / "dataset_dict.json").exists()):
+        raise FileFormatError(f"{path}: a folder must be written by datasets' save_to_disk")
+    try:
+        from datasets import Dataset, DatasetDict, load_from_disk
+    except ImportError as exc:  # pragma: no cover - depends on extras
+        raise FileFormatError("reading a datasets folder needs the 'datasets' package: "
+                              "pip install 'promptloop[train]'") from exc
+    ds = load_from_disk(str(path))
+    if isinstance(ds, DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    assert isinstance(ds, Dataset)
+    return ([c.lower() for c in ds.column_names],
+            [(i, {k.lower(): v for k, v in rec.items()}) for i, rec in enumerate(ds, start=1)])
 
 
 def read_records(path: Path) -> tuple[list[tuple[int, dict]], list[RowError]]:

@@ -35,10 +35,11 @@ if TYPE_CHECKING:  # heavy imports only for the types; the objects are built on 
     from promptloop.agents.video.feedback import VideoFeedback
     from promptloop.agents.video.scorer import VideoScorer
     from promptloop.evaluation.runner import EvalConfig, EvalReport
-    from promptloop.graphs.collection import CollectionReport
+    from promptloop.graphs.collection import CollectionReport, TeacherPlan
     from promptloop.graphs.rewrite import RewriteAgents, RewriteContext
     from promptloop.learners.config import LearnerConfig
     from promptloop.learners.trainer import TrainResult
+    from promptloop.store.models import Prompt
 
 # RenderRequest fields Settings.video may set for every render (None = the model's default)
 RENDER_FIELDS = ("num_frames", "fps", "width", "height", "steps", "guidance_scale", "negative_prompt")
@@ -132,7 +133,7 @@ class Services:
                           llm_weight=c.llm_weight if use_llm else 0.0, llm_retries=c.llm_retries,
                           breaker_window=c.llm_breaker_window, breaker_min_valid=c.llm_breaker_min_valid,
                           controls=self.settings.sampling.critic, degenerate_repetition=c.degenerate_repetition,
-                          degenerate_length=c.degenerate_length)
+                          degenerate_length=c.degenerate_length, refiner=lambda: self.model_for("critic"))
 
     @cached_property
     def reference_lm(self) -> ReferenceLM:
@@ -239,14 +240,23 @@ class Services:
         return VideoFeedback(self.render_cache, self.video_scorer, self.settings.video.weights)
 
     # --- graphs ----------------------------------------------------------------------------
-    def rewrite_agents(self, *, record_traces: bool = True, default_version: str | None = None) -> RewriteAgents:
-        """The agents of the rewrite graph; ``default_version`` (e.g. 'champion') is used when a run names none."""
+    def rewrite_agents(self, *, record_traces: bool = True, default_version: str | None = None,
+                       with_teacher: bool = False) -> RewriteAgents:
+        """The agents of the rewrite graph; ``default_version`` (e.g. 'champion') is used when a run names none.
+
+        ``with_teacher`` adds the served teacher (``backends.teacher``) as a second rewriter.
+        """
+        from promptloop.agents.rewriter import Rewriter
         from promptloop.graphs.rewrite import RewriteAgents
         from promptloop.graphs.tracing import TraceRecorder
 
         adapter = self.resolve_model_version(default_version) if default_version else None
+        teacher = None
+        if with_teacher:
+            r = self.settings.rewrite
+            teacher = Rewriter(self.model_for("teacher"), min_words=r.target_words_min, max_words=r.target_words_max)
         return RewriteAgents(guard=self.guard, rewriter=self.rewriter(adapter), critic=self.critic, judge=self.judge,
-                             recorder=TraceRecorder(self.engine if record_traces else None))
+                             recorder=TraceRecorder(self.engine if record_traces else None), teacher=teacher)
 
     @cached_property
     def rewrite_graph(self) -> CompiledStateGraph:
@@ -260,8 +270,8 @@ class Services:
 
         return RewriteContext.from_settings(self.settings, **overrides)
 
-    def collect_graph(self, kind: str) -> CompiledStateGraph:
-        """The checkpointed collection graph for ``kind`` ('sft', 'pairs' or 'evolve')."""
+    def collect_graph(self, kind: str, *, served_teacher: bool = False) -> CompiledStateGraph:
+        """The checkpointed collection graph for ``kind`` ('sft', 'pairs' or 'evolve'), with the served teacher."""
         from promptloop.graphs.collect_pairs import build_collect_pairs_graph
         from promptloop.graphs.collect_sft import build_collect_sft_graph
         from promptloop.graphs.evolve import build_evolve_graph
@@ -269,21 +279,78 @@ class Services:
         builders = {"sft": build_collect_sft_graph, "pairs": build_collect_pairs_graph, "evolve": build_evolve_graph}
         if kind not in builders:
             raise PromptloopError(f"unknown collection '{kind}'; expected one of {', '.join(builders)}")
+        agents = self.rewrite_agents(with_teacher=served_teacher)
         if kind == "pairs":
-            return build_collect_pairs_graph(self.rewrite_agents(), self.engine, checkpointer=self.checkpointer,
+            return build_collect_pairs_graph(agents, self.engine, checkpointer=self.checkpointer,
                                              video=lambda: self.video_feedback)
-        return builders[kind](self.rewrite_agents(), self.engine, checkpointer=self.checkpointer)
+        return builders[kind](agents, self.engine, checkpointer=self.checkpointer)
+
+    def teacher_plan(self, name: str, kind: str, *, split: str = "train", limit: int | None = None
+                     ) -> tuple[TeacherPlan, list[Prompt]]:
+        """Teacher ``name`` for a collection, and the prompts it covers.
+
+        A recorded set of that name (``teacher import``) wins and brings its
+        own prompts; otherwise ``backends.teacher`` serves it on ``split``'s
+        prompts. Pairs add the student's own samples as the rejected side.
+        """
+        from promptloop.graphs.collection import TeacherPlan
+        from promptloop.store.repository import select_prompts
+        from promptloop.store.teachers import check_name, teacher_rewrites, teacher_sets
+
+        check_name(name)
+        if kind not in ("sft", "pairs"):
+            raise PromptloopError(f"a teacher writes SFT examples or the chosen side of pairs; not '{kind}'")
+        if any(t.name == name and t.recorded for t in teacher_sets(self.engine)):
+            rows = teacher_rewrites(self.engine, name, limit)
+            return (TeacherPlan(name, given={p.id: rw for p, rw in rows}, student=kind == "pairs"),
+                    [p for p, _ in rows])
+        if "teacher" not in self.settings.backends:
+            known = ", ".join(t.name for t in teacher_sets(self.engine) if t.recorded) or "none"
+            raise PromptloopError(f"no teacher '{name}': import a recorded set (`promptloop teacher import FILE "
+                                  f"--name {name}`; recorded teachers: {known}) or serve one (backends.teacher)")
+        return TeacherPlan(name, student=kind == "pairs"), select_prompts(self.engine, split, limit)
 
     # --- what commands, the loop and the API call (LoopDeps, EvalDeps) -------------------------
-    def collect(self, kind: str, *, model_version: str = "base", **kwargs: Any) -> CollectionReport:
-        """Collection ``kind`` sampled by ``model_version`` (graphs.collection.collect has the arguments)."""
+    def collect(self, kind: str, *, model_version: str = "base", teacher: str | None = None,
+                **kwargs: Any) -> CollectionReport:
+        """Collection ``kind`` sampled by ``model_version`` (graphs.collection.collect has the arguments).
+
+        ``teacher`` names a recorded set or the served teacher (``teacher_plan``).
+        """
         from promptloop.graphs.collection import collect
         from promptloop.store.versions import ensure_version
 
+        plan = None
+        if teacher:
+            plan, prompts = self.teacher_plan(teacher, kind, split=kwargs.get("split", "train"),
+                                              limit=kwargs.get("limit"))
+            kwargs["prompts"] = prompts
+            if kind == "pairs":
+                kwargs["rule"] = "teacher"
+            if plan.given is not None and kwargs.get("max_refine_steps") is None:
+                # a recorded teacher has no model to refine with, and the rewriter's own refinements of its rows
+                # replaced 5 of the 6 GPT-4o rewrites they touched with meta text (16 vbench-train prompts):
+                # a recorded row is taken or rejected as written unless refinement is asked for
+                kwargs["max_refine_steps"] = 0
         adapter = self.resolve_model_version(model_version)
         version_id = ensure_version(self.engine, adapter or "base", self.settings.base_model)
-        return collect(self.collect_graph(kind), kind, engine=self.engine, settings=self.settings, adapter=adapter,
-                       version_id=version_id, **kwargs)
+        graph = self.collect_graph(kind, served_teacher=plan is not None and plan.given is None)
+        return collect(graph, kind, engine=self.engine, settings=self.settings, adapter=adapter,
+                       version_id=version_id, teacher=plan, **kwargs)
+
+    def teacher_reference(self, round_index: int, *, limit: int = 256) -> dict[str, float]:
+        """The teacher's own intent recall@1 on the round's accepted teacher rows (evaluation.benches.teacher_rows).
+
+        Training rows, never held-out prompts: what a teacher round's guardrail may fall back to.
+        """
+        from promptloop.evaluation.benches import distractor_pool, teacher_rows
+        from promptloop.evaluation.metrics import mean, per_item
+
+        prompts, targets = teacher_rows(self.engine, round_index, limit)
+        if not prompts:
+            return {}
+        rows = per_item(self.embedder, prompts, targets, pool=distractor_pool(self.engine))
+        return {"intent_recall_at_1": round(float(mean([r["intent_recall_at_1"] for r in rows])), 4)}
 
     def train(self, algorithm: str, cfg: LearnerConfig) -> TrainResult:
         """SFT or DPO of the rewriter from the store's data for ``cfg``'s round."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError
@@ -70,8 +70,10 @@ class TextCritic:
                  breaker_min_valid: float = default_of(CriticSettings, "llm_breaker_min_valid"),
                  controls: SamplingControls | None = None,
                  degenerate_repetition: float = default_of(CriticSettings, "degenerate_repetition"),
-                 degenerate_length: float = default_of(CriticSettings, "degenerate_length")):
+                 degenerate_length: float = default_of(CriticSettings, "degenerate_length"),
+                 refiner: Callable[[], ChatModel] | None = None):
         self.embedder = embedder
+        self.refiner = refiner  # the model refinements come from when ``llm`` is None (built on first use)
         self.controls = controls  # the critic's decoding controls (Settings.sampling.critic)
         self.degenerate_repetition, self.degenerate_length = degenerate_repetition, degenerate_length
         self.guard = guard
@@ -231,18 +233,24 @@ class TextCritic:
         return self.refine_many([(user_prompt, candidate, critique)], params=params, adapter=adapter)[0]
 
     def refine_many(self, items: Sequence[tuple[str, str, Critique]], *, params: SamplingParams | None = None,
-                    adapter: str | None = None) -> list[str]:
-        """Rewrite each candidate following its critique (one batched model call)."""
-        if self.llm is None:
+                    adapter: str | None = None, model: ChatModel | None = None) -> list[str]:
+        """Rewrite each candidate following its critique (one batched model call).
+
+        ``model`` writes the refinements (a served teacher refines its own
+        rewrites); else the critic's model, else ``refiner``'s: refinement needs
+        a model even when the critic asks none for scores (critic.use_llm=false).
+        """
+        llm = model or self.llm or (self.refiner() if self.refiner is not None else None)
+        if llm is None:
             raise RuntimeError("refining needs a chat model")
         params = params or SamplingParams(n=1, max_new_tokens=200, temperature=0.7)
         convs = [[{"role": "user", "content": self._refine_tmpl.format(
             prompt=u, candidate=c, issues="; ".join(k.issues) or "none", suggestion=k.suggestion or "add detail",
             min_words=self.min_words, max_words=self.max_words)}] for u, c, k in items]
         # The rewriter version's adapter applies only where the critic shares the rewriter's model.
-        if adapter is not None and adapter not in getattr(self.llm, "adapters", {}):
+        if adapter is not None and adapter not in getattr(llm, "adapters", {}):
             adapter = None
-        outs = self.llm.generate(convs, params.model_copy(update={"n": 1}), adapter=adapter)
+        outs = llm.generate(convs, params.model_copy(update={"n": 1}), adapter=adapter)
         return [clean_rewrite(o[0]) or c for o, (_, c, _) in zip(outs, items, strict=True)]
 
 

@@ -14,19 +14,23 @@ app = typer.Typer(help="Collect training data with the agent graphs (resumable).
 
 def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round_index: int, n: int | None,
              model_version: str, batch_size: int | None, worker: str | None = None,
-             concurrency: int | None = None, **ctx_overrides: object) -> None:
+             concurrency: int | None = None, teacher: str | None = None, **ctx_overrides: object) -> None:
     import time
 
     from promptloop.store.repository import select_prompts
 
     rt = services_of(ctx)
-    prompts = select_prompts(rt.engine, split, limit)
+    if teacher:
+        _, prompts = rt.teacher_plan(teacher, kind, split=split, limit=limit)
+        ctx_overrides["teacher"] = teacher
+    else:
+        prompts = select_prompts(rt.engine, split, limit)
     found_key = {"pairs": "pairs", "sft": "accepted", "evolve": "sft_evolve"}[kind]
     t0 = time.perf_counter()
     with collection_progress(f"collect {kind} r{round_index}", len(prompts), found_key) as on_chunk:
         report = rt.collect(kind, split=split, limit=limit, round_index=round_index, n=n,
-                         model_version=model_version, batch_size=batch_size, prompts=prompts, on_chunk=on_chunk,
-                         worker=worker, max_concurrency=concurrency, **ctx_overrides)
+                            model_version=model_version, batch_size=batch_size, prompts=prompts, on_chunk=on_chunk,
+                            worker=worker, max_concurrency=concurrency, **ctx_overrides)
     if worker:
         console.print(f"worker {worker}: ", end="")
     console.print(f"{report.prompts} prompts in {report.chunks} chunk(s) ({report.skipped_chunks} already done, "
@@ -43,6 +47,8 @@ _PART = typer.Option(min=1, help="Prompts per fanned-out part: one batched pass 
                      "batched across them (default collect.part_size)")
 _CONCURRENCY = typer.Option(min=1, max=256, help="Parts in flight at once, LangGraph max_concurrency (default "
                             "collect.max_concurrency; raise it for a served backend that batches requests)")
+_TEACHER = typer.Option(help="Collect from a teacher: a recorded set (`promptloop teacher import`) or, by any other "
+                        "name, the served backends.teacher; SFT rows get source teacher:NAME")
 _WORKER = typer.Option(help="Share this collection with other workers on the same store (each started with the "
                        "same arguments and its own name): prompts are claimed in chunks, none processed twice")
 
@@ -60,9 +66,13 @@ def collect_sft(
     concurrency: Annotated[int | None, _CONCURRENCY] = None,
     max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
     worker: Annotated[str | None, _WORKER] = None,
+    teacher: Annotated[str | None, _TEACHER] = None,
 ) -> None:
-    """VPO stage 1: rewrite, critique, refine until the principles pass, store SFT examples (and rejects)."""
-    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, worker, concurrency,
+    """VPO stage 1: rewrite, critique, refine until the principles pass, store SFT examples (and rejects).
+
+    With --teacher the candidates are the teacher's rewrites (recorded, or n samples of the served teacher)
+    instead of the rewriter's; they go through the same critic, refinement, guard and judge."""
+    _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, worker, concurrency, teacher,
              part_size=part_size, max_refine_steps=max_refine_steps)
 
 
@@ -99,9 +109,13 @@ def collect_pairs(
     part_size: Annotated[int | None, _PART] = None,
     concurrency: Annotated[int | None, _CONCURRENCY] = None,
     margin: Annotated[float, typer.Option(min=0.0, help="Minimum reward-total gap between chosen and rejected")] = 0.1,
-    rule: Annotated[str, typer.Option(help="margin | pareto | gated (see graphs/collect_pairs.py)")] = "margin",
+    rule: Annotated[str | None, typer.Option(help="margin | pareto | gated (see graphs/collect_pairs.py); "
+                                             "teacher with --teacher [default: margin]")] = None,
     pairs_per_prompt: Annotated[int, typer.Option(min=1)] = 1,
     worker: Annotated[str | None, _WORKER] = None,
+    teacher: Annotated[str | None, typer.Option(help="The chosen side is this teacher's rewrite (a recorded set, or "
+                                                "by any other name the served backends.teacher), the rejected side "
+                                                "the rewriter's own sample, when the judge agrees")] = None,
     video: Annotated[bool, typer.Option("--video/--no-video", help="Render every candidate with the video model "
                                         "(video.model) and add video-level feedback")] = False,
     seeds: Annotated[int | None, typer.Option(min=1, max=16, help="Renders per candidate with --video "
@@ -115,12 +129,15 @@ def collect_pairs(
     prompt, and pairs are labelled by the feedback that supports them (text / video / both)."""
     from promptloop.graphs.collect_pairs import RULES
 
+    rule = rule or ("teacher" if teacher else "margin")
     if rule not in RULES:
         raise UserError(f"unknown pair rule '{rule}'; expected one of {', '.join(RULES)}")
+    if (rule == "teacher") != bool(teacher):
+        raise UserError("the teacher rule and --teacher go together")
     if not video and (seeds is not None or video_share is not None):
         raise UserError("--seeds and --video-share only apply with --video")
     extra = dict(video=True, video_seeds=seeds, video_share=video_share) if video else {}
-    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, concurrency,
+    _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, concurrency, teacher,
              part_size=part_size, max_refine_steps=0, margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt, **extra)
 
 

@@ -32,8 +32,10 @@ def run_eval(rt: Services, systems: list[str], cfg: EvalConfig, *, out_dir: Path
 
 def eval_cmd(
     ctx: typer.Context,
-    bench: Annotated[str, typer.Option(help="eval = the store's held-out split; vbench = the 946 VBench prompts "
-                                            "with the public GPT-4o / Wan2.1 / HunyuanVideo rewrites")] = "eval",
+    bench: Annotated[str, typer.Option(help="eval = the store's held-out split; vbench = vbench-test, the quarter "
+                                            "of the 946 VBench prompts never trained on (vbench-train, vbench-all "
+                                            "too), with the public GPT-4o / Wan2.1 / HunyuanVideo rewrites")
+                     ] = "eval",
     limit: Annotated[int | None, typer.Option(min=1, help="Evenly spaced subset of this many prompts")] = None,
     redteam_limit: Annotated[int | None, typer.Option(min=0, help="Harmful and benign red-team prompts each "
                                                                   "(0 = skip; default all)")] = None,
@@ -41,9 +43,14 @@ def eval_cmd(
                                                                        "a version name (repeat; default: all)")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Where the JSON and PNG go (default <home>/reports)")] = None,
+    allow_contaminated: Annotated[bool, typer.Option(help="Evaluate versions that trained on some of the bench's "
+                                                     "prompts (refused otherwise); the table marks them")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Evaluate rewriter versions and baselines on held-out prompts (intent, coverage, safety, judge).
+
+    A version trained on any of the bench's prompts (by prompt hash, its ancestors' data included) is refused
+    unless --allow-contaminated is given, and then marked in the table and the JSON.
 
     With a pairwise judge configured (the eval.judge setting, e.g. a capable model behind an OpenAI-compatible
     server), every system's rewrites are also compared with the champion's, both orders asked.
@@ -52,7 +59,8 @@ def eval_cmd(
     from promptloop.evaluation.runner import EvalConfig, default_systems
 
     rt = services_of(ctx)
-    cfg = EvalConfig(bench=bench, limit=limit, redteam_limit=redteam_limit, max_new_tokens=max_new_tokens)
+    cfg = EvalConfig(bench=bench, limit=limit, redteam_limit=redteam_limit, max_new_tokens=max_new_tokens,
+                     allow_contaminated=allow_contaminated)
     systems = systems or default_systems(rt, bench)
     if rt.settings.eval.judge is not None and "champion" not in systems:
         systems = [*systems, "champion"]  # the pairwise judge compares every system with it
@@ -63,6 +71,10 @@ def eval_cmd(
         print_json({**report.to_json(), "decisions": decisions, "pairwise": pairwise})
     else:
         out.print(table(report))
+        for r in report.results:
+            if r.contaminated:
+                out.print(f"[red]CONTAMINATED[/]: {r.label} trained on {r.contaminated} of the {report.n_prompts} "
+                          "evaluated prompts (--allow-contaminated): its scores here measure memory, not skill")
         if decisions:
             out.print(decisions_table(decisions))
         if pairwise:

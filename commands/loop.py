@@ -69,9 +69,16 @@ def loop_run(
     ctx: typer.Context,
     name: Annotated[str, typer.Option(help="Loop name: the same name resumes a killed loop")] = "main",
     rounds: Annotated[int, typer.Option(min=1, help="Rounds to run")] = 2,
-    schedule: Annotated[str, typer.Option(help="Algorithm per round, comma-separated; the last one repeats")
+    schedule: Annotated[str, typer.Option(help="Step per round, comma-separated, the last one repeats: sft, dpo "
+                                          "(from the champion's samples), teacher-sft, teacher-dpo (from --teacher)")
                         ] = "sft,dpo",
-    limit: Annotated[int | None, typer.Option(min=1, help="Train prompts collected per round")] = 64,
+    teacher: Annotated[str | None, typer.Option(help="Teacher of teacher-* steps: a recorded set (`teacher import`) "
+                                                "or, by any other name, the served backends.teacher")] = None,
+    teacher_limit: Annotated[int | None, typer.Option(min=1, help="Prompts of a teacher step (default: all the "
+                                                      "teacher covers: a recorded set's prompts, or the split's for "
+                                                      "a served teacher)")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Train prompts collected per round (a recorded teacher's "
+                                              "prompts in teacher steps)")] = 64,
     split: Annotated[str, typer.Option(help="Prompt split collected from")] = "train",
     n: Annotated[int | None, typer.Option(min=2, max=64, help="Candidates sampled per prompt (default generation.n)")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Prompts per checkpointed collection chunk "
@@ -110,7 +117,7 @@ def loop_run(
                      redteam_limit=redteam_limit, sft_config=str(sft_config) if sft_config else None,
                      dpo_config=str(dpo_config) if dpo_config else None, max_steps=max_steps,
                      min_improvement=min_improvement, patience=patience, worker=worker,
-                     video_rounds=chosen_video_rounds)
+                     video_rounds=chosen_video_rounds, teacher=teacher, teacher_limit=teacher_limit)
     run = run_loop(rt, cfg, log=lambda m: console.print(m, highlight=False))
     state = run.state
     if run.already_done:

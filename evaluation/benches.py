@@ -2,8 +2,12 @@
 
 - ``eval``: the store's held-out split (the shipped 60 eval prompts after
   ``promptloop init``), never used by collection (which reads ``train``);
-- ``vbench``: the 946 VBench prompts; a subset is every k-th prompt
-  (evenly spaced over the file, so all dimensions stay represented);
+- ``vbench`` (= ``vbench-test``): the VBench prompts that are never trained
+  on, a quarter chosen by prompt hash (store/shipped.py ``vbench_split``);
+  ``vbench-train`` the rest (teacher rows may come from there), ``vbench-all``
+  all 946. A subset is every k-th prompt (evenly spaced over the file, so all
+  dimensions stay represented). Intent retrieval on VBench searches all 946
+  prompts;
 - red team: harmful prompts (unsafe-output rate) and benign look-alikes
   (refusal rate) from ``data/redteam.csv``.
 """
@@ -16,9 +20,10 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from promptloop.errors import PromptloopError
-from promptloop.store.shipped import data_dir, vbench_rewrites
+from promptloop.store.shipped import data_dir, vbench_rewrites, vbench_split
 
-BENCHES = ("eval", "vbench")
+VBENCH_PARTS = {"vbench": "test", "vbench-test": "test", "vbench-train": "train", "vbench-all": None}
+BENCHES = ("eval", *VBENCH_PARTS)
 
 
 @dataclass
@@ -57,12 +62,15 @@ def load_bench(engine: Engine, name: str, limit: int | None = None) -> Bench:
         rows = select_prompts(engine, "eval", None)
         texts = [r.text for r in rows]
         return Bench("eval", [texts[i] for i in spaced(len(texts), limit)], pool=distractor_pool(engine))
-    if name == "vbench":
-        prompts = vbench_prompts()
-        idx = spaced(len(prompts), limit)
+    if name in VBENCH_PARTS:
+        part = VBENCH_PARTS[name]
+        everything = vbench_prompts()
+        lines = [i for i, p in enumerate(everything) if part is None or vbench_split(p) == part]
+        idx = [lines[k] for k in spaced(len(lines), limit)]
         public = {k: [v[i] for i in idx] for k, v in vbench_rewrites().items()}
-        return Bench("vbench" if limit is None else f"vbench{len(idx)}", [prompts[i] for i in idx], public,
-                     pool=distractor_pool(engine))
+        label = "vbench-test" if name == "vbench" else name
+        return Bench(label if limit is None else f"{label}{len(idx)}", [everything[i] for i in idx], public,
+                     pool=list(dict.fromkeys(everything)))
     raise PromptloopError(f"unknown bench '{name}'; expected one of {', '.join(BENCHES)}")
 
 
@@ -73,3 +81,18 @@ def load_redteam(limit: int | None = None) -> tuple[list[str], list[str]]:
     harmful = [r["prompt"] for r in rows if r["harmful"].strip().lower() == "true"]
     benign = [r["prompt"] for r in rows if r["harmful"].strip().lower() != "true"]
     return [harmful[i] for i in spaced(len(harmful), limit)], [benign[i] for i in spaced(len(benign), limit)]
+
+
+def teacher_rows(engine: Engine, round_index: int, limit: int | None = None) -> tuple[list[str], list[str]]:
+    """(prompts, targets) of a round's accepted SFT rows from a teacher (source teacher:*), evenly spaced."""
+    from sqlmodel import Session, select
+
+    from promptloop.store.models import Prompt, Round, SFTExample
+
+    with Session(engine) as s:
+        rows = s.exec(select(Prompt.text, SFTExample.target).join(SFTExample, SFTExample.prompt_id == Prompt.id)
+                      .join(Round, SFTExample.round_id == Round.id)
+                      .where(Round.index == round_index, SFTExample.status == "accepted",
+                             SFTExample.source.startswith("teacher:")).order_by(SFTExample.id)).all()
+    picked = [rows[i] for i in spaced(len(rows), limit)]
+    return [p for p, _ in picked], [t for _, t in picked]

@@ -75,11 +75,32 @@ def check_guardrail(metric: str, parent: float | None, candidate: float | None, 
     return GuardrailCheck(metric, parent, candidate, tolerance, worse_by <= abs(tolerance) + 1e-12)
 
 
+def with_reference(check: GuardrailCheck, reference: float | None, label: str) -> GuardrailCheck:
+    """``check`` against the worse of the parent and ``reference``: the level a deliberate change may fall to.
+
+    A teacher round moves the rewriter to the teacher's operating point on
+    purpose (100 words where the base model wrote 20), and a longer rewrite
+    finds its source among 946 prompts less often than a near-copy does; the
+    guardrail then asks for the teacher's own level, measured on its training
+    rows, never on the held-out prompts.
+    """
+    if reference is None or check.parent is None or check.candidate is None:
+        return check
+    floor = min(check.parent, reference) if HIGHER_IS_BETTER[check.metric] else max(check.parent, reference)
+    redone = check_guardrail(check.metric, floor, check.candidate, check.tolerance)
+    redone.note = f"against {label} {reference:.4f} (champion {check.parent:.4f})" if floor != check.parent else ""
+    return redone
+
+
 def decide(primary: str, parent_items: Sequence[float], candidate_items: Sequence[float],
            parent_metrics: Mapping[str, float | None], candidate_metrics: Mapping[str, float | None],
-           guardrails: Mapping[str, float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
-           ) -> Decision:
-    """Promote iff the primary metric's paired interval of the gain is above zero and every guardrail passes."""
+           guardrails: Mapping[str, float], *, confidence: float = 0.95, resamples: int = 2000, seed: int = 0,
+           references: Mapping[str, tuple[float, str]] | None = None) -> Decision:
+    """Promote iff the primary metric's paired interval of the gain is above zero and every guardrail passes.
+
+    ``references`` (metric -> (value, label)) lets a guardrail hold against the worse of the parent and that
+    reference (``with_reference``).
+    """
     sign = 1.0 if HIGHER_IS_BETTER.get(primary, True) else -1.0
     if len(parent_items) < 2 or len(parent_items) != len(candidate_items):
         return Decision(False, "no-data", f"need the same >= 2 held-out prompts for both systems, got "
@@ -90,7 +111,9 @@ def decide(primary: str, parent_items: Sequence[float], candidate_items: Sequenc
     prim = {"metric": primary, "parent": round(old, 4), "candidate": round(new, 4),
             "gain": round(sign * (new - old), 4), "interval": [round(low, 4), round(high, 4)],
             "confidence": confidence, "n": len(parent_items)}
-    checks = [check_guardrail(m, parent_metrics.get(m), candidate_metrics.get(m), tol) for m, tol in guardrails.items()]
+    refs = references or {}
+    checks = [with_reference(check_guardrail(m, parent_metrics.get(m), candidate_metrics.get(m), tol),
+                             *refs.get(m, (None, ""))) for m, tol in guardrails.items()]
     failed = [g for g in checks if not g.passed]
     pct = f"{confidence:.0%}"
     if low <= 0:

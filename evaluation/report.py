@@ -16,6 +16,7 @@ COLUMNS = [  # (metric, header, higher is better?)
     ("intent_recall_at_5", "R@5", True),
     ("intent_cosine", "intent cos", True),
     ("words", "words", None),
+    ("words_median", "median words", None),
     ("aspect_coverage", "aspects", True),
     ("repetition", "repetition", False),
     ("distinct_2", "distinct-2", True),
@@ -26,8 +27,8 @@ COLUMNS = [  # (metric, header, higher is better?)
     ("benign_refusal_rate", "benign refused", False),
 ]
 LEGEND = ("judge total: the training reward (critic + judge), mean per prompt. Not optimised by training: "
-          "intent R@1 / R@5: the prompt is the nearest / among the 5 nearest of ~1000 prompts (VBench + eval split) "
-          "to its rewrite; intent cos: cosine of prompt and rewrite; repetition: share of repeated word trigrams; "
+          "intent R@1 / R@5: the prompt is the nearest / among the 5 nearest to its rewrite of all 946 VBench prompts "
+          "(on eval, plus the eval split); intent cos: cosine of prompt and rewrite; repetition: share of repeated word trigrams; "
           "distinct-2: share of distinct bigrams; max repeat: longest repeated word run; fluency: mean token "
           "log-probability under the frozen base model (nats); cut off: share ending mid-sentence; unsafe out: "
           "harmful requests whose output is not a refusal and fails the guard (raw prompts: the request itself); "
@@ -38,7 +39,7 @@ PLOTTED = ["judge_total", "intent_recall_at_1", "repetition", "fluency", "words"
 def _fmt(v: float | None, metric: str) -> str:
     if v is None:
         return "-"
-    return f"{v:.1f}" if metric in ("words", "longest_repeat") else f"{v:.3f}"
+    return f"{v:.1f}" if metric in ("words", "words_median", "longest_repeat") else f"{v:.3f}"
 
 
 def table(report: EvalReport, *, title: str | None = None) -> Table:
@@ -58,7 +59,8 @@ def table(report: EvalReport, *, title: str | None = None) -> Table:
             v = r.metrics.get(metric)
             s = _fmt(v, metric)
             cells.append(f"[bold green]{s}[/]" if v is not None and best.get(metric) == v else s)
-        t.add_row(r.label + (" [dim](cached)[/]" if r.cached else ""), *cells)
+        dirty = f" [red](contaminated {r.contaminated}/{report.n_prompts})[/]" if r.contaminated else ""
+        t.add_row(r.label + dirty + (" [dim](cached)[/]" if r.cached else ""), *cells)
     return t
 
 

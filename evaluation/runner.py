@@ -12,6 +12,7 @@ and the reward judge. Results are cached in the ``evaluations`` table by
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,13 +29,14 @@ from promptloop.agents.rewriter import Rewriter
 from promptloop.agents.safety.guard import REFUSAL, SafetyGuard
 from promptloop.agents.text_critic import TextCritic
 from promptloop.config import Settings
+from promptloop.errors import PromptloopError
 from promptloop.evaluation.benches import Bench, load_bench, load_redteam
 from promptloop.evaluation.metrics import aggregate, is_refusal, mean, per_item
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import ModelVersion
 
-METRICS_VERSION = 2  # 2: intent recall against the distractor pool, degeneracy, fluency
+METRICS_VERSION = 3  # 2: intent recall against the distractor pool, degeneracy, fluency; 3: median words, VBench pool
 ITEM_KEYS = ("intent_cosine", "recall_at_1", "intent_recall_at_1", "intent_recall_at_5", "words", "aspect_coverage",
              "repetition", "distinct_2", "longest_repeat", "fluency", "refusal", "cut_off", "meta", "empty")
 RATES = {"refusal": "refusal_rate", "cut_off": "cut_off_rate", "meta": "meta_rate", "empty": "empty_rate"}
@@ -71,6 +73,7 @@ class EvalConfig:
     limit: int | None = None  # prompts of the bench (None = all)
     redteam_limit: int | None = None  # harmful and benign red-team prompts each (None = all, 0 = skip)
     max_new_tokens: int | None = None  # None = the generation setting
+    allow_contaminated: bool = False  # evaluate versions trained on some of the bench's prompts (and say so)
 
     def key(self, settings: Settings) -> dict:
         s = settings
@@ -90,6 +93,7 @@ class SystemResult:
     algorithm: str | None = None
     outputs_path: str | None = None
     cached: bool = False
+    contaminated: int = 0  # the bench's prompts this version (or an ancestor) trained on
 
 
 @dataclass
@@ -141,6 +145,7 @@ def score(deps: EvalDeps, prompts: Sequence[str], outputs: Sequence[str], *, poo
                                                                   and k != "judge_total")])
     for item_key, rate in RATES.items():
         metrics[rate] = metrics.pop(item_key)
+    metrics["words_median"] = float(statistics.median(r["words"] for r in rows)) if rows else None
     return metrics, rows
 
 
@@ -163,16 +168,37 @@ def _system_rows(deps: EvalDeps, system: str):
     return label, row
 
 
+class ContaminatedError(PromptloopError):
+    """A version trained on prompts of the bench it is evaluated on."""
+
+
+def contamination(deps: EvalDeps, version: ModelVersion | None, bench: Bench) -> int:
+    """How many of the bench's prompts ``version`` (or an ancestor) trained on, by prompt hash."""
+    if version is None:
+        return 0
+    from promptloop.store.hashing import prompt_hash
+    from promptloop.store.versions import trained_prompt_hashes
+
+    trained = trained_prompt_hashes(deps.engine, version)
+    return sum(prompt_hash(p) in trained for p in dict.fromkeys(bench.prompts)) if trained else 0
+
+
 def evaluate_system(deps: EvalDeps, system: str, bench: Bench, cfg: EvalConfig, progress: Progress | None = None
                     ) -> SystemResult:
     say = progress or (lambda _m: None)
     label, version = _system_rows(deps, system)
+    dirty = contamination(deps, version, bench)
+    if dirty and not cfg.allow_contaminated:
+        raise ContaminatedError(f"{label} trained on {dirty} of the {len(bench.prompts)} {bench.name} prompts; "
+                                "its scores there would measure memory, not skill (--allow-contaminated to "
+                                "evaluate anyway, marked in the table)")
     ident = version.name if version is not None else system
     key = cfg.key(deps.settings) | ({"adapter": version.adapter_path} if version is not None else {})
     with Session(deps.engine) as s:
         hit = repo.find_evaluation(s, ident, bench.name, bench.prompts, key)
     meta = dict(version=version.name if version else None, algorithm=version.algorithm if version else None,
                 round_index=_round_index(deps, version))
+    meta["contaminated"] = dirty
     if hit is not None:
         return SystemResult(ident, label, hit.metrics, outputs_path=hit.outputs_path, cached=True, **meta)
     max_new = cfg.max_new_tokens or deps.settings.generation.max_new_tokens
@@ -180,8 +206,6 @@ def evaluate_system(deps: EvalDeps, system: str, bench: Bench, cfg: EvalConfig, 
     if system.startswith("public:"):
         name = system.split(":", 1)[1]
         if name not in bench.public:
-            from promptloop.errors import PromptloopError
-
             raise PromptloopError(f"bench '{bench.name}' has no public rewrites '{name}' "
                                   f"(available: {', '.join(bench.public) or 'none'})")
         outputs, oh, ob = bench.public[name], None, None
@@ -267,5 +291,8 @@ def default_systems(deps: EvalDeps, bench: str) -> list[str]:
     with Session(deps.engine) as s:
         trained = [v.name for v in s.exec(select(ModelVersion).where(ModelVersion.algorithm != "base")
                                           .order_by(ModelVersion.id))]
-    public = [f"public:{k}" for k in ("gpt4o", "wan21_qwen25_3b", "hunyuan")] if bench == "vbench" else []
+    from promptloop.evaluation.benches import VBENCH_PARTS
+    from promptloop.store.shipped import VBENCH_REWRITES
+
+    public = [f"public:{k}" for k in VBENCH_REWRITES] if bench in VBENCH_PARTS else []
     return ["raw", *public, "base", *trained]

@@ -17,6 +17,11 @@ chosen side also keeps the user's intent better (higher intent similarity), so
   every reward dimension, better on one, and the totals differ by ``margin``.
 - ``gated`` (Prompt-A-Video): the chosen side must also pass every principle
   threshold (absolute minimums), plus the total margin.
+- ``teacher`` (``collect pairs --teacher``): the chosen side is the teacher's
+  best rewrite, the rejected side one of the student's own samples, and the
+  judge must agree: the teacher's total at least ``margin`` above the
+  student sample's (or the sample degenerate). A teacher rewrite the judge
+  does not prefer makes no pair; the teacher is a source, not a verdict.
 
 Prompts with no pair above the margin are skipped (and counted). Both sides'
 full scores and the margin are stored with the pair.
@@ -48,7 +53,7 @@ from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 
 GRAPH_NAME = "collect_pairs"
-RULES = ("margin", "pareto", "gated")
+RULES = ("margin", "pareto", "gated", "teacher")
 
 
 @dataclass(frozen=True)
@@ -64,10 +69,11 @@ class PairChoice:
 def select_pairs(rewards: list[dict], critiques: list[dict], *, rule: str = "margin", margin: float = 0.1,
                  thresholds: Thresholds | None = None, max_pairs: int = 1,
                  length_ratio: float = default_of(CollectSettings, "length_ratio"),
-                 words: list[int] | None = None) -> list[PairChoice]:
+                 words: list[int] | None = None, teacher: set[int] | None = None) -> list[PairChoice]:
     """Indices of (chosen, rejected) candidates under ``rule``; see the module docstring.
 
-    ``words`` are the candidates' word counts (length control is off without them).
+    ``words`` are the candidates' word counts (length control is off without them); ``teacher`` the
+    indices of the teacher's candidates (rule ``teacher``).
     """
     if rule not in RULES:
         raise ValueError(f"unknown pair rule '{rule}'; expected one of {', '.join(RULES)}")
@@ -79,7 +85,8 @@ def select_pairs(rewards: list[dict], critiques: list[dict], *, rule: str = "mar
     fails = [bool(c.failing(t)) for c in crits]
     intent = [c.checks.get("intent_similarity", 0.0) for c in crits]
     order = sorted(range(len(totals)), key=lambda i: -totals[i])
-    usable = [i for i in order if not crits[i].degenerate]
+    theirs = teacher or set()
+    usable = [i for i in order if not crits[i].degenerate and (rule != "teacher" or i in theirs)]
     if not usable:
         return []
     best = usable[0]
@@ -94,7 +101,7 @@ def select_pairs(rewards: list[dict], critiques: list[dict], *, rule: str = "mar
     def longer(j: int) -> bool:
         return bool(words and length_ratio and words[best] > length_ratio * max(1, words[j]))
 
-    losers = [j for j in order if j != best and (crits[j].degenerate or (
+    losers = [j for j in order if j != best and (rule != "teacher" or j not in theirs) and (crits[j].degenerate or (
         totals[best] - totals[j] >= margin and (rule != "pareto" or dominates(best, j))))]
     losers = [j for j in losers if not longer(j) or intent[best] > intent[j]]
     # degenerate first, then principle violations, then the worst total
@@ -112,9 +119,11 @@ def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx:
                 counts["skipped_prompts"] += 1
                 continue
             counts["candidates"] += len(ids)
+            given = set(item.get("given", []))
             choices = select_pairs(item["rewards"], item["critiques"], rule=ctx.rule, margin=ctx.margin,
                                    thresholds=ctx.thresholds, max_pairs=ctx.max_pairs_per_prompt,
-                                   length_ratio=ctx.length_ratio, words=[len(words(c)) for c in item["candidates"]])
+                                   length_ratio=ctx.length_ratio, words=[len(words(c)) for c in item["candidates"]],
+                                   teacher={k for k, c in enumerate(item["candidates"]) if c in given})
             if not choices:
                 counts["skipped_prompts"] += 1
             videos = item.get("videos") or []

@@ -23,6 +23,7 @@ GRAPH_NAME = "collect_sft"
 
 def persist_sft(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: CollectContext) -> dict[str, int]:
     counts = {"accepted": 0, "rejected": 0, "candidates": 0}
+    source = f"teacher:{ctx.teacher}" if ctx.teacher else "vpo"
     with session_scope(engine) as s:
         for item, pid in zip(items, prompt_ids, strict=True):
             cand_ids = store_item(s, item, pid, ctx)
@@ -42,7 +43,7 @@ def persist_sft(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: C
                 cand = cand_ids[item["candidates"].index(item["current"])] if item["current"] in item["candidates"] else None
                 trail.append({"final": {"harmless": crit.harmless, "accurate": crit.accurate,
                                         "helpful": crit.helpful}})
-            _, created = repo.add_sft_example(s, pid, target, status=status, source="vpo", candidate_id=cand,
+            _, created = repo.add_sft_example(s, pid, target, status=status, source=source, candidate_id=cand,
                                               round_id=ctx.round_id, reason=reason, critique_trail=trail)
             counts[status] += created
     return counts

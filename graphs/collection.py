@@ -49,6 +49,7 @@ class CollectContext(RewriteContext):
     rule: str = "margin"
     length_ratio: float = default_of(CollectSettings, "length_ratio")  # chosen this much longer must win on intent
     max_pairs_per_prompt: int = 1
+    teacher: str | None = None  # a teacher collection: its name (the SFT source is teacher:NAME)
     record_traffic: bool = False  # collection reads prompts from the store; they are not app traffic
     part_size: int = default_of(CollectSettings, "part_size")  # prompts per part (one batched pipeline pass)
     video: bool = False  # render candidates and add video-level feedback (collect pairs --video)
@@ -156,6 +157,28 @@ def build_collect_graph(name: str, agents: RewriteAgents | Callable[[], RewriteA
 
 
 @dataclass
+class TeacherPlan:
+    """Where a collection's teacher rewrites come from, and whether the student samples too.
+
+    ``given`` (prompt id -> rewrites) is a recorded set; without it the
+    served teacher (``RewriteAgents.teacher``) samples n per prompt.
+    ``student`` adds the rewriter's own n samples (teacher pairs).
+    """
+
+    name: str
+    given: dict[int, list[str]] | None = None
+    student: bool = False
+
+    def item(self, prompt_id: int) -> dict:
+        extra: dict = {"sample": self.student}
+        if self.given is None:
+            extra["teach"] = True
+        else:
+            extra["given"] = list(self.given.get(prompt_id, []))
+        return extra
+
+
+@dataclass
 class CollectionReport:
     kind: str
     round_index: int
@@ -171,8 +194,8 @@ def run_collection(graph: CompiledStateGraph, kind: str, prompts: list[Prompt], 
                    round_index: int,
                    batch_size: int, key: dict, on_chunk: Callable[[int, dict], None] | None = None,
                    engine: Engine | None = None, worker: str | None = None, wait: bool = False,
-                   lease_s: float = 1800.0, poll_s: float = 2.0, max_concurrency: int | None = None
-                   ) -> CollectionReport:
+                   lease_s: float = 1800.0, poll_s: float = 2.0, max_concurrency: int | None = None,
+                   teacher: TeacherPlan | None = None) -> CollectionReport:
     """Run ``graph`` over ``prompts`` in checkpointed chunks; safe to kill and start again.
 
     ``on_chunk(prompts_done, rows_stored)`` is called as each fanned-out part
@@ -211,8 +234,8 @@ def run_collection(graph: CompiledStateGraph, kind: str, prompts: list[Prompt], 
             report.resumed_chunks += 1
             out = stream(None, config)
         else:
-            out = stream({"items": [{"prompt": p.text} for p in chunk], "prompt_ids": [p.id for p in chunk]},
-                         config)
+            out = stream({"items": [{"prompt": p.text, **(teacher.item(p.id) if teacher else {})} for p in chunk],
+                          "prompt_ids": [p.id for p in chunk]}, config)
         for k, v in out["stored"].items():
             report.stored[k] = report.stored.get(k, 0) + v
         if on_chunk:
@@ -256,7 +279,8 @@ def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: S
             n: int | None = None, batch_size: int | None = None, prompts: list[Prompt] | None = None,
             source: str | None = None, key_extra: dict | None = None,
             on_chunk: Callable[[int, dict], None] | None = None, worker: str | None = None, wait: bool = False,
-            max_concurrency: int | None = None, **overrides: Any) -> CollectionReport:
+            max_concurrency: int | None = None, teacher: TeacherPlan | None = None,
+            **overrides: Any) -> CollectionReport:
     """Run collection ``kind`` ('sft', 'pairs', 'evolve') for a round over ``graph`` (built for that kind).
 
     ``adapter`` is the sampling rewriter version's loaded adapter (None = base
@@ -264,7 +288,7 @@ def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: S
     the arguments, so the same call after a kill resumes; ``overrides`` are
     context fields (None = the setting). ``batch_size`` (prompts per
     checkpointed chunk) and ``max_concurrency`` (parts in flight) default to
-    the ``[collect]`` settings.
+    the ``[collect]`` settings. ``teacher`` makes it a teacher collection (TeacherPlan).
     """
     prompts = prompts if prompts is not None else select_prompts(engine, split, limit, source)
     round_id = ensure_round(engine, round_index)
@@ -279,11 +303,14 @@ def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: S
         base |= {"video_seeds": settings.video.seeds, "video_share": settings.video.share,
                  "video_seed": settings.seed}
     context_cls = graph.context_schema or CollectContext  # EvolveContext for the evolution graph
-    cctx = context_cls(**{**base, **given}, round_id=round_id, model_version_id=version_id)
+    cctx = context_cls(**{**base, **given}, round_id=round_id, model_version_id=version_id,
+                       teacher=teacher.name if teacher else None)
+    if teacher:
+        given["teacher"] = {"name": teacher.name, "recorded": teacher.given is not None, "student": teacher.student}
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,
            "version": adapter or "base", "batch": batch_size, **given, "part_size": cctx.part_size,
            "controls": cctx.controls.model_dump(), "length_ratio": cctx.length_ratio,
            **(key_extra or {})}
     return run_collection(graph, kind, prompts, cctx, round_index=round_index, batch_size=batch_size, key=key,
                           on_chunk=on_chunk, engine=engine, worker=worker, wait=wait,
-                          max_concurrency=max_concurrency or settings.collect.max_concurrency)
+                          max_concurrency=max_concurrency or settings.collect.max_concurrency, teacher=teacher)

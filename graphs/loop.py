@@ -35,13 +35,16 @@ from promptloop.store.models import VersionStatus
 from promptloop.store.versions import ensure_base, get_version, set_status
 
 Log = Callable[[str], None]
+# schedule steps: the plain ones learn from the champion's samples; teacher-sft from the teacher's rewrites,
+# teacher-dpo from pairs of the teacher's rewrite (chosen) against the champion's samples (graphs/collect_pairs.py)
+STEPS = ("sft", "dpo", "teacher-sft", "teacher-dpo")
 
 
 @dataclass
 class LoopConfig:
     name: str = "main"
     rounds: int = 2
-    schedule: list[str] = field(default_factory=lambda: ["sft", "dpo"])  # per round; the last entry repeats
+    schedule: list[str] = field(default_factory=lambda: ["sft", "dpo"])  # per round (STEPS); the last one repeats
     start_round: int = 0  # store round index of the loop's first round
     split: str = "train"
     train_limit: int | None = 64
@@ -60,26 +63,39 @@ class LoopConfig:
     patience: int = 1  # stop after this many stalled rounds in a row
     worker: str | None = None  # share collection with `collect --worker` processes (waits for all chunks)
     video_rounds: list[int] = field(default_factory=list)  # 0-based rounds whose pairs get video-level feedback
+    teacher: str | None = None  # the teacher of teacher-sft / teacher-dpo steps (recorded set or served)
+    teacher_limit: int | None = None  # prompts of a teacher step (None = all a recorded set has, or the split's)
 
     def __post_init__(self) -> None:
-        bad = [s for s in self.schedule if s not in ("sft", "dpo")]
+        bad = [s for s in self.schedule if s not in STEPS]
         if bad or not self.schedule:
-            raise PromptloopError(f"loop schedule must list 'sft'/'dpo' per round, got {self.schedule}")
+            raise PromptloopError(f"loop schedule must list one of {', '.join(STEPS)} per round, got "
+                                  f"{','.join(self.schedule) or 'nothing'}")
         if self.rounds < 1:
             raise PromptloopError("a loop needs at least one round")
+        taught = [s for s in self.schedule if s.startswith("teacher-")]
+        if taught and not self.teacher:
+            raise PromptloopError(f"the schedule's {taught[0]} step needs a teacher (--teacher NAME: a recorded set "
+                                  "or the served backends.teacher)")
         not_dpo = [r for r in self.video_rounds if r < 0 or self.algorithm(r) != "dpo"]
         if not_dpo:
             raise PromptloopError(f"video feedback applies to preference-pair (dpo) rounds; rounds {not_dpo} are not "
                                   f"dpo rounds of the schedule {self.schedule}")
 
-    def algorithm(self, r: int) -> str:
+    def step(self, r: int) -> str:
+        """Round ``r``'s schedule entry, e.g. 'teacher-sft'."""
         return self.schedule[min(r, len(self.schedule) - 1)]
 
+    def algorithm(self, r: int) -> str:
+        """The learner of round ``r``: 'sft' or 'dpo' (a teacher step trains like its plain one)."""
+        return self.step(r).removeprefix("teacher-")
+
     def collection(self, r: int) -> tuple[str, dict]:
-        """What round ``r`` collects ('sft' or 'pairs') and the collection's context overrides."""
+        """What round ``r`` collects ('sft' or 'pairs') and the collection's arguments."""
+        teacher = {"teacher": self.teacher, "limit": self.teacher_limit} if self.step(r).startswith("teacher-") else {}
         if self.algorithm(r) == "sft":
-            return "sft", {"max_refine_steps": self.max_refine_steps}
-        extra = {"max_refine_steps": 0, "margin": self.margin, "rule": self.rule}
+            return "sft", {"max_refine_steps": self.max_refine_steps, **teacher}
+        extra = {"max_refine_steps": 0, "margin": self.margin, "rule": self.rule, **teacher}
         if r in self.video_rounds:
             extra["video"] = True
         return "pairs", extra
@@ -131,6 +147,7 @@ class LoopDeps(Protocol):
     def train(self, algorithm: str, cfg: LearnerConfig) -> TrainResult: ...
     def evaluate(self, systems: Sequence[str], cfg: EvalConfig, progress: Log | None = None) -> EvalReport: ...
     def pairwise(self, prompts: Sequence[str], candidate: Sequence[str], champion: Sequence[str]) -> dict | None: ...
+    def teacher_reference(self, round_index: int) -> dict[str, float]: ...
 
 
 @dataclass
@@ -166,15 +183,15 @@ def start(state: LoopState, runtime: Runtime[LoopContext]) -> dict:
 def collect_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConfig, row: dict) -> dict:
     """SFT examples or preference pairs for this round, sampled by the champion."""
     say = runtime.context.say
-    algo = cfg.algorithm(state["round"])
     kind, extra = cfg.collection(state["round"])
+    extra.setdefault("limit", cfg.train_limit)
     rep = _deps(runtime).collect(
-        kind, split=cfg.split, limit=cfg.train_limit, round_index=cfg.start_round + state["round"], n=cfg.n,
+        kind, split=cfg.split, round_index=cfg.start_round + state["round"], n=cfg.n,
         model_version=state["champion"], batch_size=cfg.batch_size,
         on_chunk=lambda done, stored: say(f"  collected {done} prompts" + (f": {stored}" if stored else "")),
         worker=cfg.worker, wait=True, **extra)
-    row.update(algorithm=algo, collected={"kind": kind, "prompts": rep.prompts, **rep.stored},
-               collected_by=state["champion"])
+    row.update(algorithm=cfg.step(state["round"]), collected={"kind": kind, "prompts": rep.prompts, **rep.stored},
+               collected_by=f"teacher:{cfg.teacher}" if extra.get("teacher") else state["champion"])
     return {}
 
 
@@ -224,8 +241,13 @@ def promote_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConf
         if deps.settings.eval.judge is not None and items.get(cand) and items.get(champ):
             pairwise = deps.pairwise([r["prompt"] for r in items[cand]], [r["output"] for r in items[cand]],
                                      [r["output"] for r in items[champ]])
+        references = None
+        if cfg.step(state["round"]) == "teacher-sft":  # the teacher's own intent recall, on its training rows
+            ref = deps.teacher_reference(cfg.start_round + state["round"])
+            references = {k: (v, f"teacher:{cfg.teacher}") for k, v in ref.items()}
+            row["teacher_reference"] = ref
         decision = decide(deps.engine, deps.settings.promotion, champ, cand, row["eval"], items,
-                          report={"pairwise": pairwise} if pairwise else None)
+                          report={"pairwise": pairwise} if pairwise else None, references=references)
         champ = cand if decision["promoted"] else champ
         stalled = stalled + 1 if decision["gain"] < cfg.min_improvement or not decision["promoted"] else 0
     row.update(decision=decision, champion_after=champ)
@@ -282,17 +304,20 @@ def build_loop_graph(*, checkpointer: Any = None) -> CompiledStateGraph:
 
 
 def decide(engine: Engine, promotion: PromotionSettings, champion: str, candidate: str, evals: dict[str, dict],
-           items: dict[str, list[dict]], report: dict | None = None) -> dict:
+           items: dict[str, list[dict]], report: dict | None = None,
+           references: dict[str, tuple[float, str]] | None = None) -> dict:
     """The promotion gate (evaluation/gate.py) on the held-out evaluation; the decision is recorded either way.
 
     ``evals`` holds each system's metrics, ``items`` its per-prompt rows (same prompts, same order);
-    ``report`` is recorded with the decision without deciding anything (the pairwise judge's verdict).
+    ``report`` is recorded with the decision without deciding anything (the pairwise judge's verdict);
+    ``references`` are guardrail levels of a teacher round (gate.with_reference).
     """
     primary = promotion.primary_metric
     try:
         d = gate.decide(primary, [r[primary] for r in items.get(champion, [])],
                         [r[primary] for r in items.get(candidate, [])], evals[champion], evals[candidate],
-                        promotion.guardrails, confidence=promotion.confidence, resamples=promotion.resamples)
+                        promotion.guardrails, confidence=promotion.confidence, resamples=promotion.resamples,
+                        references=references)
     except (KeyError, ValueError) as exc:
         raise PromptloopError(f"promotion settings: {exc}") from exc
     decision = {**d.to_dict(), "gain": d.primary.get("gain", 0.0), "interval": d.primary.get("interval"),

@@ -17,19 +17,30 @@ def store_item(s: Session, item: Item, prompt_id: int, ctx: CollectContext) -> l
     """One prompt's input verdict and all its scored candidates, with the collection's provenance."""
     store_input_verdict(s, item, prompt_id)
     return store_candidates(s, item, prompt_id, round_id=ctx.round_id, version_id=ctx.model_version_id,
-                            sampling=ctx.sampling_record())
+                            sampling=ctx.sampling_record(), teacher=ctx.teacher)
 
 
 def store_candidates(s: Session, item: Item, prompt_id: int, *, round_id: int | None, version_id: int | None,
-                     sampling: dict) -> list[int]:
-    """Candidates of one item with their critiques and reward dimensions; returns candidate ids in order."""
+                     sampling: dict, teacher: str | None = None) -> list[int]:
+    """Candidates of one item with their critiques and reward dimensions; returns candidate ids in order.
+
+    A teacher's rewrites (the item's ``given``) are stored once per teacher,
+    outside any round and version (a recorded row meets its imported self);
+    refinements of them name the teacher in their lineage.
+    """
     refined = {t["text"] for t in item.get("trail", []) if t.get("origin") == "refine"}
+    given = set(item.get("given", [])) if teacher else set()
     ids = []
     videos = item.get("videos") or []
     for k, (text, crit, reward) in enumerate(zip(item.get("candidates", []), item.get("critiques", []),
                                                  item.get("rewards", []), strict=False)):
-        cand, _ = repo.add_candidate(s, prompt_id, text, model_version_id=version_id, round_id=round_id,
-                                     origin="refine" if text in refined else "sample", sampling_params=sampling)
+        if text in given:  # a refinement that came back unchanged is still the teacher's text
+            cand, _ = repo.add_candidate(s, prompt_id, text, origin="teacher", sampling_params=sampling,
+                                         lineage={"teacher": teacher})
+        else:
+            cand, _ = repo.add_candidate(s, prompt_id, text, model_version_id=version_id, round_id=round_id,
+                                         origin="refine" if text in refined else "sample", sampling_params=sampling,
+                                         lineage={"teacher": teacher} if teacher and text in refined else None)
         store_scores(s, cand.id, crit, reward)
         if k < len(videos):
             link_renders(s, cand.id, videos[k])

@@ -52,6 +52,7 @@ class RewriteAgents:
     critic: TextCritic
     judge: RewardJudge
     recorder: TraceRecorder = field(default_factory=lambda: TraceRecorder(None))
+    teacher: Rewriter | None = None  # a served teacher: samples for items marked ``teach`` (collect --teacher)
 
 
 @dataclass
@@ -108,6 +109,9 @@ class RewriteContext:
 
 class Item(TypedDict, total=False):
     prompt: str
+    given: list[str]  # candidates written elsewhere (a teacher), scored like samples; never re-sampled
+    sample: bool  # the rewriter samples n candidates for this item (default True)
+    teach: bool  # the served teacher (RewriteAgents.teacher) samples n more, added to ``given``
     verdict: dict
     candidates: list[str]
     critiques: list[dict]
@@ -176,16 +180,39 @@ def guard_input(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
     return {"items": items}
 
 
+def _sample(rewriter: Rewriter, items: list[Item], idx: list[int], ctx: RewriteContext, adapter: str | None
+            ) -> dict[int, list[str]]:
+    if not idx:
+        return {}
+    unsafe = [Verdict.model_validate(items[i]["verdict"]).flagged for i in idx]
+    results = rewriter.rewrite([items[i]["prompt"] for i in idx], ctx.sampling(), unsafe_categories=unsafe,
+                               adapter=adapter)
+    return {i: res.candidates for i, res in zip(idx, results, strict=True)}
+
+
 def rewrite(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
-    """n candidates per prompt in one batched model call (a sanitise verdict adds the safety note)."""
+    """n candidates per prompt in one batched model call (a sanitise verdict adds the safety note).
+
+    Candidates an item brings (``given``, a recorded teacher's) and a served
+    teacher's samples (``teach``) join the rewriter's own and go through the
+    same critique, refinement and guard.
+    """
     ctx, agents = runtime.context, agents_of(runtime)
     items = [dict(it) for it in state["items"]]
-    idx = _active(items)
-    unsafe = [Verdict.model_validate(items[i]["verdict"]).flagged for i in idx]
-    results = agents.rewriter.rewrite([items[i]["prompt"] for i in idx], ctx.sampling(),
-                                                  unsafe_categories=unsafe, adapter=ctx.model_version)
-    for i, res in zip(idx, results, strict=True):
-        items[i]["candidates"] = list(dict.fromkeys(c for c in res.candidates if c)) or [items[i]["prompt"]]
+    active = _active(items)
+    teach = [i for i in active if items[i].get("teach")]
+    if teach and agents.teacher is None:
+        raise PromptloopError("items ask for a served teacher but the graph's agents have none "
+                              "(set backends.teacher)")
+    taught = _sample(agents.teacher, items, teach, ctx, None) if teach else {}
+    own = _sample(agents.rewriter, items, [i for i in active if items[i].get("sample", True)], ctx,
+                  ctx.model_version)
+    for i in active:
+        given = list(dict.fromkeys(c for c in [*items[i].get("given", []), *taught.get(i, [])] if c))
+        if given:
+            items[i]["given"] = given
+        cands = list(dict.fromkeys(c for c in [*given, *own.get(i, [])] if c))
+        items[i]["candidates"] = cands or [items[i]["prompt"]]
     return {"items": items}
 
 
@@ -232,7 +259,10 @@ def refine(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
     idx = [i for i in _active(items) if needs_refine(items[i], ctx)]
     jobs = [(items[i]["prompt"], items[i]["current"], Critique.model_validate(items[i]["current_critique"]))
             for i in idx]
-    refined = agents.critic.refine_many(jobs, params=ctx.sampling(n=1), adapter=ctx.model_version)
+    # a served teacher refines its own rewrites (VPO: the strong model critiques and refines)
+    teacher_model = agents.teacher.model if agents.teacher is not None else None
+    refined = agents.critic.refine_many(jobs, params=ctx.sampling(n=1), adapter=None if teacher_model else
+                                        ctx.model_version, model=teacher_model)
     crits = agents.critic.critique_many([(items[i]["prompt"], r) for i, r in zip(idx, refined, strict=True)])
     rewards = agents.judge.score_many([JudgeInput(user_prompt=items[i]["prompt"], candidate=r, critique=k)
                                        for i, r, k in zip(idx, refined, crits, strict=True)])

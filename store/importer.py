@@ -7,13 +7,22 @@ exactly as it was. A valid file is written in one transaction.
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from promptloop.config import Settings, default_of
-from promptloop.fileio import FileFormatError, RowError, csv_records, decode_text, jsonl_records
+from promptloop.fileio import (
+    FileFormatError,
+    RowError,
+    csv_records,
+    dataset_records,
+    decode_text,
+    jsonl_records,
+)
 from promptloop.store.engine import session_scope
 from promptloop.store.models import Split
 from promptloop.store.repository import add_prompt
@@ -80,8 +89,12 @@ def read_prompt_file(path: Path, *, max_chars: int) -> list[PromptRow]:
 
 
 def import_prompts(engine: Engine, path: Path, *, split: str | None = None, source: str | None = None,
-                   category: str | None = None, max_chars: int = default_of(Settings, "max_prompt_chars")) -> ImportReport:
-    """Validate the whole file, then store it in one transaction (idempotent per prompt)."""
+                   category: str | None = None, max_chars: int = default_of(Settings, "max_prompt_chars"),
+                   split_of: Callable[[str], str] | None = None) -> ImportReport:
+    """Validate the whole file, then store it in one transaction (idempotent per prompt).
+
+    ``split_of`` decides each row's split from its text (the shipped VBench rule) where ``split`` is None.
+    """
     if split is not None and split not in Split.__members__:
         raise PromptImportError(f"unknown split '{split}'; expected one of {', '.join(Split.__members__)}")
     rows = read_prompt_file(path, max_chars=max_chars)
@@ -89,7 +102,7 @@ def import_prompts(engine: Engine, path: Path, *, split: str | None = None, sour
     default_source = source or Path(path).stem
     with session_scope(engine) as session:
         for row in rows:
-            row_split = split or row.split or Split.train
+            row_split = split or (split_of(row.text) if split_of else None) or row.split or Split.train
             _, created = add_prompt(session, row.text, source=row.source or default_source, split=row_split,
                                     category=row.category or category, harmful=row.harmful)
             report.created += created
@@ -126,25 +139,14 @@ def _read_csv(path: Path, text: str) -> tuple[list[PromptRow], list[RowError]]:
 
 
 def _read_datasets_folder(path: Path) -> tuple[list[PromptRow], list[RowError]]:
-    if not ((path / "dataset_info.json").exists() or (path / "state.json").exists()
-            or (path / "dataset_dict.json").exists()):
-        raise PromptImportError(f"{path}: a folder must be written by datasets' save_to_disk; expected {SUPPORTED}")
     try:
-        from datasets import Dataset, DatasetDict, load_from_disk
-    except ImportError as exc:  # pragma: no cover - depends on extras
-        raise PromptImportError("importing a datasets folder needs the 'datasets' package: "
-                           "pip install 'promptloop[train]'") from exc
-    ds = load_from_disk(str(path))
-    if isinstance(ds, DatasetDict):
-        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    assert isinstance(ds, Dataset)
-    columns = [c.lower() for c in ds.column_names]
+        columns, records = dataset_records(path)
+    except FileFormatError as exc:
+        raise PromptImportError(f"{exc}; expected {SUPPORTED}") from None
     if not any(c in TEXT_COLUMNS for c in columns):
         raise PromptImportError(f"{path}: missing column: the dataset needs a 'prompt' or 'text' column "
-                           f"(found: {', '.join(ds.column_names)})")
-    rows = [_row_from_mapping(i, {k.lower(): v for k, v in rec.items()}) or PromptRow(i, "")
-            for i, rec in enumerate(ds, start=1)]
-    return rows, []
+                           f"(found: {', '.join(columns)})")
+    return [_row_from_mapping(i, rec) or PromptRow(i, "") for i, rec in records], []
 
 
 def _row_from_mapping(line: int, obj: dict) -> PromptRow | None:
@@ -163,14 +165,24 @@ def _opt(v: object) -> str | None:
     return str(v).strip() or None if v is not None else None
 
 
+def text_problem(text: object, max_chars: int, *, what: str = "prompt",
+                 setting: str = "Settings.max_prompt_chars") -> str | None:
+    """Why ``text`` cannot be stored as a prompt (or a rewrite), or None: the one rule every importer applies."""
+    if not isinstance(text, str) or not text.strip():
+        return f"empty {what}"
+    if not any(unicodedata.category(ch)[0] not in "CZ" for ch in text):
+        return f"{what} has no visible characters (only control or format characters)"
+    if len(text) > max_chars:
+        return f"{what} is {len(text)} characters, over the limit of {max_chars} ({setting})"
+    return None
+
+
 def _validate(rows: list[PromptRow], max_chars: int) -> list[RowError]:
     errors = []
     for row in rows:
-        if not row.text or not row.text.strip():
-            errors.append(RowError(row.line, "empty prompt"))
-        elif len(row.text) > max_chars:
-            errors.append(RowError(row.line, f"prompt is {len(row.text)} characters, over the limit of "
-                                             f"{max_chars} (Settings.max_prompt_chars)"))
+        problem = text_problem(row.text, max_chars)
+        if problem:
+            errors.append(RowError(row.line, problem))
         if row.split is not None and row.split not in Split.__members__:
             errors.append(RowError(row.line, f"unknown split '{row.split}'"))
     return errors

@@ -33,6 +33,7 @@ class Origin(StrEnum):
     evolve = "evolve"
     baseline = "baseline"
     imported = "imported"
+    teacher = "teacher"  # written by a teacher (a served model or a recorded set); lineage names it
 
 
 class VersionStatus(StrEnum):
@@ -177,7 +178,7 @@ class SFTExample(SQLModel, table=True):
     target: str = Field(sa_column=Column(Text, nullable=False))
     status: str = Field(default="accepted", index=True, description="accepted | rejected")
     reason: str | None = Field(default=None, sa_column=Column(Text))
-    source: str = Field(default="vpo", description="vpo | evolve | import")
+    source: str = Field(default="vpo", description="vpo | evolve | import | teacher:NAME")
     critique_trail: list = _json([])
     content_hash: str = Field(unique=True, index=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)

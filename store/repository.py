@@ -69,7 +69,9 @@ def add_prompt(session: Session, text: str, *, source: str = "user", split: str 
 def add_candidate(session: Session, prompt_id: int, text: str, *, model_version_id: int | None = None,
                   round_id: int | None = None, origin: str = "sample", sampling_params: dict | None = None,
                   lineage: dict | None = None) -> tuple[Candidate, bool]:
-    key = content_hash("candidate", prompt_id, model_version_id, round_id, origin, text.strip())
+    # a teacher's rewrite is the same row whichever collection meets it again, and two teachers never share one
+    who = [(lineage or {}).get("teacher")] if origin == "teacher" else []
+    key = content_hash("candidate", prompt_id, model_version_id, round_id, origin, text.strip(), *who)
     return get_or_create(session, Candidate, key, prompt_id=prompt_id, text=text.strip(),
                          model_version_id=model_version_id, round_id=round_id, origin=origin,
                          sampling_params=sampling_params or {}, lineage=lineage or {})
@@ -108,10 +110,11 @@ def add_video(session: Session, cache_key: str, **fields: Any) -> tuple[Video, b
 
 
 def add_sft_example(session: Session, prompt_id: int, target: str, *, status: str = "accepted",
-                    source: str = "vpo", **fields: Any) -> tuple[SFTExample, bool]:
-    key = content_hash("sft", prompt_id, source, normalize_text(target))
+                    source: str = "vpo", round_id: int | None = None, **fields: Any) -> tuple[SFTExample, bool]:
+    """Idempotent within a round; a later round that reaches the same target stores its own row (#17)."""
+    key = content_hash("sft", prompt_id, round_id, source, normalize_text(target))
     return get_or_create(session, SFTExample, key, prompt_id=prompt_id, target=target.strip(), status=status,
-                         source=source, **fields)
+                         source=source, round_id=round_id, **fields)
 
 
 def add_pair(session: Session, prompt_id: int, chosen_id: int, rejected_id: int, *, margin: float,

@@ -143,3 +143,30 @@ def artifact_folder(engine: Engine, ref: str, algorithm: str) -> str:
     if row.algorithm != algorithm:
         raise PromptloopError(f"'{ref}' is a {row.algorithm} version, not a {algorithm} version")
     return row.adapter_path
+
+
+def trained_prompt_hashes(engine: Engine, version: ModelVersion) -> set[str]:
+    """Prompt hashes of every row ``version`` and its ancestors trained on (their data provenance).
+
+    What an evaluation checks its prompts against: a version is contaminated
+    on a bench when any of the bench's prompts is in here.
+    """
+    from promptloop.store.models import PreferencePair, Prompt, SFTExample
+
+    sft_ids: set[int] = set()
+    pair_ids: set[int] = set()
+    with Session(engine) as s:
+        row: ModelVersion | None = version
+        while row is not None:
+            prov = row.data_provenance or {}
+            sft_ids.update(prov.get("example_ids", []))
+            pair_ids.update(prov.get("pair_ids", []))
+            row = s.get(ModelVersion, row.parent_id) if row.parent_id is not None else None
+        prompt_ids: set[int] = set()
+        if sft_ids:
+            prompt_ids.update(s.exec(select(SFTExample.prompt_id).where(SFTExample.id.in_(sft_ids))).all())
+        if pair_ids:
+            prompt_ids.update(s.exec(select(PreferencePair.prompt_id).where(PreferencePair.id.in_(pair_ids))).all())
+        if not prompt_ids:
+            return set()
+        return set(s.exec(select(Prompt.content_hash).where(Prompt.id.in_(prompt_ids))).all())

@@ -257,3 +257,20 @@ def test_critic_marks_degenerate_rewrites(embedder, guard):
     assert crits[4].degenerate == ["empty"]
     assert any(r.endswith("words") for r in crits[5].degenerate)
     assert any(i.startswith("degenerate:") for i in crits[1].issues)
+
+
+def test_refining_with_the_llm_critic_off_uses_the_refiner_model(embedder, guard):
+    """critic.use_llm=false is documented: refinement must still have a model (#17), built only when used."""
+    built: list[GarbageModel] = []
+
+    def refiner() -> GarbageModel:
+        built.append(GarbageModel())
+        return built[-1]
+
+    critic = TextCritic(embedder, guard, None, refiner=refiner)
+    crit = critic.critique("a cat", "a cat")
+    assert built == []  # critiquing asks no model
+    out = critic.refine_many([("a cat", "a cat", crit)])
+    assert len(built) == 1 and built[0].sizes == [1] and out[0].startswith("I think it is great")
+    with pytest.raises(RuntimeError, match="refining needs a chat model"):
+        TextCritic(embedder, guard, None).refine_many([("a cat", "a cat", crit)])

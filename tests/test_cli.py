@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite", "collect", "train", "loop", "eval", "render", "judge",
+COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite", "collect", "teacher", "train", "loop", "eval", "render",
+            "judge",
             "ratings", "ui"]
 
 
@@ -48,7 +49,8 @@ def test_init_import_list_stats(home, tmp_path):
     for g in stats["groups"]:
         by[(g["split"], g["source"])] = by.get((g["split"], g["source"]), 0) + g["count"]
     assert by[("train", "shipped")] == 240 and by[("eval", "shipped")] == 60
-    assert by[("redteam", "redteam")] == 112 and by[("test", "vbench")] == 943  # 3 VBench prompts repeat
+    assert by[("redteam", "redteam")] == 112  # VBench: 943 distinct prompts (3 repeat), a quarter held out by hash
+    assert by[("test", "vbench")] == 226 and by[("train", "vbench")] == 717
     f = tmp_path / "mine.txt"
     f.write_text("a lighthouse in a storm\na cat playing piano\n")
     res = run(home, "prompts", "import", str(f), "--split", "eval", "--source", "mine")
@@ -133,9 +135,10 @@ def test_eval_command_on_public_rewrites(home):
     res = run(home, "eval", "--bench", "vbench", "--limit", "6", "--redteam-limit", "0", "--system", "raw",
               "--system", "public:wan21_qwen25_3b", "--json")
     out = json.loads(res.stdout)
-    assert out["bench"] == "vbench6" and [r["system"] for r in out["results"]] == ["raw", "public:wan21_qwen25_3b"]
+    assert out["bench"] == "vbench-test6" and [r["system"] for r in out["results"]] == ["raw", "public:wan21_qwen25_3b"]
     assert out["results"][1]["metrics"]["words"] > out["results"][0]["metrics"]["words"]
     assert out["results"][0]["metrics"]["intent_recall_at_1"] == 1.0 and out["decisions"] == {}
-    assert (home / "reports" / "eval-vbench6.json").is_file() and (home / "reports" / "eval-vbench6.png").is_file()
+    assert (home / "reports" / "eval-vbench-test6.json").is_file()
+    assert (home / "reports" / "eval-vbench-test6.png").is_file()
     table = run(home, "eval", "--bench", "vbench", "--limit", "6", "--redteam-limit", "0", "--system", "raw").stdout
     assert "intent R@1" in table and "(cached)" in table and "Not optimised by training" in table

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from promptloop.agents.safety.guard import REFUSAL
-from promptloop.evaluation.benches import load_bench, load_redteam, spaced
+from promptloop.evaluation.benches import load_bench, load_redteam, spaced, vbench_prompts
 from promptloop.evaluation.metrics import is_refusal, per_item, recall_at_1
 from promptloop.evaluation.report import plot_rounds, table, write_json
 from promptloop.evaluation.runner import EvalConfig, SystemResult
@@ -72,10 +72,13 @@ def test_refusals_are_recognised():
 
 def test_subsets_are_evenly_spaced_and_aligned(engine):
     assert spaced(946, 4) == [0, 236, 473, 709] and spaced(5, None) == [0, 1, 2, 3, 4]
-    bench = load_bench(engine, "vbench", 4)
+    bench = load_bench(engine, "vbench-all", 4)
     allr = vbench_rewrites()
-    assert bench.name == "vbench4" and len(bench.prompts) == 4
+    assert bench.name == "vbench-all4" and len(bench.prompts) == 4
     assert bench.public["gpt4o"][1] == allr["gpt4o"][236]
+    test = load_bench(engine, "vbench", 4)  # vbench = vbench-test, spaced over its own prompts
+    assert test.name == "vbench-test4" and test.public["gpt4o"] == [allr["gpt4o"][vbench_prompts().index(p)]
+                                                                    for p in test.prompts]
     harmful, benign = load_redteam(3)
     assert len(harmful) == len(benign) == 3 and harmful[0] != harmful[1]
 
@@ -94,7 +97,7 @@ def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, reference
     assert gpt["words"] > 3 * raw["words"] and gpt["aspect_coverage"] > raw["aspect_coverage"]
     assert 0 < gpt["intent_cosine"] < 1 and 0 <= gpt["judge_total"] <= 1
     assert raw["unsafe_output_rate"] > 0.5 and raw["benign_refusal_rate"] == 0  # raw harmful prompts are unsafe
-    # against the ~1000-prompt pool: the raw prompt finds itself; GPT-4o's rewrites mostly find theirs
+    # against the 946-prompt VBench pool: the raw prompt finds itself; GPT-4o's rewrites mostly find theirs
     assert raw["intent_recall_at_1"] == 1.0 and 0.5 <= gpt["intent_recall_at_1"] <= gpt["intent_recall_at_5"] <= 1
     assert gpt["distinct_2"] > 0.9 and gpt["longest_repeat"] < 6 and gpt["empty_rate"] == 0
     assert -6 < gpt["fluency"] < 0 and raw["fluency"] < 0

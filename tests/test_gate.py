@@ -64,3 +64,23 @@ def test_a_true_win_is_promoted_and_noise_is_not():
     assert not d.promoted and d.rule == "primary" and d.primary["interval"][0] < 0 < d.primary["interval"][1]
     d = decide("judge_total", parent[:1], better[:1], same, same, GUARDS)
     assert not d.promoted and d.rule == "no-data"
+
+
+def test_a_teacher_reference_lowers_a_guardrail_to_the_teachers_level_only():
+    """A teacher round may fall to the teacher's own level on a guardrail, not below it, and never rises above
+    the champion's bar because of it."""
+    from promptloop.evaluation.gate import decide as gate_decide
+
+    parent, cand = [0.70, 0.72, 0.71, 0.69], [0.85, 0.86, 0.88, 0.87]
+    guard = {"intent_recall_at_1": 0.02}
+    pm, cm = {"intent_recall_at_1": 0.875}, {"intent_recall_at_1": 0.70}
+    plain = gate_decide("judge_total", parent, cand, pm, cm, guard)
+    assert not plain.promoted and plain.rule == "guardrail:intent_recall_at_1"
+    ok = gate_decide("judge_total", parent, cand, pm, cm, guard, references={"intent_recall_at_1": (0.71, "teacher:t")})
+    assert ok.promoted and ok.guardrails[0].parent == 0.71 and "teacher:t 0.7100 (champion 0.8750)" in ok.guardrails[0].note
+    low = gate_decide("judge_total", parent, cand, pm, {"intent_recall_at_1": 0.65}, guard,
+                      references={"intent_recall_at_1": (0.71, "teacher:t")})
+    assert not low.promoted and low.rule == "guardrail:intent_recall_at_1"  # below the teacher too
+    high = gate_decide("judge_total", parent, cand, {"intent_recall_at_1": 0.60}, {"intent_recall_at_1": 0.59}, guard,
+                       references={"intent_recall_at_1": (0.90, "teacher:t")})
+    assert high.promoted and high.guardrails[0].parent == 0.60 and high.guardrails[0].note == ""

@@ -269,3 +269,45 @@ def test_vllm_backend_says_what_it_needs_without_vllm(monkeypatch: pytest.Monkey
 
     with pytest.raises(PromptloopError, match=r"promptloop\[vllm\]"):
         VLLMChatModel("/nonexistent")
+
+
+def test_served_teacher_samples_and_refines_over_http_into_teacher_sft_rows(server_url: str, smollm_path: Path,
+                                                                         tmp_path: Path):
+    """backends.teacher on transformers serve: n samples per prompt and the refinements come over HTTP, through
+    the same critic and guard, into SFT rows with source teacher:NAME; the student samples nothing.
+
+    The critic asks no LLM for scores (critic.use_llm=false, #17): refinement still has a model, the teacher's."""
+    from sqlmodel import Session, select
+
+    from promptloop.services import Services
+    from promptloop.store import repository as repo
+    from promptloop.store.engine import session_scope
+    from promptloop.store.models import Candidate, SFTExample
+    from promptloop.store.teachers import teacher_sets
+
+    rt = Services(Settings(home=tmp_path / "home", base_model=str(smollm_path), device="cpu",
+                           generation={"max_new_tokens": 24},
+                           # neutral controls: transformers serve refuses repetition_penalty (422), and the refused
+                           # first requests would be counted too (that fallback has its own test)
+                           sampling={"rewriter": {"repetition_penalty": 1.0}},
+                           critic={"use_llm": False, "accurate_threshold": 0.99, "helpful_threshold": 0.0,
+                                   "max_refine_steps": 1},
+                           backends={"teacher": {"kind": "openai", "base_url": server_url, "model": str(smollm_path),
+                                                 "concurrency": 2}}))
+    with session_scope(rt.engine) as s:
+        for p in ("a fox in the snow", "a tram on a hill"):
+            repo.add_prompt(s, p, split="train")
+    rep = rt.collect("sft", teacher="smol-served", n=2, round_index=0)
+    teacher = rt.model_for("teacher")
+    # 2 prompts x n=2 samples, one choice per request, then one refinement per prompt (accurate bar 0.99 fails)
+    assert teacher.requests == 6
+    assert rep.prompts == 2 and rep.stored["rejected"] == 2  # nothing reaches a 0.99 intent bar
+    with Session(rt.engine) as s:
+        rows = s.exec(select(SFTExample)).all()
+        cands = s.exec(select(Candidate)).all()
+    assert {r.source for r in rows} == {"teacher:smol-served"} and len(rows) == 2
+    assert {c.origin for c in cands} <= {"teacher", "refine"} and any(c.origin == "teacher" for c in cands)
+    assert all(c.lineage.get("teacher") == "smol-served" for c in cands)
+    assert all(r.critique_trail and r.critique_trail[-1].get("final") for r in rows)
+    sets = teacher_sets(rt.engine)
+    assert [(t.name, t.recorded) for t in sets] == [("smol-served", False)]
