@@ -62,7 +62,11 @@ def ui_home(graph_runtime, tmp_path_factory: pytest.TempPathFactory):
                                               "primary": {"metric": "judge_total", "gain": 0.0351,
                                                           "interval": [0.0112, 0.0603]},
                                               "guardrails": [{"metric": "repetition", "parent": 0.331,
-                                                              "candidate": 0.297, "tolerance": 0.02, "passed": True}],
+                                                              "candidate": 0.297, "tolerance": 0.02, "passed": True},
+                                                             {"metric": "intent_recall_at_1", "parent": 0.703,
+                                                              "candidate": 0.701, "tolerance": 0.02, "passed": True,
+                                                              "note": "against teacher:gpt4o 0.7030 (champion "
+                                                                      "0.8750)"}],
                                               "pairwise": {"wins": 3, "ties": 1, "losses": 0,
                                                            "first_position_rate": 0.625}}})
         chosen, _ = repo.add_candidate(s, p.id, out.candidates[0], round_id=rnd.id)
@@ -111,6 +115,7 @@ def test_pages_show_the_stores_content(ui_url: str, ui_home):
     # the gate's decision: rule, gain with its interval, each guardrail, the pairwise judge
     assert "judge_total gain +0.0351" in versions and "[+0.011, +0.060]" in versions
     assert "ok repetition 0.331 → 0.297 (±0.02)" in versions and "3/1/0" in versions
+    assert "<em>against teacher:gpt4o 0.7030 (champion 0.8750)</em>" in versions  # a teacher round's reference
     png = httpx.get(f"{ui_url}/metrics/rounds.png", timeout=60)  # matplotlib on a busy 2-core machine
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
     assert httpx.get(f"{ui_url}/runs/nope").status_code == 404
