@@ -39,9 +39,23 @@ class RatingRow:
 
 
 def _id(value: object) -> int | None:
-    if value in (None, ""):
+    """An id as a JSON integer or a string of digits; 1.0, 1.7 and true are not ids (int() would take them)."""
+    if value is None or value == "":
         return None
-    return int(value)  # ValueError names the row below
+    if isinstance(value, bool) or not isinstance(value, int | str) or (
+            isinstance(value, str) and not value.strip().isdigit()):
+        raise ValueError(f"not an integer id: {value!r}")  # the row's error names the columns
+    return int(value)
+
+
+def _score(value: object) -> float:
+    """A whole number on the rating scale: a Likert point, not a boolean and not a fraction (3.5)."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a score")
+    score = float(value)  # TypeError / ValueError for what is no number at all
+    if score == score and score not in (float("inf"), float("-inf")) and not score.is_integer():
+        raise ValueError(f"score must be a whole point of the scale, got {score:g}")
+    return score
 
 
 def validate(session: Session, records: list[tuple[int, dict]], cfg: RatingSettings) -> tuple[list[RatingRow],
@@ -78,10 +92,14 @@ def validate(session: Session, records: list[tuple[int, dict]], cfg: RatingSetti
         if dim not in cfg.dimensions:
             problems.append(f"unknown dimension '{dim}' (expected one of {', '.join(cfg.dimensions)})")
         try:
-            score = float(rec.get("score"))
+            score = _score(rec.get("score"))
             if not cfg.scale_min <= score <= cfg.scale_max:
                 problems.append(f"score {score:g} is outside the scale {cfg.scale_min:g}-{cfg.scale_max:g}")
-        except (TypeError, ValueError):
+        except ValueError as exc:
+            score = float("nan")
+            problems.append(str(exc) if "whole point" in str(exc) else
+                            f"score must be a number, got {rec.get('score')!r}")
+        except TypeError:
             score = float("nan")
             problems.append(f"score must be a number, got {rec.get('score')!r}")
         rationale = str(rec.get("rationale") or "").strip() or None

@@ -79,3 +79,22 @@ def test_invalid_rows_are_reported_and_nothing_is_stored(engine, videos, tmp_pat
     cfg = RatingSettings(require_rationale=False, scale_min=0, scale_max=10)
     assert import_ratings(engine, _jsonl(tmp_path / "ok.jsonl", [{**good, "score": 9, "rationale": None}]),
                           cfg) == {"new": 1, "updated": 0}
+
+
+def test_fractional_or_boolean_scores_and_float_ids_are_rejected(engine, videos, tmp_path):
+    """int() and float() would take 1.7, true and 3.5 quietly (#17): each is a row error, nothing is stored."""
+    (v1, _), _ = videos
+    good = {"video_id": v1, "rater": "ana", "dimension": "video_fidelity", "score": 3, "rationale": "fine"}
+    bad = [{**good, "score": 3.5}, {**good, "rater": "bo", "score": True}, {**good, "rater": "cy", "video_id": 1.7},
+           {**good, "rater": "di", "video_id": float(v1)}, {**good, "rater": "ed", "video_id": True},
+           {**good, "rater": "fa", "video_id": str(v1), "score": "4"}]
+    before = table_snapshot(engine)
+    with pytest.raises(ImportValidationError) as err:
+        import_ratings(engine, _jsonl(tmp_path / "bad.jsonl", bad), RatingSettings())
+    msg = str(err.value)
+    assert "line 1: score must be a whole point of the scale, got 3.5" in msg
+    assert "line 2: score must be a number, got True" in msg
+    for line in (3, 4, 5):
+        assert f"line {line}: video_id and candidate_id must be integers" in msg
+    assert "line 6" not in msg  # "7" and "4" as strings are fine (CSV gives strings)
+    assert table_snapshot(engine) == before
