@@ -150,12 +150,13 @@ class Services:
 
         return RewardJudge(self.settings.judge.weights)
 
-    def rewriter(self, adapter: str | None = None, *, with_model: bool = True) -> Rewriter:
-        """The rewriter from Settings; ``with_model=False`` gives only its prompt template (no model load)."""
+    def rewriter(self, adapter: str | None = None, *, with_model: bool = True, agent: str = "rewriter") -> Rewriter:
+        """The rewriter from Settings on ``agent``'s model (``teacher``: the served teacher); ``with_model=False``
+        gives only its prompt template (no model load)."""
         from promptloop.agents.rewriter import Rewriter
 
         r = self.settings.rewrite
-        return Rewriter(self.chat_model if with_model else None, min_words=r.target_words_min,
+        return Rewriter(self.model_for(agent) if with_model else None, min_words=r.target_words_min,
                         max_words=r.target_words_max, adapter=adapter)
 
     def sampling(self, **overrides: Any) -> SamplingParams:
@@ -246,15 +247,11 @@ class Services:
 
         ``with_teacher`` adds the served teacher (``backends.teacher``) as a second rewriter.
         """
-        from promptloop.agents.rewriter import Rewriter
         from promptloop.graphs.rewrite import RewriteAgents
         from promptloop.graphs.tracing import TraceRecorder
 
         adapter = self.resolve_model_version(default_version) if default_version else None
-        teacher = None
-        if with_teacher:
-            r = self.settings.rewrite
-            teacher = Rewriter(self.model_for("teacher"), min_words=r.target_words_min, max_words=r.target_words_max)
+        teacher = self.rewriter(agent="teacher") if with_teacher else None
         return RewriteAgents(guard=self.guard, rewriter=self.rewriter(adapter), critic=self.critic, judge=self.judge,
                              recorder=TraceRecorder(self.engine if record_traces else None), teacher=teacher)
 
@@ -295,43 +292,34 @@ class Services:
         """
         from promptloop.graphs.collection import TeacherPlan
         from promptloop.store.repository import select_prompts
-        from promptloop.store.teachers import check_name, teacher_rewrites, teacher_sets
+        from promptloop.store.teachers import check_name, teacher_rewrites
 
         check_name(name)
         if kind not in ("sft", "pairs"):
             raise PromptloopError(f"a teacher writes SFT examples or the chosen side of pairs; not '{kind}'")
-        if any(t.name == name and t.recorded for t in teacher_sets(self.engine)):
+        try:
             rows = teacher_rewrites(self.engine, name, limit)
-            return (TeacherPlan(name, given={p.id: rw for p, rw in rows}, student=kind == "pairs"),
-                    [p for p, _ in rows])
-        if "teacher" not in self.settings.backends:
-            known = ", ".join(t.name for t in teacher_sets(self.engine) if t.recorded) or "none"
-            raise PromptloopError(f"no teacher '{name}': import a recorded set (`promptloop teacher import FILE "
-                                  f"--name {name}`; recorded teachers: {known}) or serve one (backends.teacher)")
-        return TeacherPlan(name, student=kind == "pairs"), select_prompts(self.engine, split, limit)
+        except PromptloopError as exc:  # no recorded set of that name
+            if "teacher" not in self.settings.backends:
+                raise PromptloopError(f"no teacher '{name}': {exc}, or serve one (backends.teacher)") from None
+            return TeacherPlan(name, student=kind == "pairs"), select_prompts(self.engine, split, limit)
+        return TeacherPlan(name, given={p.id: rw for p, rw in rows}, student=kind == "pairs"), [p for p, _ in rows]
 
     # --- what commands, the loop and the API call (LoopDeps, EvalDeps) -------------------------
-    def collect(self, kind: str, *, model_version: str = "base", teacher: str | None = None,
+    def collect(self, kind: str, *, model_version: str = "base", teacher: str | TeacherPlan | None = None,
                 **kwargs: Any) -> CollectionReport:
         """Collection ``kind`` sampled by ``model_version`` (graphs.collection.collect has the arguments).
 
-        ``teacher`` names a recorded set or the served teacher (``teacher_plan``).
+        ``teacher`` names a recorded set or the served teacher (``teacher_plan``), or is a plan already made
+        (its prompts then come as ``prompts``).
         """
         from promptloop.graphs.collection import collect
         from promptloop.store.versions import ensure_version
 
-        plan = None
-        if teacher:
-            plan, prompts = self.teacher_plan(teacher, kind, split=kwargs.get("split", "train"),
-                                              limit=kwargs.get("limit"))
-            kwargs["prompts"] = prompts
-            if kind == "pairs":
-                kwargs["rule"] = "teacher"
-            if plan.given is not None and kwargs.get("max_refine_steps") is None:
-                # a recorded teacher has no model to refine with, and the rewriter's own refinements of its rows
-                # replaced 5 of the 6 GPT-4o rewrites they touched with meta text (16 vbench-train prompts):
-                # a recorded row is taken or rejected as written unless refinement is asked for
-                kwargs["max_refine_steps"] = 0
+        plan = teacher or None
+        if isinstance(teacher, str):
+            plan, kwargs["prompts"] = self.teacher_plan(teacher, kind, split=kwargs.get("split", "train"),
+                                                        limit=kwargs.get("limit"))
         adapter = self.resolve_model_version(model_version)
         version_id = ensure_version(self.engine, adapter or "base", self.settings.base_model)
         graph = self.collect_graph(kind, served_teacher=plan is not None and plan.given is None)

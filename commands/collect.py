@@ -21,8 +21,7 @@ def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round
 
     rt = services_of(ctx)
     if teacher:
-        _, prompts = rt.teacher_plan(teacher, kind, split=split, limit=limit)
-        ctx_overrides["teacher"] = teacher
+        ctx_overrides["teacher"], prompts = rt.teacher_plan(teacher, kind, split=split, limit=limit)
     else:
         prompts = select_prompts(rt.engine, split, limit)
     found_key = {"pairs": "pairs", "sft": "accepted", "evolve": "sft_evolve"}[kind]

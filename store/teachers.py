@@ -20,22 +20,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from promptloop.errors import PromptloopError
-from promptloop.fileio import (
-    FileFormatError,
-    RowError,
-    csv_records,
-    dataset_records,
-    decode_text,
-    jsonl_records,
-)
+from promptloop.fileio import FileFormatError, RowError, dataset_records, read_records
 from promptloop.store.engine import session_scope
 from promptloop.store.hashing import prompt_hash
-from promptloop.store.importer import ImportValidationError, PromptImportError, text_problem
+from promptloop.store.importer import TEXT_COLUMNS, ImportValidationError, PromptImportError, text_problem
 from promptloop.store.models import Candidate, Origin, Prompt, Split
 from promptloop.store.repository import add_candidate, add_prompt
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-PROMPT_COLUMNS = ("prompt", "text")
 REWRITE_COLUMNS = ("rewrite", "rewritten", "response")
 HELD_OUT = (Split.eval, Split.test, Split.redteam)
 SUPPORTED = ".jsonl, .csv, or a folder written by datasets' save_to_disk, with columns prompt and rewrite"
@@ -80,42 +72,23 @@ def check_name(name: str) -> str:
 def read_teacher_file(path: Path, *, max_prompt_chars: int, max_rewrite_chars: int) -> list[TeacherRow]:
     """Parse and validate a recorded set; ImportValidationError lists every bad row."""
     path = Path(path)
-    if not path.exists():
-        raise PromptImportError(f"{path}: no such file or folder")
-    if path.is_dir():
-        try:
-            columns, records = dataset_records(path)
-        except FileFormatError as exc:
-            raise PromptImportError(f"{exc}; expected {SUPPORTED}") from None
-        errors: list[RowError] = []
-    else:
-        suffix = path.suffix.lower()
-        if suffix not in (".jsonl", ".csv"):
-            raise PromptImportError(f"{path}: unsupported file type '{suffix or path.name}'; expected {SUPPORTED}")
-        text, errors = decode_text(path)
-        if errors:
-            raise ImportValidationError(path, errors)
-        if suffix == ".csv":
-            try:
-                columns, records = csv_records(text)
-            except FileFormatError as exc:
-                raise PromptImportError(f"{path}: {exc}") from None
-        else:
-            records, errors = jsonl_records(text)
-            columns = []
-    if columns and not (any(c in PROMPT_COLUMNS for c in columns) and any(c in REWRITE_COLUMNS for c in columns)):
-        raise PromptImportError(f"{path}: missing column: needs 'prompt' and 'rewrite' (found: "
-                                f"{', '.join(columns) or 'no header'})")
+    try:
+        records, errors = ((dataset_records(path)[1], []) if path.is_dir() else read_records(path))
+    except FileFormatError as exc:
+        raise PromptImportError(f"{exc}; expected {SUPPORTED}") from None
     rows = []
     for line, rec in records:
-        prompt = next((rec[c] for c in PROMPT_COLUMNS if c in rec), None)
+        prompt = next((rec[c] for c in TEXT_COLUMNS if c in rec), None)
         rewrite = next((rec[c] for c in REWRITE_COLUMNS if c in rec), None)
+        if prompt is None or rewrite is None:
+            errors.append(RowError(line, f"missing column: needs {' or '.join(TEXT_COLUMNS)} and "
+                                         f"{' or '.join(REWRITE_COLUMNS)} (found: {', '.join(rec) or 'none'})"))
+            continue
         problems = [p for p in (text_problem(prompt, max_prompt_chars),
                                 text_problem(rewrite, max_rewrite_chars, what="rewrite",
                                              setting="teacher.max_rewrite_chars")) if p]
-        if problems:
-            errors.extend(RowError(line, p) for p in problems)
-        else:
+        errors.extend(RowError(line, p) for p in problems)
+        if not problems:
             rows.append(TeacherRow(line, prompt, rewrite))
     if errors:
         raise ImportValidationError(path, sorted(errors, key=lambda e: e.line))

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from sqlmodel import Session, func, select
 
@@ -25,3 +30,16 @@ def unavailable(reason: str) -> None:
     Never a skip: a run that passes must have exercised every test (.ci/run installs them all with apt-get).
     """
     pytest.fail(f"{reason}; install it (apt-get install postgresql chromium docker-compose, as .ci/run does)")
+
+
+def run_cli(home: Path, *args: str, check: bool = True, env: dict | None = None, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess:
+    """The real `promptloop` command in a subprocess on ``home``, no developer PROMPTLOOP_* variables leaking in."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
+    full.update(PROMPTLOOP_HOME=str(home), HF_HUB_OFFLINE="1", COLUMNS="200")
+    full.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "promptloop.cli", *args], capture_output=True, text=True, env=full,
+                          cwd=cwd or home.parent, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
+    return proc

@@ -1,12 +1,12 @@
 """The real `promptloop` command in a subprocess, on an isolated PROMPTLOOP_HOME."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite", "collect", "teacher", "train", "loop", "eval", "render",
             "judge",
@@ -14,13 +14,7 @@ COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite", "collect", "te
 
 
 def run(home: Path, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
-    env.update(PROMPTLOOP_HOME=str(home), HF_HUB_OFFLINE="1", COLUMNS="200")
-    proc = subprocess.run([sys.executable, "-m", "promptloop.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd or home.parent, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
-    return proc
+    return run_cli(home, *args, check=check, cwd=cwd)
 
 
 @pytest.fixture

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from sqlmodel import Session, func, select
+from helpers import run_cli as run
+from helpers import table_snapshot
+from sqlmodel import Session, select
 
 from promptloop.config import Settings
 from promptloop.errors import PromptloopError
@@ -22,22 +20,6 @@ from promptloop.store.hashing import prompt_hash
 from promptloop.store.models import Candidate, Prompt, SFTExample
 from promptloop.store.shipped import import_shipped, vbench_rewrites, vbench_split
 from promptloop.store.teachers import import_teacher, shipped_teacher_rows, teacher_rewrites, teacher_sets
-
-
-def run(home: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
-    base.update(PROMPTLOOP_HOME=str(home), HF_HUB_OFFLINE="1", COLUMNS="200")
-    base.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "promptloop.cli", *args], capture_output=True, text=True, env=base,
-                          cwd=home.parent, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
-    return proc
-
-
-def counts(engine) -> tuple[int, int, int]:
-    with Session(engine) as s:
-        return tuple(s.exec(select(func.count()).select_from(t)).one() for t in (Prompt, Candidate, SFTExample))
 
 
 def test_vbench_split_is_deterministic_disjoint_and_the_default_bench(tmp_path):
@@ -97,7 +79,7 @@ def test_recorded_teacher_import_rejects_bad_rows_and_leaves_the_store_unchanged
     engine = open_store(f"sqlite:///{home / 'promptloop.db'}")
     with Session(engine) as s:
         held_out = s.exec(select(Prompt).where(Prompt.split == "eval")).first().text
-    before = counts(engine)
+    before = table_snapshot(engine)
     good = [{"prompt": "a kite over a beach", "rewrite": "A red kite dances over a windy beach at noon, wide shot."},
             {"prompt": "a cat at a window", "rewrite": "A grey cat watches rain from a window sill, soft light."}]
     bad_files = {
@@ -112,13 +94,13 @@ def test_recorded_teacher_import_rejects_bad_rows_and_leaves_the_store_unchanged
         res = run(home, "teacher", "import", str(f), "--name", "big", check=False)
         assert res.returncode == 2, res.stderr
         assert why in res.stderr and "line 3" in res.stderr and "Traceback" not in res.stderr
-        assert counts(engine) == before
+        assert table_snapshot(engine) == before
     csv_bad = tmp_path / "bad.csv"
     csv_bad.write_text("prompt,answer\na,b\n")
     res = run(home, "teacher", "import", str(csv_bad), "--name", "big", check=False)
-    assert res.returncode == 2 and "missing column" in res.stderr and counts(engine) == before
+    assert res.returncode == 2 and "missing column" in res.stderr and table_snapshot(engine) == before
     res = run(home, "teacher", "import", str(csv_bad), "--name", "bad name!", check=False)
-    assert res.returncode == 2 and counts(engine) == before
+    assert res.returncode == 2 and table_snapshot(engine) == before
     res = run(home, "teacher", "import", check=False)
     assert res.returncode == 2 and "FILE or --shipped" in res.stderr
 
@@ -238,13 +220,13 @@ def test_eval_refuses_a_version_trained_on_the_benchs_prompts(tmp_path, smollm_p
         child = s.get(type(base), get_version(engine, "leaky-dpo").id)
         child.parent_id = get_version(engine, "leaky-sft").id
         s.add(child)
-    before = counts(engine)
+    before = table_snapshot(engine)
     for system in ("leaky-sft", "leaky-dpo"):
         res = run(home, "eval", "--bench", "vbench", "--limit", "4", "--redteam-limit", "0", "--system", system,
                   check=False, env=env)
         assert res.returncode == 2 and "trained on 1 of the 4 vbench-test4 prompts" in res.stderr
         assert "--allow-contaminated" in res.stderr and "Traceback" not in res.stderr
-    assert counts(engine) == before
+    assert table_snapshot(engine) == before
     res = run(home, "eval", "--bench", "vbench", "--limit", "4", "--redteam-limit", "0", "--system", "leaky-sft",
               "--system", "public:gpt4o", "--allow-contaminated", "--json", env=env)
     out = {r["system"]: r for r in json.loads(res.stdout)["results"]}

@@ -1,19 +1,15 @@
 """`promptloop render` and `promptloop judge` as a user runs them (real subprocesses, isolated home)."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
+from helpers import run_cli
 
 
 def run(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
-    env.update(PROMPTLOOP_HOME=str(home), HF_HUB_OFFLINE="1", COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "promptloop.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=home.parent, timeout=600)
+    return run_cli(home, *args, check=False)
 
 
 def test_render_then_judge(tmp_path):
