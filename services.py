@@ -46,8 +46,10 @@ RENDER_FIELDS = ("num_frames", "fps", "width", "height", "steps", "guidance_scal
 
 
 class Services:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, create_store: bool = True):
         self.settings = settings
+        # The CLI opens existing stores only (`init` creates); an app embedding the API gets its store made.
+        self.create_store = create_store
         self._models: dict[str, object] = {}
 
     # --- store -----------------------------------------------------------------------------
@@ -57,7 +59,7 @@ class Services:
         from promptloop.store.migrate import open_store
 
         self.settings.ensure_home()
-        return open_store(self.settings.database_url)
+        return open_store(self.settings.database_url, create=self.create_store)
 
     @cached_property
     def checkpointer(self) -> Any:
@@ -216,7 +218,7 @@ class Services:
             from promptloop.agents.video.vlm_judge import VLMJudge
 
             b = v.vlm
-            client = OpenAIChatModel(b.base_url, b.model or "default", api_key=b.api_key, timeout=b.timeout,
+            client = OpenAIChatModel(b.base_url, b.model or "default", api_key=b.bearer_token(), timeout=b.timeout,
                                      max_retries=b.max_retries, concurrency=b.concurrency, extra_body=b.extra_body)
             vlm = VLMJudge(client, frames=v.metric_frames)
         device = "cuda" if self.settings.device in ("auto", "cuda") and pick_device("auto") == "cuda" else "cpu"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from promptloop.commands.shared import UserError, console, serve_web_app, services_of
+from promptloop.commands.shared import TOKEN_HELP, UserError, console, serve_web_app, services_of
 
 app = typer.Typer(help="Human ratings of videos: import, export, and a rating page for people.",
                   no_args_is_help=True)
@@ -46,10 +46,11 @@ def ratings_serve(
     rater: Annotated[str, typer.Option(help="Who is rating (stored with every score)")],
     host: Annotated[str, typer.Option(help="Address to bind; loopback by default")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8502,
+    token: Annotated[str | None, typer.Option(help=TOKEN_HELP)] = None,
 ) -> None:
     """A local rating page: one video at a time with its prompt, a score and a rationale per dimension,
     keyboard-friendly (1-5 picks a score, Tab moves, Enter saves), with progress (rated / remaining)."""
     if not rater.strip():
         raise UserError("--rater must name who is rating")
     serve_web_app(ctx, "rating", f"rating page for [bold]{rater}[/] on http://{host}:{port} (Ctrl+C stops)",
-                  rater=rater.strip(), host=host, port=port)
+                  rater=rater.strip(), host=host, port=port, token=token)

@@ -36,13 +36,14 @@ def init(
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
     """Create or upgrade the schema to REVISION (default: head)."""
+    from promptloop.errors import redact
     from promptloop.store.engine import make_engine
     from promptloop.store.migrate import upgrade
 
     rt = services_of(ctx)
     rt.settings.ensure_home()
     rev = upgrade(make_engine(rt.settings.database_url), revision)  # not rt.engine: that one opens at head
-    console.print(f"database {rt.settings.database_url} at revision [bold]{rev}[/]")
+    console.print(f"database {redact(rt.settings.database_url)} at revision [bold]{rev}[/]")
 
 
 def prepare(rt: Services, reference: str, force: bool) -> None:

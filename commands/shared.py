@@ -28,14 +28,29 @@ def print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
-def serve_web_app(ctx: typer.Context, module: str, banner: str, **kwargs: object) -> None:
-    """Start one of promptloop's local web apps (``promptloop.ui.<module>.serve``) on the store of this run."""
+TOKEN_HELP = ("Access token the pages require (bearer header or /login); default web.token. Needed beyond "
+              "loopback: generated and printed when unset")
+
+
+def serve_web_app(ctx: typer.Context, module: str, banner: str, *, host: str, token: str | None,
+                  **kwargs: object) -> None:
+    """Start one of promptloop's local web apps (``promptloop.ui.<module>.serve``) on the store of this run.
+
+    Beyond loopback the app requires an access token; without one configured, one is generated and shown
+    with a warning, so a page bound to 0.0.0.0 is never open to whoever reaches the port.
+    """
     import importlib
 
     try:
         serve = importlib.import_module(f"promptloop.ui.{module}").serve
+        from promptloop.ui.security import resolve_token
     except ImportError as exc:
         raise UserError(f"the web pages need the ui extra: pip install 'promptloop[ui]' ({exc})") from exc
     rt = services_of(ctx)
-    console.print(banner)
-    serve(rt.engine, rt.settings, **kwargs)
+    configured = token or (rt.settings.web.token.get_secret_value() if rt.settings.web.token else None)
+    required, warning = resolve_token(configured, host)
+    engine = rt.engine
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    console.print(banner + (" (access token required)" if required else ""))
+    serve(engine, rt.settings, host=host, token=required, **kwargs)

@@ -36,6 +36,7 @@ from promptloop.config import (
     SamplingControls,
     SamplingSettings,
     Settings,
+    TrafficSettings,
     default_of,
 )
 from promptloop.errors import PromptloopError, is_transient
@@ -78,6 +79,8 @@ class RewriteContext:
     stop: list[str] = field(default_factory=lambda: list(_REWRITER.stop))
     seed: int | None = default_of(Settings, "seed")
     record_traffic: bool = default_of(Settings, "record_traffic")  # store prompts as source 'traffic'
+    client: str = "local"  # who sent the prompts: the per-client quota of `loop watch` counts by it
+    injection_check: bool = default_of(TrafficSettings, "injection_check")  # quarantine injections in traffic
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RewriteContext:
@@ -87,7 +90,7 @@ class RewriteContext:
                     n=g.n, max_refine_steps=c.max_refine_steps, harmless_threshold=c.harmless_threshold,
                     accurate_threshold=c.accurate_threshold, helpful_threshold=c.helpful_threshold,
                     max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, seed=settings.seed,
-                    record_traffic=settings.record_traffic)
+                    record_traffic=settings.record_traffic, injection_check=settings.traffic.injection_check)
         known = {f.name for f in fields(cls)}
         base.update({k: v for k, v in overrides.items() if v is not None and k in known})
         return cls(**base)
@@ -163,15 +166,32 @@ def lazy_agents(agents: RewriteAgents | Callable[[], RewriteAgents]) -> Callable
     return get
 
 
+def traffic_refusal(prompt: str, verdict: Verdict, injection_check: bool) -> str | None:
+    """Why an app's prompt may not become training data (None: it may): the guard did not pass it as it is,
+    or it reads as instructions to the model. Such prompts are still answered; they are only kept out of
+    the training pool (split quarantine, with this reason)."""
+    if verdict.action != "allow":
+        return f"guard {verdict.action}: {verdict.reason or ', '.join(verdict.flagged)}"
+    if injection_check:
+        from promptloop.agents.safety.injection import injection_family
+
+        family = injection_family(prompt)
+        if family is not None:
+            return f"prompt injection ({family})"
+    return None
+
+
 def guard_input(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
     """Check every prompt; a blocked one ends here as a refusal, the rest go on with their verdict."""
     ctx, agents = runtime.context, agents_of(runtime)
     items = [dict(it) for it in state["items"]]
+    verdicts = agents.guard.check_many([it["prompt"] for it in items])
     if ctx.record_traffic and agents.recorder.engine is not None:
         from promptloop.store.repository import store_traffic
 
-        store_traffic(agents.recorder.engine, [it["prompt"] for it in items])
-    for it, v in zip(items, agents.guard.check_many([it["prompt"] for it in items]), strict=True):
+        store_traffic(agents.recorder.engine, [(it["prompt"], traffic_refusal(it["prompt"], v, ctx.injection_check))
+                                               for it, v in zip(items, verdicts, strict=True)], client=ctx.client)
+    for it, v in zip(items, verdicts, strict=True):
         it["verdict"] = v.model_dump()
         it["steps"] = 0
         it["trail"] = []

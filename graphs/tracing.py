@@ -24,6 +24,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 from sqlalchemy.engine import Engine
 
+from promptloop.errors import redact
 from promptloop.store.engine import session_scope
 from promptloop.store.models import TraceEvent
 
@@ -69,7 +70,7 @@ def graph_node(graph: str, node: str, fn: Callable, *, context_type: type, trace
         except Exception as exc:
             if recorder is not None:
                 recorder.record(**row, ended_at=datetime.now(UTC), duration_ms=(time.perf_counter() - t0) * 1000,
-                                output={}, error="".join(traceback.format_exception_only(type(exc), exc)).strip())
+                                output={}, error=redact("".join(traceback.format_exception_only(type(exc), exc)).strip()))
             raise
         if recorder is not None:
             recorder.record(**row, ended_at=datetime.now(UTC), duration_ms=(time.perf_counter() - t0) * 1000,

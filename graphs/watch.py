@@ -20,7 +20,7 @@ from promptloop.evaluation.runner import EvalConfig, load_items
 from promptloop.graphs.loop import Log, LoopDeps, decide
 from promptloop.learners.config import load_config
 from promptloop.store.engine import session_scope
-from promptloop.store.models import Candidate, PreferencePair, Prompt, Round
+from promptloop.store.models import Candidate, PreferencePair, Prompt, Round, Split
 from promptloop.store.versions import ensure_base, get_version
 
 
@@ -61,11 +61,24 @@ def open_round(engine: Engine) -> int:
         return row.index
 
 
-def unseen_traffic(engine: Engine) -> list[Prompt]:
+def unseen_traffic(engine: Engine, per_client: int) -> list[Prompt]:
+    """Accepted traffic prompts no collection has seen, at most ``per_client`` from each client (oldest first).
+
+    The quota is what keeps one app (or one abuser) from filling a round:
+    the rest of a busy client's prompts wait for later rounds. Quarantined
+    traffic (split quarantine) is never picked.
+    """
     seen = select(Candidate.prompt_id).distinct()
     with Session(engine) as s:
-        return list(s.exec(select(Prompt).where(Prompt.source == "traffic", Prompt.id.not_in(seen))
-                           .order_by(Prompt.id)))
+        rows = list(s.exec(select(Prompt).where(Prompt.source == "traffic", Prompt.split == Split.train,
+                                                Prompt.id.not_in(seen)).order_by(Prompt.id)))
+    taken: dict[str | None, int] = {}
+    picked = []
+    for p in rows:
+        if taken.get(p.client, 0) < per_client:
+            taken[p.client] = taken.get(p.client, 0) + 1
+            picked.append(p)
+    return picked
 
 
 def pairs_in_round(engine: Engine, round_index: int) -> int:
@@ -79,7 +92,7 @@ def watch_cycle(deps: LoopDeps, cfg: WatchConfig, log: Log | None = None) -> Wat
     ensure_base(deps.engine, deps.settings.base_model)
     r = open_round(deps.engine)
     champion = get_version(deps.engine, "champion").name
-    new = unseen_traffic(deps.engine)
+    new = unseen_traffic(deps.engine, deps.settings.traffic.max_per_client_per_round)
     if new:
         say(f"round {r}: collecting pairs on {len(new)} new traffic prompt(s) with {champion}")
         deps.collect("pairs", prompts=new, round_index=r, n=cfg.n, model_version=champion, batch_size=cfg.batch_size,

@@ -61,24 +61,32 @@ def dpo_rows(session: Session, build_messages: BuildMessages, *, round_id: int |
 def export(engine: Engine, kind: Literal["sft", "dpo"], out: Path, build_messages: BuildMessages, *,
            fmt: Format = "jsonl", round_id: int | None = None) -> int:
     """Write the dataset to ``out`` atomically (temp then rename); returns the number of rows."""
+    if fmt not in ("jsonl", "hf"):
+        raise PromptloopError(f"unknown format '{fmt}'; expected jsonl or hf")
+    out = Path(out)
+    if out.exists() and out.is_dir() != (fmt == "hf"):
+        raise PromptloopError(f"{out} is a {'folder' if out.is_dir() else 'file'}; format {fmt} writes a "
+                              f"{'folder' if fmt == 'hf' else 'file'} there")
     rows_of = {"sft": sft_rows, "dpo": dpo_rows}[kind]
     with Session(engine) as session:
         rows = list(rows_of(session, build_messages, round_id=round_id))
     if not rows:
         raise NothingToExport(f"no {kind} data in the store" + (f" for round {round_id}" if round_id else "")
                          + "; collect some first")
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         write_jsonl(out, rows)
-    elif fmt == "hf":
-        from datasets import Dataset
-
-        tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        Dataset.from_list(rows).save_to_disk(str(tmp_dir))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp_dir, out)
     else:
-        raise ValueError(f"unknown format '{fmt}'; expected jsonl or hf")
+        from datasets import Dataset
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()  # a save bar between promptloop's own lines says nothing the count does not
+        tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        try:
+            Dataset.from_list(rows).save_to_disk(str(tmp_dir))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp_dir, out)
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
     return len(rows)

@@ -42,10 +42,22 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def open_store(url: str) -> Engine:
-    """An engine on ``url`` with the schema at head: migrations run once, when the store is opened."""
-    from promptloop.store.engine import make_engine
+def open_store(url: str, *, create: bool = True) -> Engine:
+    """An engine on ``url`` with the schema at head: migrations run once, when the store is opened.
 
+    With ``create=False`` a database that does not exist yet (no SQLite file,
+    or no promptloop schema) is an error instead of a new empty store, so a
+    mistyped URL is caught before anything reads from or writes to it.
+    """
+    from promptloop.errors import PromptloopError, redact
+    from promptloop.store.engine import make_engine, sqlite_path
+
+    missing = f"no promptloop database at {redact(url)}; `promptloop init` creates one (or check --database-url)"
+    path = sqlite_path(url)
+    if not create and path is not None and not path.is_file():
+        raise PromptloopError(missing)
     engine = make_engine(url)
+    if not create and current_revision(engine) is None:
+        raise PromptloopError(missing)
     upgrade(engine)
     return engine

@@ -25,6 +25,7 @@ class Split(StrEnum):
     eval = "eval"
     test = "test"
     redteam = "redteam"
+    quarantine = "quarantine"  # app traffic refused for training (guard or injection check); never trained on
 
 
 class Origin(StrEnum):
@@ -62,6 +63,9 @@ class Prompt(SQLModel, table=True):
     split: str = Field(default=Split.train, index=True)
     category: str | None = Field(default=None, index=True)
     harmful: bool | None = Field(default=None, description="red-team label: harmful or benign look-alike")
+    client: str | None = Field(default=None, index=True, description="traffic: the app that sent it")
+    quarantine: str | None = Field(default=None, sa_column=Column(Text), description="traffic: why it is not "
+                                   "trained on (split quarantine)")
     content_hash: str = Field(unique=True, index=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
 

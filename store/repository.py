@@ -27,6 +27,7 @@ from promptloop.store.models import (
     Round,
     SafetyVerdict,
     SFTExample,
+    Split,
     Video,
 )
 
@@ -61,9 +62,9 @@ def get_or_create(session: Session, table: type[T], key: str, /, **fields: Any) 
 
 
 def add_prompt(session: Session, text: str, *, source: str = "user", split: str = "train",
-               category: str | None = None, harmful: bool | None = None) -> tuple[Prompt, bool]:
+               category: str | None = None, harmful: bool | None = None, **fields: Any) -> tuple[Prompt, bool]:
     return get_or_create(session, Prompt, prompt_hash(text), text=normalize_text(text), source=source,
-                         split=split, category=category, harmful=harmful)
+                         split=split, category=category, harmful=harmful, **fields)
 
 
 def add_candidate(session: Session, prompt_id: int, text: str, *, model_version_id: int | None = None,
@@ -148,16 +149,20 @@ def add_evaluation(session: Session, system: str, bench: str, prompts: list[str]
                          bench=bench, n_prompts=len(prompts), **fields)
 
 
-def store_traffic(engine: Engine, prompts: list[str]) -> int:
-    """Prompts apps send through the rewrite graph, kept as training prompts (source 'traffic').
+def store_traffic(engine: Engine, prompts: list[tuple[str, str | None]], *, client: str = "local") -> int:
+    """Prompts apps send through the rewrite graph, as (text, refusal reason or None), from ``client``.
 
-    A prompt already in the store (a shipped eval prompt, say) keeps its row
-    and split, so traffic never leaks into the held-out set. Returns how many were new.
+    Accepted ones become training prompts (source 'traffic', split train);
+    refused ones (the guard, the injection check) are kept in split
+    'quarantine' with their reason, visible and never trained on. A prompt
+    already in the store (a shipped eval prompt, say) keeps its row and
+    split, so traffic never leaks into the held-out set. Returns how many were new.
     """
     new = 0
     with session_scope(engine) as s:
-        for text in dict.fromkeys(p for p in prompts if p and p.strip()):
-            _, created = add_prompt(s, text, source="traffic", split="train")
+        for text, reason in dict(p for p in prompts if p[0] and p[0].strip()).items():
+            _, created = add_prompt(s, text, source="traffic", split=Split.quarantine if reason else Split.train,
+                                    client=client, quarantine=reason)
             new += created
     return new
 

@@ -29,7 +29,7 @@ def list_runs(engine: Engine, *, limit: int = 20, graph: str | None = None) -> l
 def run_events(engine: Engine, trace_id: str) -> list[TraceEvent]:
     """Events of one run; a unique prefix of the id is enough."""
     with Session(engine) as s:
-        ids = s.exec(select(TraceEvent.thread_id).where(TraceEvent.thread_id.startswith(trace_id))
+        ids = s.exec(select(TraceEvent.thread_id).where(TraceEvent.thread_id.startswith(trace_id, autoescape=True))
                      .distinct()).all()
         if not ids:
             raise PromptloopError(f"no trace with id '{trace_id}'")

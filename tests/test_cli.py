@@ -73,6 +73,7 @@ def test_bad_input_exit_code_and_message(home, tmp_path):
 
 
 def test_toml_and_env_reach_the_command(home, tmp_path):
+    run(home, "init", "--no-models", "--no-data")
     (tmp_path / "promptloop.toml").write_text("max_prompt_chars = 10\n")
     f = tmp_path / "p.txt"
     f.write_text("a very long prompt indeed\n")
@@ -81,6 +82,7 @@ def test_toml_and_env_reach_the_command(home, tmp_path):
 
 
 def test_models_prepare_list_and_rewrite(home, smollm_path):
+    run(home, "init", "--no-models", "--no-data")
     res = run(home, "models", "prepare", str(smollm_path))
     assert "already prepared" in res.stderr
     listed = json.loads(run(home, "models", "list", "--json").stdout)

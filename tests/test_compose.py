@@ -19,13 +19,19 @@ from promptloop.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-_VAR = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+_VAR = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+SECRETS = ("POSTGRES_PASSWORD", "VLLM_API_KEY", "PROMPTLOOP_UI_TOKEN")
+
+
+def _value(m: re.Match) -> str:
+    return f"<{m.group(1)}>" if m.group(2) == "?" else (m.group(3) or "")
 
 
 def _defaults(value):
-    """Compose's ${VAR:-default} interpolation with an empty environment ($$ escapes a literal $)."""
+    """Compose's ${VAR:-default} interpolation with an empty environment ($$ escapes a literal $); a required
+    ${VAR:?message} becomes <VAR>, standing for the value .env must give."""
     if isinstance(value, str):
-        return _VAR.sub(lambda m: m.group(2) or "", value.replace("$${", "\0")).replace("\0", "${")
+        return _VAR.sub(_value, value.replace("$${", "\0")).replace("\0", "${")
     if isinstance(value, list):
         return [_defaults(v) for v in value]
     if isinstance(value, dict):
@@ -46,8 +52,13 @@ def test_compose_client_accepts_the_file():
         cmd = ["docker", "compose", "-f", str(COMPOSE), "config", "-q"] if probe.returncode == 0 else None
     if cmd is None:
         unavailable("no Compose client here (apt-get install docker-compose); the structural checks still run")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "POSTGRES_PASSWORD": "x"})
+    base = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**base, **dict.fromkeys(SECRETS, "x")})
     assert proc.returncode == 0, proc.stderr
+    for missing in SECRETS:  # no fallback password: Compose refuses to start without each secret
+        env = {**base, **{k: "x" for k in SECRETS if k != missing}}
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+        assert proc.returncode != 0 and missing in proc.stdout + proc.stderr
 
 
 def test_services_and_their_wiring(compose: dict):
@@ -69,7 +80,8 @@ def test_promptloop_services_use_real_settings(compose: dict, monkeypatch: pytes
         for key, value in env.items():
             monkeypatch.setenv(key, str(value))
         s = Settings()
-        assert s.database_url.startswith("postgresql+psycopg://promptloop:promptloop@postgres:5432/")
+        assert s.database_url.startswith("postgresql+psycopg://promptloop:<POSTGRES_PASSWORD>@postgres:5432/")
+        assert s.backend_for("rewriter").bearer_token() == "<VLLM_API_KEY>"  # vLLM only answers with the key
         rewriter = s.backend_for("rewriter")
         assert (rewriter.kind, rewriter.base_url, rewriter.model) == ("openai", "http://vllm:8000/v1", "rewriter")
         assert s.backend_for("critic").kind == "transformers"
@@ -98,3 +110,19 @@ def test_service_commands_are_valid_cli_invocations(compose: dict):
     assert _parse(line.split()) == ["collect", "pairs"]
     with pytest.raises(Exception, match="No such option"):
         _parse(["loop", "watch", "--no-such-option"])
+
+
+def test_deployment_hardening(compose: dict):
+    services = compose["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "<POSTGRES_PASSWORD>"
+    cmd = services["vllm"]["command"]
+    assert cmd[cmd.index("--api-key") + 1] == "<VLLM_API_KEY>"
+    assert services["ui"]["environment"]["PROMPTLOOP_WEB__TOKEN"] == "<PROMPTLOOP_UI_TOKEN>"
+    assert ":-promptloop}" not in COMPOSE.read_text()
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    users = [ln.split()[1] for ln in dockerfile if ln.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    # LangGraph dev server state (pickles loaded at start) is never committed
+    tracked = subprocess.run(["git", "ls-files", ".langgraph_api"], capture_output=True, text=True, cwd=ROOT)
+    assert tracked.returncode != 0 or tracked.stdout.strip() == ""
+    assert ".langgraph_api/" in (ROOT / ".gitignore").read_text().splitlines()

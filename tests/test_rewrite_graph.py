@@ -139,6 +139,7 @@ def _cli(home: Path, base_model: Path, *args: str, check: bool = True) -> subpro
 @pytest.mark.slow
 def test_cli_rewrite_json_traces_and_files(tmp_path, smollm_path):
     home = tmp_path / "home"
+    _cli(home, smollm_path, "init", "--no-models", "--no-data")
     res = _cli(home, smollm_path, "rewrite", "a cat playing piano", "--n", "2", "--max-refine-steps", "1", "--json")
     out = json.loads(res.stdout)
     assert out["final_prompt"] and out["trace_id"] and out["prompt"] == "a cat playing piano"

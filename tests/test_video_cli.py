@@ -14,6 +14,7 @@ def run(home: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_render_then_judge(tmp_path):
     home, out = tmp_path / "home", tmp_path / "clips" / "fox.mp4"
+    run(home, "init", "--no-models", "--no-data")
     first = run(home, "render", "a red fox trotting through fresh snow", "--seed", "3", "--frames", "17",
                 "--out", str(out), "--json")
     assert first.returncode == 0, first.stderr
@@ -55,6 +56,7 @@ def test_video_commands_reject_bad_input(tmp_path):
 
 def test_feedback_commands_report_bad_input(tmp_path):
     home = tmp_path / "home"
+    run(home, "init", "--no-models", "--no-data")
     bad = tmp_path / "ratings.jsonl"
     bad.write_text(json.dumps({"video_id": 7, "rater": "ana", "dimension": "video_fidelity", "score": 9}) + "\n")
     imported = run(home, "ratings", "import", str(bad))

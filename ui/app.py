@@ -22,12 +22,14 @@ from promptloop.config import Settings
 from promptloop.errors import PromptloopError
 from promptloop.store.models import Video
 from promptloop.ui import queries
+from promptloop.ui.security import MAX_ID, WebGuard, row_id, serve_file_under
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def create_app(engine: Engine, settings: Settings) -> FastAPI:
+def create_app(engine: Engine, settings: Settings, *, token: str | None = None, host: str = "127.0.0.1") -> FastAPI:
     app = FastAPI(title="promptloop traces", docs_url=None, redoc_url=None)
+    WebGuard(token=token, bound_host=host).install(app)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     templates.env.filters["num"] = lambda v, nd=3: "-" if v is None else (f"{v:.{nd}f}" if isinstance(v, float)
                                                                           else str(v))
@@ -39,9 +41,12 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
         if value in (None, ""):
             return None
         try:
-            return int(value)
+            number = int(value)
         except ValueError as exc:
             raise HTTPException(400, f"{name} must be an integer, got {value!r}") from exc
+        if abs(number) > MAX_ID:
+            raise HTTPException(400, f"{name} is out of range")
+        return number
 
     @app.get("/", response_class=HTMLResponse)
     def runs_page(request: Request, graph: str | None = None, round: str | None = None) -> HTMLResponse:  # noqa: A002
@@ -87,17 +92,14 @@ def create_app(engine: Engine, settings: Settings) -> FastAPI:
     @app.get("/videos/{video_id}")
     def video_file(video_id: int) -> FileResponse:
         with Session(engine) as s:
-            v = s.get(Video, video_id)
-        if v is None or not v.path:
-            raise HTTPException(404, f"no rendered video {video_id}")
-        path = Path(v.path).resolve()
-        if not path.is_relative_to(settings.home) or not path.is_file():
-            raise HTTPException(404, f"video {video_id} is not a file under {settings.home}")
-        return FileResponse(path, media_type="video/mp4")
+            v = s.get(Video, row_id(video_id))
+        return serve_file_under(settings.home, v and v.path, f"video {video_id}", "video/mp4")
 
     @app.get("/api/runs")
-    def api_runs(graph: str | None = None, round: int | None = Query(None), limit: int = 200) -> JSONResponse:  # noqa: A002
-        return JSONResponse(jsonable(queries.runs(engine, graph=graph, round_index=round, limit=limit)))
+    def api_runs(graph: str | None = None, round: str | None = None,  # noqa: A002
+                 limit: int = Query(200, ge=1, le=10_000)) -> JSONResponse:
+        return JSONResponse(jsonable(queries.runs(engine, graph=graph, round_index=opt_int(round, "round"),
+                                                  limit=limit)))
 
     @app.get("/api/runs/{trace_id}")
     def api_run(trace_id: str) -> JSONResponse:
@@ -115,7 +117,8 @@ def jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def serve(engine: Engine, settings: Settings, *, host: str = "127.0.0.1", port: int = 8501) -> None:
+def serve(engine: Engine, settings: Settings, *, host: str = "127.0.0.1", port: int = 8501,
+          token: str | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(engine, settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(engine, settings, token=token, host=host), host=host, port=port, log_level="warning")

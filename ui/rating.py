@@ -12,7 +12,6 @@ saves; the header shows rated / remaining.
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qs
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
@@ -21,12 +20,16 @@ from sqlalchemy.engine import Engine
 
 from promptloop.config import Settings
 from promptloop.store.ratings import rating_queue, save_ratings, validate, video_context
+from promptloop.ui.security import WebGuard, form_fields, row_id, serve_file_under
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
-def create_rating_app(engine: Engine, settings: Settings, *, rater: str) -> FastAPI:
+def create_rating_app(engine: Engine, settings: Settings, *, rater: str, token: str | None = None,
+                      host: str = "127.0.0.1") -> FastAPI:
     app = FastAPI(title="promptloop ratings", docs_url=None, redoc_url=None)
+    guard = WebGuard(token=token, bound_host=host)
+    guard.install(app)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     cfg = settings.ratings
     dims = list(cfg.dimensions)
@@ -42,7 +45,7 @@ def create_rating_app(engine: Engine, settings: Settings, *, rater: str) -> Fast
         ctx = video_context(engine, video_id) if video_id is not None else None
         return templates.TemplateResponse(request, "rate.html", {
             "p": p, "video": ctx, "dims": cfg.dimensions, "cfg": cfg, "errors": errors or [],
-            "values": values or {}, "scale": list(range(int(cfg.scale_min), int(cfg.scale_max) + 1))},
+            "values": values or {}, "csrf": guard.csrf_token(request), "scale": list(range(int(cfg.scale_min), int(cfg.scale_max) + 1))},
             status_code=status)
 
     @app.get("/", response_class=HTMLResponse)
@@ -55,16 +58,15 @@ def create_rating_app(engine: Engine, settings: Settings, *, rater: str) -> Fast
 
     @app.get("/videos/{video_id}")
     def video_file(video_id: int) -> FileResponse:
-        ctx = video_context(engine, video_id)
-        if ctx is None or not ctx["path"] or not Path(ctx["path"]).is_file():
-            raise HTTPException(404, f"no rendered video {video_id}")
-        return FileResponse(ctx["path"], media_type="video/mp4")
+        ctx = video_context(engine, row_id(video_id))
+        return serve_file_under(settings.home, ctx and ctx["path"], f"video {video_id}", "video/mp4")
 
     @app.post("/rate/{video_id}")
     async def rate(video_id: int, request: Request):
-        if video_context(engine, video_id) is None:
+        form = await form_fields(request)
+        guard.check_csrf(request, form.get("csrf"))
+        if video_context(engine, row_id(video_id)) is None:
             raise HTTPException(404, f"no video {video_id}")
-        form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True).items()}
         records = [(i + 1, {"video_id": video_id, "rater": rater, "dimension": d, "score": form.get(f"score_{d}"),
                             "rationale": form.get(f"rationale_{d}", "")}) for i, d in enumerate(dims)]
         from sqlmodel import Session
@@ -80,7 +82,9 @@ def create_rating_app(engine: Engine, settings: Settings, *, rater: str) -> Fast
     return app
 
 
-def serve(engine: Engine, settings: Settings, *, rater: str, host: str = "127.0.0.1", port: int = 8502) -> None:
+def serve(engine: Engine, settings: Settings, *, rater: str, host: str = "127.0.0.1", port: int = 8502,
+          token: str | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_rating_app(engine, settings, rater=rater), host=host, port=port, log_level="warning")
+    uvicorn.run(create_rating_app(engine, settings, rater=rater, token=token, host=host), host=host, port=port,
+                log_level="warning")

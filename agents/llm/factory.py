@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from promptloop.agents.llm.base import ChatModel
 from promptloop.config import BackendSettings, Settings
 
@@ -14,7 +12,7 @@ def build_chat_model(backend: BackendSettings, settings: Settings) -> ChatModel:
         from promptloop.agents.llm.openai_backend import OpenAIChatModel
 
         return OpenAIChatModel(backend.base_url, backend.model,
-                               api_key=backend.api_key or os.environ.get("OPENAI_API_KEY"), timeout=backend.timeout,
+                               api_key=backend.bearer_token(), timeout=backend.timeout,
                                max_retries=backend.max_retries, concurrency=backend.concurrency,
                                extra_body=backend.extra_body)
     from promptloop.agents.llm.prepare import prepare_model

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams, cut_at_stop
-from promptloop.errors import PromptloopError
+from promptloop.errors import PromptloopError, redact
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class ServerError(PromptloopError, RuntimeError):
     """The server answered with an error that retrying will not fix, or kept failing past the retries."""
 
     def __init__(self, message: str, *, status: int | None = None):
-        super().__init__(message)
+        super().__init__(redact(message))  # a base URL with user:password@ must not reach a log or a trace
         self.status = status
 
 
@@ -75,6 +75,7 @@ class OpenAIChatModel(ChatModel):
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
+        self.where = redact(self.base_url)  # what messages name: the URL without user:password@
         self.model = model
         self.name = name or model
         self.max_retries = max_retries
@@ -108,10 +109,10 @@ class OpenAIChatModel(ChatModel):
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams, *,
                  adapter: str | None = None) -> list[list[str]]:
         if adapter is not None and adapter not in self.adapters:
-            raise KeyError(f"adapter '{adapter}' is not loaded on {self.base_url}; call load_adapter first")
+            raise KeyError(f"adapter '{adapter}' is not loaded on {self.where}; call load_adapter first")
         model = adapter or self.model
         if params.no_repeat_ngram_size and not self.no_repeat_warned:
-            log.warning("no_repeat_ngram_size works in process only; %s generates without it", self.base_url)
+            log.warning("no_repeat_ngram_size works in process only; %s generates without it", self.where)
             self.no_repeat_warned = True
         jobs = list(enumerate(conversations))
         with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(jobs)))) as pool:
@@ -128,7 +129,7 @@ class OpenAIChatModel(ChatModel):
                               None if params.seed is None else params.seed + 7919 * index + attempt)
             choices = self.chat_completions(body)
             if not choices:
-                raise ServerError(f"{self.base_url} returned no choices for model '{model}'")
+                raise ServerError(f"{self.where} returned no choices for model '{model}'")
             texts.extend((c.get("message") or {}).get("content") or "" for c in choices[:want])
             attempt += 1
         return [cut_at_stop(t, params.stop).strip() for t in texts]
@@ -163,12 +164,13 @@ class OpenAIChatModel(ChatModel):
             extra = EXTENSION_FIELDS & body.keys()
             if extra:
                 # The server does not take vLLM's sampling fields: remember, and ask again without them.
-                log.warning("%s rejected %s; continuing without them", self.base_url, ", ".join(sorted(extra)))
+                log.warning("%s rejected %s; continuing without them", self.where, ", ".join(sorted(extra)))
                 self.sampling_extensions = False
                 return self.chat_completions({k: v for k, v in body.items() if k not in extra})
             if "response_format" in body:
                 # The server does not do structured output: remember, and ask again without it.
-                log.warning("%s rejected response_format; continuing without structured output", self.base_url)
+                log.warning("%s rejected response_format; continuing without structured output",
+                            self.where)
                 self.structured_output = False
                 return self.chat_completions({k: v for k, v in body.items() if k != "response_format"})
             raise
@@ -194,15 +196,15 @@ class OpenAIChatModel(ChatModel):
                 last = f"HTTP {resp.status_code}: {resp.text[:300]}"
                 continue
             if resp.status_code >= 400:
-                raise ServerError(f"{self.base_url}{path} answered HTTP {resp.status_code}: {resp.text[:500]}",
+                raise ServerError(f"{self.where}{path} answered HTTP {resp.status_code}: {resp.text[:500]}",
                                   status=resp.status_code)
             if not expect_json:
                 return resp.text
             try:
                 return resp.json()
             except json.JSONDecodeError as exc:
-                raise ServerError(f"{self.base_url}{path} answered non-JSON: {resp.text[:200]!r}") from exc
-        raise ServerError(f"{self.base_url}{path} failed after {self.max_retries + 1} attempts: {last}")
+                raise ServerError(f"{self.where}{path} answered non-JSON: {resp.text[:200]!r}") from exc
+        raise ServerError(f"{self.where}{path} failed after {self.max_retries + 1} attempts: {last}")
 
     def close(self) -> None:
         self.client.close()
