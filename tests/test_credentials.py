@@ -40,10 +40,11 @@ def test_api_key_is_a_secret_in_settings():
     assert API_KEY not in repr(s) and API_KEY not in s.model_dump_json()
 
 
-def test_planted_backend_secrets_stay_out_of_output_and_home(tmp_path: Path):
+def test_planted_backend_secrets_stay_out_of_output_and_home(tmp_path: Path, smollm_path: Path):
     home = tmp_path / "home"
     run_cli(home, "init", "--no-models", "--no-data")
-    env = {"PROMPTLOOP_BACKENDS__REWRITER__KIND": "openai",
+    env = {"PROMPTLOOP_BASE_MODEL": str(smollm_path), "PROMPTLOOP_CRITIC__USE_LLM": "false",
+           "PROMPTLOOP_BACKENDS__REWRITER__KIND": "openai",
            "PROMPTLOOP_BACKENDS__REWRITER__BASE_URL": f"http://svc:{URL_SECRET}@127.0.0.1:9/v1",
            "PROMPTLOOP_BACKENDS__REWRITER__API_KEY": API_KEY,
            "PROMPTLOOP_BACKENDS__REWRITER__MAX_RETRIES": "0",

@@ -142,8 +142,9 @@ def test_beyond_loopback_needs_the_token(open_ui):
         assert r.status_code == 303 and "httponly" in r.headers["set-cookie"].lower()
         assert browser.get(f"{url}/versions").status_code == 200
         # LIKE wildcards in a trace-id prefix are literal characters, not patterns
-        assert browser.get(f"{url}/api/runs/ab%").status_code == 404
-        assert browser.get(f"{url}/api/runs/ab_").status_code == 404
+        # (unescaped, 'abc%' and 'ab_1' would each match abc123 alone and answer 200)
+        assert browser.get(f"{url}/api/runs/abc%25").status_code == 404
+        assert browser.get(f"{url}/api/runs/ab_1").status_code == 404
         r = browser.get(f"{url}/api/runs/abc")
         assert r.status_code == 200 and r.json()["timeline"][0]["node"] == "guard_input"
         assert browser.get(f"{url}/videos/{10**30}").status_code == 404
