@@ -58,8 +58,7 @@ def describe(exc: BaseException) -> str | None:
         msg = f"not UTF-8 text: {exc}"
     elif isinstance(exc, csv.Error):
         msg = f"malformed CSV: {exc}"
-    elif isinstance(exc, OSError) and (exc.filename is not None or isinstance(exc, (PermissionError,
-                                                                                    FileNotFoundError))):
+    elif isinstance(exc, OSError):  # a path under a file, no permission, a full disk: the system's, not a bug
         where = f" {exc.filename}" if exc.filename is not None else ""
         msg = f"cannot use{where}: {exc.strerror or exc}"
     else:

@@ -164,3 +164,20 @@ def test_known_failures_are_one_line(store, tmp_path):
     code, _, err = invoke("--home", str(home), "data", "export", "sft", str(tmp_path / "f" / "out.jsonl"))
     assert code == 2 and "cannot use" in err, err
     assert table_snapshot(engine) == before
+
+
+def test_describe_maps_families_and_leaves_bugs_alone():
+    import csv
+
+    from sqlalchemy.exc import OperationalError
+
+    from promptloop.errors import PromptloopError, describe
+
+    assert describe(PromptloopError("f.csv: 2 invalid row(s)\n  line 2: empty\n  line 3: empty")) == \
+        "f.csv: 2 invalid row(s); line 2: empty; line 3: empty"
+    assert describe(OSError(28, "No space left on device")) == "cannot use: No space left on device"
+    assert describe(csv.Error("field larger than field limit (131072)")).startswith("malformed CSV")
+    assert describe(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")).startswith("not UTF-8 text")
+    op = OperationalError("SELECT 1", {}, Exception("could not connect to postgresql://a:pw@h/db\nDETAIL: x"))
+    assert describe(op) == "database unreachable or unusable: could not connect to postgresql://a:***@h/db"
+    assert describe(ValueError("a bug")) is None and describe(KeyError("k")) is None  # tracebacks stay for bugs
