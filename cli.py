@@ -20,7 +20,7 @@ from promptloop.commands import collect, data, prompts, rewrite, setup, teacher,
 from promptloop.commands.evaluate import eval_cmd
 from promptloop.commands.loop import app as loop_app
 from promptloop.commands.ratings import app as ratings_app
-from promptloop.commands.shared import console
+from promptloop.commands.shared import console, quiet_libraries
 from promptloop.commands.train import app as train_app
 from promptloop.commands.ui import ui_cmd
 from promptloop.commands.video import judge_cmd, render_cmd
@@ -61,7 +61,11 @@ def main_callback(
     base_model: Annotated[str | None, typer.Option(help="Rewriter base: embedded name, hub id, folder or .gguf")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | mps")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show the libraries' own load bars, logs and "
+                                                            "deprecation warnings (hidden by default)")] = False,
 ) -> None:
+    if not verbose:
+        quiet_libraries()
     try:
         settings = load_settings(home=home, database_url=database_url, config_file=config, base_model=base_model,
                                  device=device, seed=seed)

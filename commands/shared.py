@@ -20,6 +20,33 @@ class UserError(PromptloopError):
     """Bad input or a missing prerequisite: reported in one line, exit code 2."""
 
 
+LIBRARIES = r"(torch|transformers|trl|peft|datasets|accelerate|diffusers|sentence_transformers|huggingface_hub|gguf)"
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' load bars, advisory logs and deprecation warnings out of the commands' output.
+
+    The commands draw their own progress (rich, with counts and ETA); a
+    "Loading weights" bar or a FutureWarning between those lines tells a user
+    nothing they can act on. Runs before any library is imported (the
+    commands import them lazily), because the libraries read these variables
+    at import. `promptloop --verbose` leaves everything as the libraries have it.
+    """
+    import logging
+    import os
+    import warnings
+
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS", "TQDM_DISABLE"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=LIBRARIES + r"(\.|$)")
+    for name in ("transformers", "trl", "peft", "datasets", "accelerate", "diffusers", "sentence_transformers",
+                 "huggingface_hub", "httpx"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def services_of(ctx: typer.Context) -> Services:
     return ctx.obj
 

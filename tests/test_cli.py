@@ -92,6 +92,9 @@ def test_models_prepare_list_and_rewrite(home, smollm_path):
               "--n", "2", "--max-new-tokens", "30", "--max-refine-steps", "0", "--json")
     out = json.loads(res.stdout)
     assert [o["prompt"] for o in out] == ["a cat playing piano", "a red car"]
+    # only promptloop's own lines: no library load bars, advisory logs or deprecation warnings
+    for noise in ("Loading weights", "it/s]", "Warning", "warnings.warn", "past_key_values"):
+        assert noise not in res.stderr, res.stderr
     assert all(1 <= len(o["candidates"]) <= 2 and o["final_prompt"] in o["candidates"] for o in out)
     assert out[0]["trace_id"] == out[1]["trace_id"]  # one batched graph run
     res = run(home, "rewrite", "   ", check=False)

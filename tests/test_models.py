@@ -2,6 +2,7 @@
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -106,7 +107,10 @@ def test_lora_adapter_swaps_without_reloading_base(chat_model, tmp_path: Path):
     chat_model.load_adapter("v-test", tmp_path / "adapter")  # idempotent
     with pytest.raises(ValueError, match="own name"):
         chat_model.load_adapter("v-test", tmp_path / "elsewhere")
-    with_adapter = chat_model.generate(conv, params, adapter="v-test")
+    with warnings.catch_warnings(record=True) as caught:  # the decode loop passes the cache by its current name
+        warnings.simplefilter("always")
+        with_adapter = chat_model.generate(conv, params, adapter="v-test")
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
     assert with_adapter != before
     assert chat_model.generate(conv, params) == before  # base again, same weights, no reload
     assert chat_model.model.get_input_embeddings().weight is base_weight
@@ -217,3 +221,10 @@ def test_decoding_controls_in_process(chat_model):
 def _repeat_share(ids: list[int]) -> float:
     grams = list(zip(ids, ids[1:], strict=False))
     return 1 - len(set(grams)) / max(1, len(grams))
+
+
+def test_decode_loop_raises_no_deprecation_warning(chat_model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chat_model.generate(CONVERSATIONS[:1], SamplingParams(n=2, max_new_tokens=4, temperature=0.0))
+    assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []

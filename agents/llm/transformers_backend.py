@@ -8,6 +8,7 @@ reloads the base weights.
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +42,9 @@ class TransformersChatModel(ChatModel):
         eos = self.model.generation_config.eos_token_id
         self.stop_ids = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos]),
                                              self.tokenizer.eos_token_id} - {None}))
+        # transformers 5.x renames forward's past_key_values to cache (the old name warns on every call and goes
+        # away in 5.40); ask the model which one it takes, so the tested range (>=5.0) works without the warning
+        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.adapters: dict[str, str] = {}
         self._lock = threading.Lock()  # adapter switching and generate share one model
         self._stoppers: dict[tuple[str, ...], Any] = {}  # StopStringCriteria per stop list (its tables cost)
@@ -121,12 +125,12 @@ class TransformersChatModel(ChatModel):
         cache = reserved_cache(self.model.config, shared + width + params.max_new_tokens)
         if shared:
             prefix = torch.tensor([rows[0][:shared]], device=self.device)
-            self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=prefix, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
             if len(rows) > 1:
                 cache.batch_repeat_interleave(len(rows))
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         logits = self.model(input_ids=tail_ids, attention_mask=mask, position_ids=position_ids,
-                            past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                            **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
         positions = mask.sum(-1)
         if params.n > 1:
             cache.batch_repeat_interleave(params.n)
@@ -175,7 +179,7 @@ class TransformersChatModel(ChatModel):
                 tokens, mask, positions, history = tokens[keep], mask[keep], positions[keep], history[keep]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                                past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+                                **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
             positions = positions + 1
         return out
 
