@@ -71,6 +71,7 @@ def test_stores_initialised_before_the_split_are_moved_onto_it(tmp_path):
     assert all(r.split == vbench_split(r.text) for r in rows) and mine.split == "test"
 
 
+@pytest.mark.slow  # 30-50 s of real CLI runs: in `make test-all` / CI, out of the 15-minute default run
 def test_recorded_teacher_import_rejects_bad_rows_and_leaves_the_store_unchanged(tmp_path):
     home = tmp_path / "plhome"
     run(home, "init", "--no-models")
@@ -196,6 +197,7 @@ def test_collect_sft_from_a_recorded_teacher(graph_runtime):
         rt.collect("sft", teacher="ghost", round_index=7)
 
 
+@pytest.mark.slow  # 30-50 s of real CLI runs: in `make test-all` / CI, out of the 15-minute default run
 def test_eval_refuses_a_version_trained_on_the_benchs_prompts(tmp_path, smollm_path):
     home = tmp_path / "plhome"
     env = {"PROMPTLOOP_BASE_MODEL": str(smollm_path), "PROMPTLOOP_GENERATION__MAX_NEW_TOKENS": "16"}

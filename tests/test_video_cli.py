@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import imageio.v2 as imageio
+import pytest
 from helpers import run_cli
 
 
@@ -12,6 +13,7 @@ def run(home: Path, *args: str) -> subprocess.CompletedProcess:
     return run_cli(home, *args, check=False)
 
 
+@pytest.mark.slow  # ~35 s of real renders: in `make test-all` / CI, out of the 15-minute default run
 def test_render_then_judge(tmp_path):
     home, out = tmp_path / "home", tmp_path / "clips" / "fox.mp4"
     run(home, "init", "--no-models", "--no-data")
