@@ -45,6 +45,14 @@ def quiet_libraries() -> None:
     for name in ("transformers", "trl", "peft", "datasets", "accelerate", "diffusers", "sentence_transformers",
                  "huggingface_hub", "httpx"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # a library already imported (the CLI run in-process, from a test or an app) read the variables too early
+    for module, switch in (("transformers", "utils.logging.disable_progress_bar"),
+                           ("datasets", "disable_progress_bars"), ("huggingface_hub", "utils.disable_progress_bars")):
+        if module in sys.modules:
+            target = sys.modules[module]
+            for part in switch.split("."):
+                target = getattr(target, part)
+            target()
 
 
 def services_of(ctx: typer.Context) -> Services:

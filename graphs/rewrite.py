@@ -29,6 +29,7 @@ from promptloop.agents.judge import JudgeInput, RewardJudge
 from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.rewriter import Rewriter
 from promptloop.agents.safety.guard import REFUSAL, SafetyGuard, Verdict
+from promptloop.agents.safety.injection import injection_family
 from promptloop.agents.text_critic import Critique, TextCritic, Thresholds
 from promptloop.config import (
     CriticSettings,
@@ -173,8 +174,6 @@ def traffic_refusal(prompt: str, verdict: Verdict, injection_check: bool) -> str
     if verdict.action != "allow":
         return f"guard {verdict.action}: {verdict.reason or ', '.join(verdict.flagged)}"
     if injection_check:
-        from promptloop.agents.safety.injection import injection_family
-
         family = injection_family(prompt)
         if family is not None:
             return f"prompt injection ({family})"

@@ -10,6 +10,7 @@ it exactly as the loop does, then opens the next round.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -72,11 +73,11 @@ def unseen_traffic(engine: Engine, per_client: int) -> list[Prompt]:
     with Session(engine) as s:
         rows = list(s.exec(select(Prompt).where(Prompt.source == "traffic", Prompt.split == Split.train,
                                                 Prompt.id.not_in(seen)).order_by(Prompt.id)))
-    taken: dict[str | None, int] = {}
+    taken: Counter[str | None] = Counter()
     picked = []
     for p in rows:
-        if taken.get(p.client, 0) < per_client:
-            taken[p.client] = taken.get(p.client, 0) + 1
+        taken[p.client] += 1
+        if taken[p.client] <= per_client:
             picked.append(p)
     return picked
 

@@ -78,9 +78,6 @@ def export(engine: Engine, kind: Literal["sft", "dpo"], out: Path, build_message
         write_jsonl(out, rows)
     else:
         from datasets import Dataset
-        from datasets.utils.logging import disable_progress_bar
-
-        disable_progress_bar()  # a save bar between promptloop's own lines says nothing the count does not
         tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
         try:
             Dataset.from_list(rows).save_to_disk(str(tmp_dir))

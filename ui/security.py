@@ -26,7 +26,6 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Red
 SESSION_COOKIE = "promptloop_session"
 TOKEN_COOKIE = "promptloop_token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 MAX_ID = 2**63 - 1  # the largest id SQLite and PostgreSQL store; a larger one cannot name a row
 
 LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>promptloop: sign in</title></head>
