@@ -10,7 +10,7 @@ EXTRAS ?= cpu
 STAMP  := $(VENV)/.installed-$(EXTRAS)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all test-fast bench lint docs clean pg-stop
+.PHONY: install run test test-all test-fast bench lint docs clean pg-stop system-deps
 
 install: $(STAMP)
 
@@ -33,12 +33,17 @@ run: install
 PYTEST = rc=0; $(PY) -m pytest $(1) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: treating as a failure" >&2; exit 1; fi; exit $$rc
 
-# Default run (~14.5 min on 2 cores): everything but the tests marked slow.
-test: install
+# PostgreSQL, Chromium, a Compose client and a font: installed with apt-get as root, else named before any test runs.
+system-deps:
+	@scripts/system_deps.sh
+
+# Default run (~14.5 min on 2 cores): everything but the tests marked slow. A PostgreSQL server the run starts
+# is stopped when it ends.
+test: install system-deps
 	@$(call PYTEST,-m "not slow")
 
 # Everything, slow tests included (~30 min on 2 cores): what CI runs.
-test-all: install
+test-all: install system-deps
 	@$(call PYTEST,)
 
 test-fast: test

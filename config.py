@@ -137,6 +137,10 @@ class CriticSettings(BaseModel):
     use_llm: bool = True
     llm_weight: float = Field(0.25, ge=0, le=1, description="share of the LLM's scores in each principle")
     llm_retries: int = Field(1, ge=0, le=5, description="re-asks after a malformed LLM critique")
+    llm_max_new_tokens: int = Field(96, ge=16, le=2048, description="token budget of one LLM critique")
+    llm_capability_memory: bool = Field(True, description="remember per model in the store whether it writes "
+                                        "valid critiques (the breaker's first verdict), so no process probes "
+                                        "it again; `promptloop models recheck` forgets it")
     llm_breaker_window: int = Field(12, ge=0, description="LLM answers remembered by the circuit breaker "
                                                            "(0 = never stop asking)")
     llm_breaker_min_valid: float = Field(0.25, ge=0, le=1, description="stop asking when fewer of those parsed")
@@ -202,6 +206,16 @@ class BackendSettings(BaseModel):
     def bearer_token(self) -> str | None:
         """The API key to send: this backend's own, else OPENAI_API_KEY (read here, at the one place it is sent)."""
         return self.api_key.get_secret_value() if self.api_key is not None else os.environ.get("OPENAI_API_KEY")
+
+    def identity(self, base_model: str) -> str:
+        """Which model this backend answers with, as measured verdicts are keyed (no credentials in it)."""
+        from urllib.parse import urlsplit
+
+        where = ""
+        if self.base_url:
+            u = urlsplit(self.base_url)
+            where = f"@{u.scheme}://{u.hostname or ''}{f':{u.port}' if u.port else ''}{u.path}"
+        return f"{self.kind}:{self.model or base_model}{where}"
 
     @model_validator(mode="after")
     def _needs_url(self) -> BackendSettings:

@@ -10,6 +10,7 @@ process loads the base model once however many agents call it.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -39,6 +40,7 @@ if TYPE_CHECKING:  # heavy imports only for the types; the objects are built on 
     from promptloop.graphs.rewrite import RewriteAgents, RewriteContext
     from promptloop.learners.config import LearnerConfig
     from promptloop.learners.trainer import TrainResult
+    from promptloop.store.capabilities import CapabilityRecord
     from promptloop.store.models import Prompt
 
 # RenderRequest fields Settings.video may set for every render (None = the model's default)
@@ -135,7 +137,25 @@ class Services:
                           llm_weight=c.llm_weight if use_llm else 0.0, llm_retries=c.llm_retries,
                           breaker_window=c.llm_breaker_window, breaker_min_valid=c.llm_breaker_min_valid,
                           controls=self.settings.sampling.critic, degenerate_repetition=c.degenerate_repetition,
-                          degenerate_length=c.degenerate_length, refiner=lambda: self.model_for("critic"))
+                          degenerate_length=c.degenerate_length, refiner=lambda: self.model_for("critic"),
+                          llm_max_new_tokens=c.llm_max_new_tokens,
+                          memory=self.critique_capability() if use_llm and c.llm_capability_memory else None)
+
+    def critique_capability(self) -> CapabilityRecord:
+        """The store's verdict on whether the critic's model writes valid JSON critiques with this template,
+        budget and breaker; any change to those is a new probe, measured again."""
+        import hashlib
+
+        from promptloop.agents.rewriter import template
+        from promptloop.store.capabilities import CapabilityRecord
+
+        c = self.settings.critic
+        probe = hashlib.sha256(json.dumps([template("critique.txt"), c.llm_max_new_tokens, c.llm_retries,
+                                           c.llm_breaker_window, c.llm_breaker_min_valid,
+                                           self.settings.sampling.critic.model_dump()],
+                                          sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return CapabilityRecord(self.engine, self.settings.backend_for("critic").identity(self.settings.base_model),
+                                "json_critique", probe)
 
     @cached_property
     def reference_lm(self) -> ReferenceLM:

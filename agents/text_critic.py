@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -60,6 +60,14 @@ class Critique(LLMCritique):
         return [p for p in ("harmless", "accurate", "helpful") if getattr(self, p) < getattr(t, p)]
 
 
+class CapabilityMemory(Protocol):
+    """Where the breaker's verdict on a model outlives the process (store.capabilities.CapabilityRecord)."""
+
+    def verdict(self) -> bool | None: ...
+
+    def remember(self, *, asked: int, valid: int, capable: bool) -> None: ...
+
+
 class TextCritic:
     def __init__(self, embedder: Embedder, guard: SafetyGuard, llm: ChatModel | None = None, *,
                  min_words: int = default_of(RewriteSettings, "target_words_min"),
@@ -71,8 +79,11 @@ class TextCritic:
                  controls: SamplingControls | None = None,
                  degenerate_repetition: float = default_of(CriticSettings, "degenerate_repetition"),
                  degenerate_length: float = default_of(CriticSettings, "degenerate_length"),
-                 refiner: Callable[[], ChatModel] | None = None):
+                 refiner: Callable[[], ChatModel] | None = None,
+                 llm_max_new_tokens: int = default_of(CriticSettings, "llm_max_new_tokens"),
+                 memory: CapabilityMemory | None = None):
         self.embedder = embedder
+        self.llm_max_new_tokens = llm_max_new_tokens
         self.refiner = refiner  # the model refinements come from when ``llm`` is None (built on first use)
         self.controls = controls  # the critic's decoding controls (Settings.sampling.critic)
         self.degenerate_repetition, self.degenerate_length = degenerate_repetition, degenerate_length
@@ -88,6 +99,10 @@ class TextCritic:
         self.breaker_min_valid = breaker_min_valid
         self.recent: deque[bool] = deque(maxlen=max(1, breaker_window))
         self._probe_lock = threading.Lock()  # collection parts in flight share this critic: one probe at a time
+        # The breaker's first verdict is remembered (``memory``, per model in the store) and read back by the next
+        # process, which then starts with the breaker as it was left instead of probing again.
+        self.memory = memory
+        self._recalled = self._remembered = memory is None
         self._critique_tmpl = template("critique.txt")
         self._refine_tmpl = template("refine.txt")
 
@@ -193,6 +208,7 @@ class TextCritic:
         """
         answers: list[LLMCritique | None] = [None] * len(pairs)
         todo = list(range(len(pairs)))
+        self._recall()
         while todo and not self.breaker_open:
             with self._probe_lock:  # a part that waited here sees the verdict of the probe before it
                 unsure = self.breaker_window - len(self.recent) if self.breaker_window > 0 else 0
@@ -213,7 +229,7 @@ class TextCritic:
                 break
             convs = [[{"role": "user", "content": self._critique_tmpl.format(prompt=pairs[i][0], candidate=pairs[i][1])}]
                      for i in todo]
-            params = SamplingParams.of(self.controls, n=1, max_new_tokens=96,
+            params = SamplingParams.of(self.controls, n=1, max_new_tokens=self.llm_max_new_tokens,
                                        temperature=0.0 if attempt == 0 else 0.7, seed=attempt,
                                        json_schema=LLMCritique.model_json_schema())
             outs = self.llm.generate(convs, params)
@@ -226,6 +242,20 @@ class TextCritic:
                     answers[i] = parsed
             todo = still
         self.recent.extend(answers[i] is not None for i in asked)
+        if not self._remembered and self.breaker_window > 0 and len(self.recent) == self.breaker_window:
+            self._remembered = True
+            self.memory.remember(asked=len(self.recent), valid=sum(self.recent), capable=not self.breaker_open)
+
+    def _recall(self) -> None:
+        """Start from the remembered verdict, once: a full window of failures (breaker open) or of successes."""
+        with self._probe_lock:
+            if self._recalled:
+                return
+            self._recalled = True
+            verdict = self.memory.verdict()
+            if verdict is not None and self.breaker_window > 0:
+                self.recent.extend([verdict] * self.breaker_window)
+                self._remembered = True
 
     # --- refine -------------------------------------------------------------------
     def refine(self, user_prompt: str, candidate: str, critique: Critique, *, params: SamplingParams | None = None,

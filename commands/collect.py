@@ -17,6 +17,7 @@ def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round
              concurrency: int | None = None, teacher: str | None = None, **ctx_overrides: object) -> None:
     import time
 
+    from promptloop.graphs.collection import FOUND
     from promptloop.store.repository import select_prompts
 
     rt = services_of(ctx)
@@ -24,7 +25,7 @@ def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round
         ctx_overrides["teacher"], prompts = rt.teacher_plan(teacher, kind, split=split, limit=limit)
     else:
         prompts = select_prompts(rt.engine, split, limit)
-    found_key = {"pairs": "pairs", "sft": "accepted", "evolve": "sft_evolve"}[kind]
+    found_key = FOUND[kind]
     t0 = time.perf_counter()
     with collection_progress(f"collect {kind} r{round_index}", len(prompts), found_key) as on_chunk:
         report = rt.collect(kind, split=split, limit=limit, round_index=round_index, n=n,

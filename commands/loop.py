@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from promptloop.commands.shared import UserError, console, out, print_json, services_of
+from promptloop.progress import collection_progress
 
 app = typer.Typer(help="The self-improvement loop: collect -> train -> evaluate -> promote.", no_args_is_help=True)
 
@@ -34,7 +35,7 @@ def history_table(state: dict) -> Table:
         train = (f"{tr.get('rows')}, {tr.get('global_step')}, {tr.get('first_loss')} -> {tr.get('last_loss')}"
                  if "global_step" in tr else tr.get("skipped", "-"))
         ev = row.get("eval", {})
-        champ = row.get("collected_by")
+        champ = row.get("champion") or row.get("collected_by")  # rows of older loops have no champion
         cand = next((k for k in ev if k != champ), None)
         dec = row.get("decision", {})
         prim = dec.get("primary") or {}
@@ -46,7 +47,7 @@ def history_table(state: dict) -> Table:
         elif dec.get("promoted"):
             verdict = f"[green]promoted {cand}[/]"
         else:
-            verdict = f"kept {champ}" + (f" ({dec['rule']})" if dec.get("rule") else "")
+            verdict = f"kept {row.get('champion_after') or champ}" + (f" ({dec['rule']})" if dec.get("rule") else "")
         tm = row.get("timings", {})
         pw = dec.get("pairwise") or {}
         judged = [f"{pw['wins']}/{pw['ties']}/{pw['losses']}" if pw else "-"] if pairwise else []
@@ -118,7 +119,7 @@ def loop_run(
                      dpo_config=str(dpo_config) if dpo_config else None, max_steps=max_steps,
                      min_improvement=min_improvement, patience=patience, worker=worker,
                      video_rounds=chosen_video_rounds, teacher=teacher, teacher_limit=teacher_limit)
-    run = run_loop(rt, cfg, log=lambda m: console.print(m, highlight=False))
+    run = run_loop(rt, cfg, log=lambda m: console.print(m, highlight=False), progress=collection_progress)
     state = run.state
     if run.already_done:
         console.print(f"loop '{name}' already finished ({state.get('stop_reason')}); use another --name to start "

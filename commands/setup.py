@@ -96,3 +96,41 @@ def models_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--jso
     out.print(table)
 
 
+@models_app.command("capabilities")
+def models_capabilities(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What each chat model was measured able to do: e.g. whether the critic's model writes valid JSON critiques
+    (measured once, on first use, and remembered; the LLM critique stays off for a model that cannot)."""
+    from promptloop.store.capabilities import list_capabilities
+
+    rows = [{"model": c.model, "capability": c.capability, "capable": c.capable, "valid": c.valid,
+             "asked": c.asked, "measured_at": c.updated_at.isoformat()} for c in list_capabilities(services_of(ctx).engine)]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("model", "capability", "verdict", "valid answers", "measured at",
+                  caption="`promptloop models recheck` forgets a verdict so the next run measures again")
+    for c in rows:
+        table.add_row(c["model"], c["capability"], "capable" if c["capable"] else "[yellow]off[/]",
+                      f"{c['valid']}/{c['asked']}", c["measured_at"][:19])
+    out.print(table if rows else "no capabilities measured yet")
+
+
+@models_app.command("recheck")
+def models_recheck(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Argument(help="A model as `models list` names it under measured "
+                                                     "capabilities (default: all)")] = None,
+) -> None:
+    """Forget the measured capabilities (e.g. whether the critic's model writes valid JSON critiques), so the next
+    run measures them again: after changing a served model behind the same name, say."""
+    from promptloop.errors import PromptloopError
+    from promptloop.store.capabilities import forget_capabilities, list_capabilities
+
+    rt = services_of(ctx)
+    known = {c.model for c in list_capabilities(rt.engine)}
+    if model is not None and model not in known:
+        raise PromptloopError(f"no measured capabilities for '{model}' (measured: {', '.join(sorted(known)) or 'none'})")
+    n = forget_capabilities(rt.engine, model)
+    console.print(f"forgot {n} measured capabilit{'y' if n == 1 else 'ies'}; the next run measures again")
+
+

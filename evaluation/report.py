@@ -78,6 +78,7 @@ def plot_rounds(results: list[SystemResult], path: Path, *, title: str = "") -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     trained = sorted([r for r in results if r.round_index is not None], key=lambda r: (r.round_index, r.system))
     baselines = [r for r in results if r.round_index is None]
@@ -98,6 +99,7 @@ def plot_rounds(results: list[SystemResult], path: Path, *, title: str = "") -> 
                 ax.axhline(b.metrics[metric], linestyle="--", color=f"C{i + 1}", label=b.label, linewidth=1)
         ax.set_title(metric)
         ax.set_xlabel("round")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.grid(alpha=0.3)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:

@@ -217,7 +217,7 @@ def evaluate_system(deps: EvalDeps, system: str, bench: Bench, cfg: EvalConfig, 
         outputs = rewrite_once(deps, adapter, bench.prompts, max_new)
         oh = ob = None
         if harmful or benign:
-            say(f"{label}: rewriting {len(harmful) + len(benign)} red-team prompts")
+            say(f"{label}: rewriting {len(harmful)} harmful and {len(benign)} benign red-team prompts")
             red = rewrite_once(deps, adapter, harmful + benign, max_new)
             oh, ob = red[:len(harmful)], red[len(harmful):]
     say(f"{label}: scoring")

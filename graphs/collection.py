@@ -201,6 +201,10 @@ class CollectionReport:
     thread_ids: list[str] = field(default_factory=list)
 
 
+# What each collection counts as found: the stored-rows key its progress shows
+FOUND = {"pairs": "pairs", "sft": "accepted", "evolve": "sft_evolve"}
+
+
 def run_collection(graph: CompiledStateGraph, kind: str, prompts: list[Prompt], ctx: CollectContext, *,
                    round_index: int,
                    batch_size: int, key: dict, on_chunk: Callable[[int, dict], None] | None = None,

@@ -14,7 +14,8 @@ resumed loop keeps the settings it started with.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypedDict
 
@@ -27,14 +28,17 @@ from promptloop.config import PromotionSettings, Settings
 from promptloop.errors import PromptloopError
 from promptloop.evaluation import gate
 from promptloop.evaluation.runner import EvalConfig, EvalReport, load_items
-from promptloop.graphs.collection import CollectionReport
+from promptloop.graphs.collection import FOUND, CollectionReport, TeacherPlan
 from promptloop.learners.config import LearnerConfig, load_config
 from promptloop.learners.data import NothingToTrain
 from promptloop.learners.trainer import TrainResult
-from promptloop.store.models import VersionStatus
+from promptloop.store.models import Prompt, VersionStatus
+from promptloop.store.repository import select_prompts
 from promptloop.store.versions import ensure_base, get_version, set_status
 
 Log = Callable[[str], None]
+# A live display of one collection: (description, prompts, what is counted) -> a context yielding on_chunk
+CollectionProgress = Callable[[str, int, str], AbstractContextManager[Callable[[int, dict], None]]]
 # schedule steps: the plain ones learn from the champion's samples; teacher-sft from the teacher's rewrites,
 # teacher-dpo from pairs of the teacher's rewrite (chosen) against the champion's samples (graphs/collect_pairs.py)
 STEPS = ("sft", "dpo", "teacher-sft", "teacher-dpo")
@@ -148,6 +152,8 @@ class LoopDeps(Protocol):
     def evaluate(self, systems: Sequence[str], cfg: EvalConfig, progress: Log | None = None) -> EvalReport: ...
     def pairwise(self, prompts: Sequence[str], candidate: Sequence[str], champion: Sequence[str]) -> dict | None: ...
     def teacher_reference(self, round_index: int) -> dict[str, float]: ...
+    def teacher_plan(self, name: str, kind: str, *, split: str = "train", limit: int | None = None
+                     ) -> tuple[TeacherPlan, list[Prompt]]: ...
 
 
 @dataclass
@@ -156,10 +162,28 @@ class LoopContext:
 
     deps: LoopDeps | None = None
     log: Log | None = None
+    progress: CollectionProgress | None = None  # a live bar for collections (the CLI's); else a line per part
 
     def say(self, message: str) -> None:
         if self.log:
             self.log(message)
+
+    @contextmanager
+    def collecting(self, description: str, total: int, found_key: str) -> Iterator[Callable[[int, dict], None]]:
+        """The progress of one collection: the live display when there is one, else a line per finished part."""
+        if self.progress is not None:
+            with self.progress(description, total, found_key) as on_chunk:
+                yield on_chunk
+            return
+        seen = {"done": 0, "found": 0}
+
+        def on_chunk(done: int, stored: dict) -> None:
+            seen["done"] += done
+            seen["found"] += stored.get(found_key, 0)
+            if done:
+                self.say(f"  {description}: {seen['done']}/{total} prompts, {seen['found']} {found_key}")
+
+        yield on_chunk
 
 
 def _deps(runtime: Runtime[LoopContext]) -> LoopDeps:
@@ -185,13 +209,21 @@ def collect_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConf
     say = runtime.context.say
     kind, extra = cfg.collection(state["round"])
     extra.setdefault("limit", cfg.train_limit)
-    rep = _deps(runtime).collect(
-        kind, split=cfg.split, round_index=cfg.start_round + state["round"], n=cfg.n,
-        model_version=state["champion"], batch_size=cfg.batch_size,
-        on_chunk=lambda done, stored: say(f"  collected {done} prompts" + (f": {stored}" if stored else "")),
-        worker=cfg.worker, wait=True, **extra)
+    deps = _deps(runtime)
+    teacher = extra.get("teacher")
+    if teacher:  # a recorded set brings its own prompts; resolved once, here, so the bar knows how many
+        extra["teacher"], prompts = deps.teacher_plan(teacher, kind, split=cfg.split, limit=extra["limit"])
+    else:
+        prompts = select_prompts(deps.engine, cfg.split, extra["limit"])
+    with runtime.context.collecting(f"collect {kind} round {cfg.start_round + state['round']}", len(prompts),
+                                    FOUND[kind]) as on_chunk:
+        rep = deps.collect(kind, split=cfg.split, round_index=cfg.start_round + state["round"], n=cfg.n,
+                           model_version=state["champion"], batch_size=cfg.batch_size, on_chunk=on_chunk,
+                           worker=cfg.worker, wait=True, prompts=prompts, **extra)
+    say(f"  collected {rep.prompts} prompts: " + (", ".join(f"{v} {k}" for k, v in rep.stored.items()) or "nothing new"))
     row.update(algorithm=cfg.step(state["round"]), collected={"kind": kind, "prompts": rep.prompts, **rep.stored},
-               collected_by=f"teacher:{cfg.teacher}" if extra.get("teacher") else state["champion"])
+               champion=state["champion"],
+               collected_by=f"teacher:{cfg.teacher}" if teacher else state["champion"])
     return {}
 
 
@@ -333,10 +365,11 @@ class LoopRun:
     already_done: bool = False
 
 
-def run_loop(deps: LoopDeps, cfg: LoopConfig, *, log: Log | None = None) -> LoopRun:
+def run_loop(deps: LoopDeps, cfg: LoopConfig, *, log: Log | None = None,
+             progress: CollectionProgress | None = None) -> LoopRun:
     """Start the loop, or resume it at the stage it stopped in (same name = same thread)."""
     graph = build_loop_graph(checkpointer=deps.checkpointer)
-    context = LoopContext(deps=deps, log=log)
+    context = LoopContext(deps=deps, log=log, progress=progress)
     config = {"configurable": {"thread_id": cfg.thread_id}, "recursion_limit": 10 + 5 * cfg.rounds}
     snap = graph.get_state(config)
     if snap.values and not snap.next:

@@ -21,6 +21,7 @@ case "${1:-}" in
     if ! as_owner "$BIN/pg_ctl" -D "$DIR" status >/dev/null 2>&1; then
       as_owner "$BIN/pg_ctl" -D "$DIR" -l "$DIR/server.log" -w \
         -o "-p $PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null
+      echo "# started"  # this call started it: whoever asked stops it when done (a shell ignores the line)
     fi
     echo "export PROMPTLOOP_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$PORT/postgres"
     ;;

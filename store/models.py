@@ -274,7 +274,29 @@ class WorkItem(SQLModel, table=True):
     done_at: datetime | None = None
 
 
+class ModelCapability(SQLModel, table=True):
+    """What a chat model was measured able to do (e.g. answer the critique in valid JSON), once per store.
+
+    Without it every new process probes again: with the embedded 135M model
+    the critic's probe is a dozen critiques and re-asks, about a minute on
+    two cores, before the breaker turns the LLM critique off. ``model``
+    names the backend and model, ``probe`` the template and budget the
+    verdict was measured with (a new template is measured again).
+    """
+
+    __tablename__ = "model_capabilities"
+    __table_args__ = (UniqueConstraint("model", "capability", "probe", name="uq_model_capability"),)
+    id: int | None = Field(default=None, primary_key=True)
+    model: str = Field(index=True)
+    capability: str
+    probe: str = Field(max_length=64)
+    asked: int
+    valid: int
+    capable: bool
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 ALL_TABLES = [
     Prompt, Round, ModelVersion, Candidate, Critique, SafetyVerdict, Video, Reward,
-    SFTExample, PreferencePair, HumanRating, TraceEvent, Evaluation, WorkItem,
+    SFTExample, PreferencePair, HumanRating, TraceEvent, Evaluation, WorkItem, ModelCapability,
 ]

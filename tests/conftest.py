@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,23 +34,27 @@ POSTGRES_ENV = "PROMPTLOOP_TEST_POSTGRES_URL"
 PG_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "pg_test_server.sh"
 
 
-def _postgres_url() -> str | None:
+def _postgres_url() -> tuple[str | None, bool]:
     """The test server's URL: PROMPTLOOP_TEST_POSTGRES_URL, else a local cluster started by the script
-    (None only where PostgreSQL is not installed or cannot start)."""
+    (None only where PostgreSQL is not installed or cannot start); and whether this run started it."""
     url = os.environ.get(POSTGRES_ENV)
     if url:
-        return url
-    import subprocess
-
+        return url, False
     try:
         out = subprocess.run(["bash", str(PG_SCRIPT), "start"], capture_output=True, text=True, timeout=120).stdout
     except (OSError, subprocess.SubprocessError):
-        return None
+        return None, False
     found = [line.split("=", 1)[1] for line in out.splitlines() if line.startswith(f"export {POSTGRES_ENV}=")]
-    return found[0] if found else None
+    return (found[0] if found else None), "# started" in out.splitlines()
 
 
-_POSTGRES_URL = _postgres_url()  # resolved before the autouse fixture clears PROMPTLOOP_* vars
+_POSTGRES_URL, _STARTED_POSTGRES = _postgres_url()  # resolved before the autouse fixture clears PROMPTLOOP_* vars
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the PostgreSQL server this run started (one that was already running, or named by URL, stays)."""
+    if _STARTED_POSTGRES:
+        subprocess.run(["bash", str(PG_SCRIPT), "stop"], capture_output=True, timeout=120, check=False)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -83,7 +83,7 @@ def test_subsets_are_evenly_spaced_and_aligned(engine):
     assert len(harmful) == len(benign) == 3 and harmful[0] != harmful[1]
 
 
-def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, reference_lm, tmp_path):
+def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, reference_lm, tmp_path, monkeypatch):
     rt = Services(settings)
     rt.__dict__.update(embedder=embedder, reference_lm=reference_lm)  # share the session's models
     import_shipped(rt.engine)
@@ -116,8 +116,15 @@ def test_public_rewrites_and_raw_prompts_on_vbench(settings, embedder, reference
     assert json.loads(js.read_text())["results"][0]["system"] == "raw"
     trained = [SystemResult(f"r{i}", f"r{i}", {"judge_total": 0.6 + i / 10, "intent_cosine": 0.7}, round_index=i)
                for i in range(2)]
+    import matplotlib.pyplot as plt
+
+    drawn = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (drawn.append(fig), close(fig)))
     png = plot_rounds(report.results + trained, tmp_path / "r.png")
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+    ticks = drawn[0].axes[0].get_xticks()  # two rounds: no 0.5 round on the axis
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
 
 
 def test_unknown_bench_and_public_name(settings, embedder):

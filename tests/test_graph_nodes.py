@@ -257,7 +257,11 @@ def test_collect_and_evaluate_stages_fill_the_round_row(tmp_path, smollm_path):
     assert loop.collect_stage({"round": 0, "champion": "base"}, rt, cfg, row) == {}
     assert row["algorithm"] == "sft" and row["collected_by"] == "base"
     assert row["collected"]["kind"] == "sft" and row["collected"]["prompts"] == 2
-    assert row["collected"]["candidates"] >= 2 and any(m.startswith("  collected") for m in said)
+    assert row["collected"]["candidates"] >= 2 and row["champion"] == "base"
+    # without a live display: a line per finished part, counted up to the whole, then what was stored
+    parts = [m for m in said if m.startswith("  collect sft round 0: ")]
+    assert parts and parts[-1].startswith("  collect sft round 0: 2/2 prompts, ")
+    assert f"  collected 2 prompts: {row['collected']['accepted']} accepted" in said[-1]
     assert loop.evaluate_stage({"round": 0, "champion": "base", "candidate": None}, rt, cfg, row) == {}
     assert list(row["eval"]) == ["base"] and 0 < row["eval"]["base"]["judge_total"] <= 1
     assert row["eval"]["base"]["intent_recall_at_1"] is not None and row["eval"]["base"]["fluency"] < 0
@@ -311,3 +315,28 @@ def test_timed_stage_records_its_wall_time_in_the_round_row(loop_services):
 def test_loop_nodes_need_their_dependencies():
     with pytest.raises(PromptloopError, match="LoopContext"):
         loop.start({}, Runtime(context=loop.LoopContext()))
+
+
+def test_history_table_names_the_kept_champion_also_after_a_teacher_round():
+    """A teacher round is collected by the teacher: the table still compares and names the round's champion."""
+    from rich.console import Console
+
+    from promptloop.commands.loop import history_table
+
+    ev = {"judge_total": 0.7, "intent_recall_at_1": 0.8, "repetition": 0.1, "distinct_2": 0.9, "fluency": -2.0,
+          "words": 60.0}
+    rows = [{"round": 0, "algorithm": "teacher-sft", "champion": "demo-r0", "collected_by": "teacher:gpt4o",
+             "collected": {"kind": "sft", "prompts": 4}, "eval": {"demo-r0": ev, "demo-r1-sft": {**ev,
+                                                                                              "judge_total": 0.6}},
+             "decision": {"promoted": False, "rule": "primary"}, "champion_after": "demo-r0", "timings": {}},
+            {"round": 1, "algorithm": "dpo", "champion": "demo-r0", "collected_by": "demo-r0",
+             "collected": {"kind": "pairs", "prompts": 4}, "eval": {"demo-r0": ev, "demo-r2-dpo": {**ev,
+                                                                                                "judge_total": 0.8}},
+             "decision": {"promoted": True, "rule": "promoted"}, "champion_after": "demo-r2-dpo", "timings": {}}]
+    console = Console(width=400, record=True)
+    console.print(history_table({"config": {"name": "demo"}, "history": rows}))
+    lines = console.export_text().splitlines()
+    first = next(ln for ln in lines if ln.startswith("│ 0"))
+    second = next(ln for ln in lines if ln.startswith("│ 1"))
+    assert "kept demo-r0 (primary)" in first and "0.7000" in first and "0.6000" in first
+    assert "promoted demo-r2-dpo" in second and "0.8000" in second

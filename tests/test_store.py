@@ -13,6 +13,7 @@ from promptloop.store.models import (
     ALL_TABLES,
     Candidate,
     HumanRating,
+    ModelCapability,
     ModelVersion,
     PreferencePair,
     Prompt,
@@ -23,13 +24,13 @@ from promptloop.store.models import (
 
 
 def test_migrations_create_exactly_the_models_schema(engine):
-    assert current_revision(engine) == head_revision() == "0004"
+    assert current_revision(engine) == head_revision() == "0005"
     names = set(inspect(engine).get_table_names())
     assert {t.__tablename__ for t in ALL_TABLES} <= names
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == [], f"models and migrations disagree: {diff}"
-    assert upgrade(engine) == "0004"  # running again is a no-op
+    assert upgrade(engine) == "0005"  # running again is a no-op
 
 
 def test_foreign_keys_enforced_and_sqlite_in_wal(engine):
@@ -69,6 +70,8 @@ def _populate(s: Session) -> dict:
     repo.add_evaluation(s, "r0-sft", "eval", ["a cat playing piano"], {"greedy": True}, model_version_id=v1.id,
                         metrics={"judge_total": 0.7})
     s.add(WorkItem(job="collect-sft-r0", prompt_id=p.id))
+    s.add(ModelCapability(model="transformers:smollm2-135m-instruct", capability="json_critique", probe="p",
+                          asked=12, valid=2, capable=False))
     return {"prompt": p.id, "c1": c1.id, "c2": c2.id, "v1": v1.id}
 
 
