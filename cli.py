@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape as rich_escape
 
 from promptloop.commands import collect, data, prompts, rewrite, setup, teacher, traces
@@ -63,13 +62,17 @@ def main_callback(
     seed: Annotated[int | None, typer.Option(help="Sampling seed")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show the libraries' own load bars, logs and "
                                                             "deprecation warnings (hidden by default)")] = False,
+    assignments: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="SECTION.FIELD=VALUE",
+        help="Override any setting for this command, e.g. --set critic.llm_max_new_tokens=48 or "
+             "--set generation.n=2 (repeatable; the value is read as JSON, else as text)")] = None,
 ) -> None:
     if not verbose:
         quiet_libraries()
     try:
         settings = load_settings(home=home, database_url=database_url, config_file=config, base_model=base_model,
-                                 device=device, seed=seed)
-    except (ValidationError, FileNotFoundError) as exc:
+                                 device=device, seed=seed, assignments=assignments or ())
+    except (ValueError, FileNotFoundError) as exc:  # pydantic's ValidationError is a ValueError
         console.print(f"[red]error:[/] {rich_escape(describe(exc) or str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     # Only `init` and `db upgrade` create a database: a mistyped URL must not silently start an empty store.

@@ -10,6 +10,8 @@ deleted as a unit.
 from __future__ import annotations
 
 import os
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -455,6 +457,57 @@ def default_of(section: type[BaseModel], name: str) -> Any:
     return section.model_fields[name].get_default(call_default_factory=True)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Build Settings, dropping overrides that are None (unset CLI flags)."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+def load_settings(*, assignments: Sequence[str] = (), **overrides: Any) -> Settings:
+    """Build Settings, dropping overrides that are None (unset CLI flags); ``assignments`` are ``--set`` pairs."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key, value in parse_assignments(assignments).items():
+        *sections, name = key.split(".")
+        target = given
+        for part in sections:
+            target = target.setdefault(part, {})
+        target[name] = value
+    return Settings(**given)
+
+
+def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
+    """``section.field=value`` pairs (values read as JSON, else as text), each path checked against Settings.
+
+    Nested sections ignore unknown keys when validated, so a typo here would
+    otherwise be dropped without a word; the path is checked field by field
+    down to the first mapping (``judge.weights.NAME``, ``backends.AGENT``).
+    """
+    import json
+
+    found: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects SECTION.FIELD=VALUE, got '{pair}'")
+        model: Any = Settings
+        for i, part in enumerate(key.split(".")):
+            if typing.get_origin(model) is dict:  # a mapping's key is free; its value may be a section again
+                model = _model_of(typing.get_args(model)[-1])
+                continue
+            fields = getattr(model, "model_fields", None)
+            if fields is None:
+                break  # a plain value: nothing below it to check
+            if part not in fields:
+                where = ".".join(key.split(".")[:i]) or "settings"
+                raise ValueError(f"--set {key}: {where} has no field '{part}' (fields: {', '.join(sorted(fields))})")
+            model = _model_of(fields[part].annotation)
+        try:
+            found[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            found[key] = raw
+    return found
+
+
+def _model_of(annotation: Any) -> Any:
+    """The section (BaseModel) or mapping inside ``X | None``, else the annotation itself."""
+    if typing.get_origin(annotation) is dict:
+        return annotation
+    for arg in (typing.get_args(annotation) or (annotation,)):
+        if (isinstance(arg, type) and issubclass(arg, BaseModel)) or typing.get_origin(arg) is dict:
+            return arg
+    return annotation

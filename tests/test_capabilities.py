@@ -93,5 +93,7 @@ def test_models_capabilities_and_recheck_commands(tmp_path: Path, monkeypatch: p
     code, _, err = _cli("models", "recheck", "transformers:nope")
     assert code == 2 and err.strip().startswith("error: no measured capabilities for 'transformers:nope'")
     assert len(list_capabilities(rt.engine)) == 1  # nothing changed
-    code, _, err = _cli("models", "recheck")
+    code, _, err = _cli("--set", "critic.llm_max_new_token=48", "models", "recheck")  # a typo'd --set path
+    assert code == 2 and err.count("\n") == 1 and "critic has no field 'llm_max_new_token'" in err
+    code, _, err = _cli("--set", "critic.llm_max_new_tokens=48", "models", "recheck")
     assert code == 0 and "forgot 1 measured capability" in err and list_capabilities(rt.engine) == []

@@ -60,3 +60,30 @@ def test_append_report_writes_jsonl_under_home(tmp_path: Path):
     s.append_report("bench_x", {"speedup": 3.0})
     assert path.parent == s.reports_dir
     assert [json.loads(x)["speedup"] for x in path.read_text().splitlines()] == [2.0, 3.0]
+
+
+def test_set_overrides_one_field_and_keeps_the_rest_of_its_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "promptloop.toml").write_text('[critic]\nuse_llm = false\nllm_retries = 3\n[judge.weights]\nharmless = 0.5\n')
+    monkeypatch.setenv("PROMPTLOOP_GENERATION__N", "3")
+    s = load_settings(home=tmp_path, assignments=["critic.llm_max_new_tokens=48", "judge.weights.length_fit=0.2",
+                                                  "sampling.critic.stop=[\"}\"]", "backends.critic.kind=transformers",
+                                                  "generation.temperature=0.5"])
+    assert s.critic.llm_max_new_tokens == 48 and s.critic.use_llm is False and s.critic.llm_retries == 3  # TOML kept
+    assert s.judge.weights["length_fit"] == 0.2 and s.judge.weights["harmless"] == 0.5
+    assert s.sampling.critic.stop == ["}"] and s.backend_for("critic").kind == "transformers"
+    assert s.generation.n == 3 and s.generation.temperature == 0.5  # env kept, flag applied
+    assert load_settings(home=tmp_path, assignments=["web.token=abc"]).web.token.get_secret_value() == "abc"
+
+
+@pytest.mark.parametrize(("pair", "message"), [
+    ("critic.llm_max_new_token=48", "critic has no field 'llm_max_new_token'"),
+    ("crtic.use_llm=false", "settings has no field 'crtic'"),
+    ("backends.critic.kindx=1", "backends.critic has no field 'kindx'"),
+    ("generation.n", "--set expects SECTION.FIELD=VALUE, got 'generation.n'"),
+])
+def test_set_names_a_mistyped_path(tmp_path: Path, pair: str, message: str):
+    with pytest.raises(ValueError, match=message):
+        load_settings(home=tmp_path, assignments=[pair])
+    with pytest.raises(ValidationError, match="generation.n"):
+        load_settings(home=tmp_path, assignments=["generation.n=lots"])
