@@ -44,3 +44,19 @@ def collection_progress(description: str, total: int, found_key: str, *, console
                             rate=f"{t.completed / max(1e-9, time.perf_counter() - t0) * 60:.1f} prompts/min")
 
         yield on_chunk
+
+
+@contextmanager
+def training_progress(description: str, *, console: Console | None = None
+                      ) -> Iterator[Callable[[int, int, dict], None]]:
+    """A bar of optimizer steps with the latest loss; yields the learner's ``on_step(step, total, logs)``."""
+    console = console or Console(stderr=True)
+    with progress_bar(console, TextColumn("{task.fields[loss]}")) as progress:
+        task = progress.add_task(description, total=None, loss="")
+
+        def on_step(step: int, total: int, logs: dict) -> None:
+            loss = logs.get("loss")
+            progress.update(task, completed=step, total=total or None,
+                            **({"loss": f"loss {float(loss):.3f}"} if loss is not None else {}))
+
+        yield on_step

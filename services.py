@@ -362,13 +362,15 @@ class Services:
         rows = per_item(self.embedder, prompts, targets, pool=distractor_pool(self.engine))
         return {"intent_recall_at_1": round(float(mean([r["intent_recall_at_1"] for r in rows])), 4)}
 
-    def train(self, algorithm: str, cfg: LearnerConfig) -> TrainResult:
-        """SFT or DPO of the rewriter from the store's data for ``cfg``'s round."""
+    def train(self, algorithm: str, cfg: LearnerConfig, on_step: Callable[[int, int, dict], None] | None = None
+              ) -> TrainResult:
+        """SFT or DPO of the rewriter from the store's data for ``cfg``'s round (``on_step``: its progress)."""
         from promptloop.learners.dpo import train_dpo
         from promptloop.learners.sft import train_sft
 
         fn = {"sft": train_sft, "dpo": train_dpo}[algorithm]
-        return fn(self.engine, self.settings, cfg, build_messages=self.rewriter(with_model=False).messages_for)
+        return fn(self.engine, self.settings, cfg, build_messages=self.rewriter(with_model=False).messages_for,
+                  on_step=on_step)
 
     def evaluate(self, systems: Sequence[str], cfg: EvalConfig,
                  progress: Callable[[str], None] | None = None) -> EvalReport:

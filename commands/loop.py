@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from promptloop.commands.shared import UserError, console, out, print_json, services_of
-from promptloop.progress import collection_progress
+from promptloop.progress import collection_progress, training_progress
 
 app = typer.Typer(help="The self-improvement loop: collect -> train -> evaluate -> promote.", no_args_is_help=True)
 
@@ -119,7 +119,8 @@ def loop_run(
                      dpo_config=str(dpo_config) if dpo_config else None, max_steps=max_steps,
                      min_improvement=min_improvement, patience=patience, worker=worker,
                      video_rounds=chosen_video_rounds, teacher=teacher, teacher_limit=teacher_limit)
-    run = run_loop(rt, cfg, log=lambda m: console.print(m, highlight=False), progress=collection_progress)
+    run = run_loop(rt, cfg, log=lambda m: console.print(m, highlight=False), progress=collection_progress,
+                   train_progress=training_progress)
     state = run.state
     if run.already_done:
         console.print(f"loop '{name}' already finished ({state.get('stop_reason')}); use another --name to start "

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from promptloop.commands.shared import UserError, console, print_json, services_of
+from promptloop.progress import training_progress
 
 app = typer.Typer(help="Train a new rewriter version (TRL + LoRA) from the store's data, or a video critic from ratings.",
                   no_args_is_help=True)
@@ -25,7 +26,8 @@ def _train(ctx: typer.Context, algorithm: str, config: Path | None, as_json: boo
     cfg = load_config(algorithm, config, **overrides)
     console.print(f"training {algorithm} from [bold]{cfg.parent}[/] on round "
                   f"{cfg.round_index if cfg.round_index is not None else '(latest)'} ({cfg.data_rounds})")
-    res = rt.train(algorithm, cfg)
+    with training_progress(f"train {algorithm}") as on_step:
+        res = rt.train(algorithm, cfg, on_step=on_step)
     v = res.version
     summary = {"version": v.name, "parent": v.data_provenance.get("parent"), "algorithm": v.algorithm,
                "adapter": v.adapter_path, "rows": v.data_provenance.get("rows"),

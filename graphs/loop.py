@@ -31,7 +31,7 @@ from promptloop.evaluation.runner import EvalConfig, EvalReport, load_items
 from promptloop.graphs.collection import FOUND, CollectionReport, TeacherPlan
 from promptloop.learners.config import LearnerConfig, load_config
 from promptloop.learners.data import NothingToTrain
-from promptloop.learners.trainer import TrainResult
+from promptloop.learners.trainer import OnStep, TrainResult
 from promptloop.store.models import Prompt, VersionStatus
 from promptloop.store.repository import select_prompts
 from promptloop.store.versions import ensure_base, get_version, set_status
@@ -39,6 +39,8 @@ from promptloop.store.versions import ensure_base, get_version, set_status
 Log = Callable[[str], None]
 # A live display of one collection: (description, prompts, what is counted) -> a context yielding on_chunk
 CollectionProgress = Callable[[str, int, str], AbstractContextManager[Callable[[int, dict], None]]]
+# A live display of one training run: description -> a context yielding on_step(step, total, logs)
+TrainingProgress = Callable[[str], AbstractContextManager[OnStep]]
 # schedule steps: the plain ones learn from the champion's samples; teacher-sft from the teacher's rewrites,
 # teacher-dpo from pairs of the teacher's rewrite (chosen) against the champion's samples (graphs/collect_pairs.py)
 STEPS = ("sft", "dpo", "teacher-sft", "teacher-dpo")
@@ -148,7 +150,7 @@ class LoopDeps(Protocol):
     @property
     def checkpointer(self) -> Any: ...
     def collect(self, kind: str, **kwargs: Any) -> CollectionReport: ...
-    def train(self, algorithm: str, cfg: LearnerConfig) -> TrainResult: ...
+    def train(self, algorithm: str, cfg: LearnerConfig, on_step: OnStep | None = None) -> TrainResult: ...
     def evaluate(self, systems: Sequence[str], cfg: EvalConfig, progress: Log | None = None) -> EvalReport: ...
     def pairwise(self, prompts: Sequence[str], candidate: Sequence[str], champion: Sequence[str]) -> dict | None: ...
     def teacher_reference(self, round_index: int) -> dict[str, float]: ...
@@ -163,6 +165,7 @@ class LoopContext:
     deps: LoopDeps | None = None
     log: Log | None = None
     progress: CollectionProgress | None = None  # a live bar for collections (the CLI's); else a line per part
+    train_progress: TrainingProgress | None = None  # a live bar for training; else a line per logged step
 
     def say(self, message: str) -> None:
         if self.log:
@@ -184,6 +187,22 @@ class LoopContext:
                 self.say(f"  {description}: {seen['done']}/{total} prompts, {seen['found']} {found_key}")
 
         yield on_chunk
+
+    @contextmanager
+    def training(self, description: str) -> Iterator[OnStep]:
+        """The progress of one training run: the live display when there is one, else a line per logged loss."""
+        if self.train_progress is not None:
+            with self.train_progress(description) as on_step:
+                yield on_step
+            return
+        said: set[int] = set()
+
+        def on_step(step: int, total: int, logs: dict) -> None:
+            if "loss" in logs and step not in said:
+                said.add(step)
+                self.say(f"  {description}: step {step}/{total} loss {float(logs['loss']):.4f}")
+
+        yield on_step
 
 
 def _deps(runtime: Runtime[LoopContext]) -> LoopDeps:
@@ -235,7 +254,8 @@ def train_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConfig
                        parent=state["champion"], name=f"{cfg.name}-r{r}-{algo}", max_steps=cfg.max_steps,
                        data_rounds="current")
     try:
-        res = _deps(runtime).train(algo, tcfg)
+        with runtime.context.training(f"train {tcfg.name}") as on_step:
+            res = _deps(runtime).train(algo, tcfg, on_step=on_step)
     except NothingToTrain as exc:
         runtime.context.say(f"  nothing to train: {exc}")
         row["training"] = {"skipped": str(exc)}
@@ -244,7 +264,9 @@ def train_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConfig
     row["training"] = {k: m.get(k) for k in ("global_step", "first_loss", "last_loss", "train_loss", "wall_s",
                                               "last_rewards_accuracies", "last_rewards_margins")}
     row["training"]["rows"] = res.version.data_provenance.get("rows")
-    runtime.context.say(f"  trained {res.version.name}: {row['training']}")
+    t = row["training"]
+    runtime.context.say(f"  trained {res.version.name}: {t['rows']} rows, {t['global_step']} steps, loss "
+                        f"{t['first_loss']} -> {t['last_loss']}, {t['wall_s']} s")
     return {"candidate": res.version.name}
 
 
@@ -366,10 +388,10 @@ class LoopRun:
 
 
 def run_loop(deps: LoopDeps, cfg: LoopConfig, *, log: Log | None = None,
-             progress: CollectionProgress | None = None) -> LoopRun:
+             progress: CollectionProgress | None = None, train_progress: TrainingProgress | None = None) -> LoopRun:
     """Start the loop, or resume it at the stage it stopped in (same name = same thread)."""
     graph = build_loop_graph(checkpointer=deps.checkpointer)
-    context = LoopContext(deps=deps, log=log, progress=progress)
+    context = LoopContext(deps=deps, log=log, progress=progress, train_progress=train_progress)
     config = {"configurable": {"thread_id": cfg.thread_id}, "recursion_limit": 10 + 5 * cfg.rounds}
     snap = graph.get_state(config)
     if snap.values and not snap.next:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from promptloop.config import Settings
 from promptloop.learners.config import DPOLearnerConfig
 from promptloop.learners.data import TrainingData
-from promptloop.learners.trainer import TrainResult, train
+from promptloop.learners.trainer import OnStep, TrainResult, train
 from promptloop.store.exporter import BuildMessages
 from promptloop.store.models import ModelVersion
 from promptloop.store.versions import anchor, ensure_base, get_version
@@ -49,7 +49,7 @@ def use_reference(model: Any, ref: ModelVersion | None) -> None:
 
 
 def train_dpo(engine: Engine, settings: Settings, cfg: DPOLearnerConfig | None = None, *, build_messages: BuildMessages,
-              data: TrainingData | None = None) -> TrainResult:
+              data: TrainingData | None = None, on_step: OnStep | None = None) -> TrainResult:
     cfg = cfg or DPOLearnerConfig()
     extra: dict[str, Any] = {}  # filled once the data is there and the trainer is built; registered with it
 
@@ -65,4 +65,5 @@ def train_dpo(engine: Engine, settings: Settings, cfg: DPOLearnerConfig | None =
             use_reference(trainer.model, ref)
         return trainer
 
-    return train(engine, settings, cfg, build, build_messages=build_messages, data=data, extra_metrics=extra)
+    return train(engine, settings, cfg, build, build_messages=build_messages, data=data, extra_metrics=extra,
+                 on_step=on_step)

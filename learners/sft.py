@@ -13,12 +13,12 @@ from sqlalchemy.engine import Engine
 from promptloop.config import Settings
 from promptloop.learners.config import SFTLearnerConfig
 from promptloop.learners.data import TrainingData
-from promptloop.learners.trainer import TrainResult, train
+from promptloop.learners.trainer import OnStep, TrainResult, train
 from promptloop.store.exporter import BuildMessages
 
 
 def train_sft(engine: Engine, settings: Settings, cfg: SFTLearnerConfig | None = None, *, build_messages: BuildMessages,
-              data: TrainingData | None = None) -> TrainResult:
+              data: TrainingData | None = None, on_step: OnStep | None = None) -> TrainResult:
     cfg = cfg or SFTLearnerConfig()
 
     def build(model: Any, tok: Any, peft_config: Any, dataset: Any, common: dict[str, Any]) -> Any:
@@ -28,4 +28,4 @@ def train_sft(engine: Engine, settings: Settings, cfg: SFTLearnerConfig | None =
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=peft_config)
 
-    return train(engine, settings, cfg, build, build_messages=build_messages, data=data)
+    return train(engine, settings, cfg, build, build_messages=build_messages, data=data, on_step=on_step)

@@ -98,11 +98,37 @@ def _save_adapter(model: Any, final: Path) -> None:
 
 
 BuildTrainer = Callable[[Any, Any, Any, Any, dict[str, Any]], Any]
+OnStep = Callable[[int, int, dict], None]  # (optimizer step, total steps, the latest logged values)
+
+
+def report_steps(trainer: Any, on_step: OnStep) -> None:
+    """Send the trainer's progress to ``on_step`` instead of its own bar and printed log dicts.
+
+    transformers' ProgressCallback writes every log as a dict line (also with
+    its bar disabled); the caller's display shows the step, total and loss.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class StepReporter(TrainerCallback):
+        def __init__(self) -> None:
+            self.last: dict = {}
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            on_step(state.global_step, state.max_steps, self.last)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            self.last = {**self.last, **(logs or {})}
+            on_step(state.global_step, state.max_steps, self.last)
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(StepReporter())
 
 
 def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer: BuildTrainer, *,
-          build_messages: BuildMessages, data: TrainingData | None = None, extra_metrics: dict | None = None
-          ) -> TrainResult:
+          build_messages: BuildMessages, data: TrainingData | None = None, extra_metrics: dict | None = None,
+          on_step: OnStep | None = None) -> TrainResult:
     """Read the data, train from the parent, save the adapter, register a candidate version.
 
     ``build_trainer(model, tokenizer, peft_config, dataset, args_common)`` returns a TRL trainer.
@@ -135,6 +161,8 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
     model, tok, peft_config = load_policy(settings, parent, cfg)
     cuda = use_cuda(settings)
     trainer = build_trainer(model, tok, peft_config, to_dataset(data, algo), trl_common_args(cfg, work, cuda=cuda))
+    if on_step is not None:
+        report_steps(trainer, on_step)
     t0 = time.perf_counter()
     last = get_last_checkpoint(str(work)) if work.is_dir() else None
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for results (--json)

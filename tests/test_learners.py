@@ -70,10 +70,14 @@ def _logits(path: Path, adapter: str | None) -> torch.Tensor:
         return model(**tok("a cat playing piano", return_tensors="pt")).logits
 
 
-def test_sft_trains_lora_and_registers_a_loadable_version(learn_rt, smollm_path):
-
+def test_sft_trains_lora_and_registers_a_loadable_version(learn_rt, smollm_path, capfd):
+    steps: list[tuple[int, int, float | None]] = []
     res = learn_rt.train("sft", SFTLearnerConfig(max_steps=2, per_device_train_batch_size=2, round_index=0,
-                                               learning_rate=1e-3))
+                                               learning_rate=1e-3),
+                         on_step=lambda step, total, logs: steps.append((step, total, logs.get("loss"))))
+    # progress goes to the caller's display, not as printed log dicts
+    assert [s for s, _, _ in steps][-1] == 2 and {t for _, t, _ in steps} == {2} and steps[-1][2] is not None
+    assert "{'loss'" not in capfd.readouterr().err
     v = res.version
     assert (v.name, v.algorithm, v.status) == ("r0-sft", "sft", VersionStatus.candidate)
     assert v.data_provenance["parent"] == "base" and v.data_provenance["rows"] == len(SFT_DATA)
