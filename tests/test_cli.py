@@ -101,6 +101,16 @@ def test_models_prepare_list_and_rewrite(home, smollm_path):
     assert res.returncode == 2 and "empty prompt" in res.stderr
 
 
+@pytest.mark.slow
+def test_rewrite_json_on_a_fresh_home_prints_only_json(home):
+    """The first command on a fresh home prepares the model on the way: its bar goes to stderr, stdout stays JSON."""
+    run(home, "init", "--no-models", "--no-data")
+    res = run(home, "rewrite", "a cat playing piano", "--n", "2", "--max-new-tokens", "24", "--max-refine-steps",
+              "0", "--json")
+    assert json.loads(res.stdout)["prompt"] == "a cat playing piano"  # nothing before or after the JSON
+    assert "prepare smollm2-135m-instruct" in res.stderr
+
+
 def test_only_the_promptloop_package_is_installed(tmp_path):
     """The repository root maps to `promptloop`; no bare `agents`/`store`/`graphs` module leaks out."""
     code = ("import importlib.util as u; import promptloop.agents, promptloop.store, promptloop.graphs, "

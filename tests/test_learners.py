@@ -169,3 +169,12 @@ def test_nothing_to_train_names_the_round(settings, smollm_path):
     ensure_round(rt.engine, 3)
     with pytest.raises(NothingToTrain, match="round 3"):
         rt.train("sft", SFTLearnerConfig(max_steps=1, round_index=3))
+
+
+def test_the_demo_dpo_recipe_is_the_dpo_recipe_at_batch_2():
+    """`make run` trains DPO with demo_dpo.yaml: only the batch differs from the shipped recipe."""
+    recipes = Path(__file__).resolve().parents[1] / "learners" / "recipes"
+    demo, full = load_config("dpo", recipes / "demo_dpo.yaml"), load_config("dpo", recipes / "dpo.yaml")
+    assert demo.per_device_train_batch_size == 2 and full.per_device_train_batch_size == 4
+    assert {k: v for k, v in demo.to_dict().items() if k != "per_device_train_batch_size"} == {
+        k: v for k, v in full.to_dict().items() if k != "per_device_train_batch_size"}

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from promptloop.errors import PromptloopError
@@ -121,7 +122,8 @@ def prepare_model(reference: str, models_dir: Path, *, force: bool = False, show
     models_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".{target.name}."))
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                        disable=not show_progress, transient=False)
+                        disable=not show_progress, transient=False,
+                        console=Console(stderr=True))  # stdout is for results: `rewrite --json` on a fresh home
     try:
         with progress:
             task = progress.add_task(f"prepare {reference}: load", total=4)
