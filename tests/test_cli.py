@@ -28,7 +28,7 @@ def test_help_lists_every_command(home):
         assert cmd in out
     assert "upgrade" in run(home, "db", "--help").stdout
     models = run(home, "models", "--help").stdout
-    assert "prepare" in models and "list" in models
+    assert all(c in models for c in ("prepare", "list", "capabilities", "recheck"))
     prompts = run(home, "prompts", "--help").stdout
     assert all(c in prompts for c in ("import", "list", "stats"))
     assert "export" in run(home, "data", "--help").stdout
