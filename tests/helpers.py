@@ -43,3 +43,20 @@ def run_cli(home: Path, *args: str, check: bool = True, env: dict | None = None,
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:{proc.stdout}\nstderr:{proc.stderr}")
     return proc
+
+
+def invoke_cli(*args: str) -> tuple[int, str, str]:
+    """`promptloop ARGS` in this process through the same ``main`` (exit code, stdout, stderr): fast, no subprocess."""
+    import contextlib
+    import io
+
+    from promptloop.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            return (exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)), out.getvalue(), \
+                err.getvalue()
+    return 0, out.getvalue(), err.getvalue()

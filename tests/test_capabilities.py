@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pytest
+from helpers import invoke_cli
 from test_agents import FAITHFUL, GarbageModel, JSONCriticModel
 
 from promptloop.agents.text_critic import TextCritic
-from promptloop.cli import main
 from promptloop.config import BackendSettings, Settings
 from promptloop.services import Services
 from promptloop.store.capabilities import CapabilityRecord, forget_capabilities, list_capabilities
@@ -69,16 +67,6 @@ def test_the_services_key_names_the_model_and_changes_with_the_probe(tmp_path: P
     assert off.critic.memory is None
 
 
-def _cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            return int(exc.code or 0), out.getvalue(), err.getvalue()
-    return 0, out.getvalue(), err.getvalue()
-
-
 def test_models_capabilities_and_recheck_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for k in [k for k in __import__("os").environ if k.startswith("PROMPTLOOP_")]:
         monkeypatch.delenv(k)
@@ -86,14 +74,14 @@ def test_models_capabilities_and_recheck_commands(tmp_path: Path, monkeypatch: p
     rt = Services(Settings(home=tmp_path / "home"))
     CapabilityRecord(rt.engine, "transformers:smollm2-135m-instruct", "json_critique", "p").remember(
         asked=12, valid=2, capable=False)
-    code, out, _ = _cli("models", "capabilities", "--json")
+    code, out, _ = invoke_cli("models", "capabilities", "--json")
     [row] = json.loads(out)
     assert code == 0 and (row["model"], row["capable"], row["valid"], row["asked"]) == (
         "transformers:smollm2-135m-instruct", False, 2, 12)
-    code, _, err = _cli("models", "recheck", "transformers:nope")
+    code, _, err = invoke_cli("models", "recheck", "transformers:nope")
     assert code == 2 and err.strip().startswith("error: no measured capabilities for 'transformers:nope'")
     assert len(list_capabilities(rt.engine)) == 1  # nothing changed
-    code, _, err = _cli("--set", "critic.llm_max_new_token=48", "models", "recheck")  # a typo'd --set path
+    code, _, err = invoke_cli("--set", "critic.llm_max_new_token=48", "models", "recheck")  # a typo'd --set path
     assert code == 2 and err.count("\n") == 1 and "critic has no field 'llm_max_new_token'" in err
-    code, _, err = _cli("--set", "critic.llm_max_new_tokens=48", "models", "recheck")
+    code, _, err = invoke_cli("--set", "critic.llm_max_new_tokens=48", "models", "recheck")
     assert code == 0 and "forgot 1 measured capability" in err and list_capabilities(rt.engine) == []

@@ -7,19 +7,17 @@ try many inputs in seconds; tests/test_cli.py covers the same paths through a re
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import invoke_cli as invoke
 from helpers import table_snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promptloop.cli import main
 from promptloop.config import Settings
 from promptloop.services import Services
 from promptloop.store import repository as repo
@@ -27,18 +25,6 @@ from promptloop.store.engine import session_scope
 
 PROPERTY = settings(max_examples=int(os.environ.get("PROMPTLOOP_TEST_EXAMPLES", "25")), deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-
-
-def invoke(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        else:  # pragma: no cover - click always exits in standalone mode
-            code = 0
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_promise(code: int, err: str, before: dict, engine) -> None:
