@@ -327,6 +327,16 @@ class Services:
             return TeacherPlan(name, student=kind == "pairs"), select_prompts(self.engine, split, limit)
         return TeacherPlan(name, given={p.id: rw for p, rw in rows}, student=kind == "pairs"), [p for p, _ in rows]
 
+    def collection_prompts(self, kind: str, *, split: str = "train", limit: int | None = None,
+                           teacher: str | None = None) -> tuple[TeacherPlan | None, list[Prompt]]:
+        """The prompts a collection will cover (and its teacher plan): known before it starts, so a progress
+        display has its total. A recorded teacher brings its own prompts; otherwise ``split``'s first ``limit``."""
+        if teacher:
+            return self.teacher_plan(teacher, kind, split=split, limit=limit)
+        from promptloop.store.repository import select_prompts
+
+        return None, select_prompts(self.engine, split, limit)
+
     # --- what commands, the loop and the API call (LoopDeps, EvalDeps) -------------------------
     def collect(self, kind: str, *, model_version: str = "base", teacher: str | TeacherPlan | None = None,
                 **kwargs: Any) -> CollectionReport:

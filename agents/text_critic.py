@@ -248,6 +248,8 @@ class TextCritic:
 
     def _recall(self) -> None:
         """Start from the remembered verdict, once: a full window of failures (breaker open) or of successes."""
+        if self._recalled:
+            return
         with self._probe_lock:
             if self._recalled:
                 return

@@ -18,13 +18,11 @@ def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round
     import time
 
     from promptloop.graphs.collection import FOUND
-    from promptloop.store.repository import select_prompts
 
     rt = services_of(ctx)
-    if teacher:
-        ctx_overrides["teacher"], prompts = rt.teacher_plan(teacher, kind, split=split, limit=limit)
-    else:
-        prompts = select_prompts(rt.engine, split, limit)
+    plan, prompts = rt.collection_prompts(kind, split=split, limit=limit, teacher=teacher)
+    if plan is not None:
+        ctx_overrides["teacher"] = plan
     found_key = FOUND[kind]
     t0 = time.perf_counter()
     with collection_progress(f"collect {kind} r{round_index}", len(prompts), found_key) as on_chunk:

@@ -118,8 +118,8 @@ def models_capabilities(ctx: typer.Context, as_json: Annotated[bool, typer.Optio
 @models_app.command("recheck")
 def models_recheck(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Argument(help="A model as `models list` names it under measured "
-                                                     "capabilities (default: all)")] = None,
+    model: Annotated[str | None, typer.Argument(help="A model as `models capabilities` names it "
+                                                     "(default: all)")] = None,
 ) -> None:
     """Forget the measured capabilities (e.g. whether the critic's model writes valid JSON critiques), so the next
     run measures them again: after changing a served model behind the same name, say."""

@@ -33,7 +33,6 @@ from promptloop.learners.config import LearnerConfig, load_config
 from promptloop.learners.data import NothingToTrain
 from promptloop.learners.trainer import OnStep, TrainResult
 from promptloop.store.models import Prompt, VersionStatus
-from promptloop.store.repository import select_prompts
 from promptloop.store.versions import ensure_base, get_version, set_status
 
 Log = Callable[[str], None]
@@ -154,8 +153,8 @@ class LoopDeps(Protocol):
     def evaluate(self, systems: Sequence[str], cfg: EvalConfig, progress: Log | None = None) -> EvalReport: ...
     def pairwise(self, prompts: Sequence[str], candidate: Sequence[str], champion: Sequence[str]) -> dict | None: ...
     def teacher_reference(self, round_index: int) -> dict[str, float]: ...
-    def teacher_plan(self, name: str, kind: str, *, split: str = "train", limit: int | None = None
-                     ) -> tuple[TeacherPlan, list[Prompt]]: ...
+    def collection_prompts(self, kind: str, *, split: str = "train", limit: int | None = None,
+                           teacher: str | None = None) -> tuple[TeacherPlan | None, list[Prompt]]: ...
 
 
 @dataclass
@@ -230,10 +229,9 @@ def collect_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConf
     extra.setdefault("limit", cfg.train_limit)
     deps = _deps(runtime)
     teacher = extra.get("teacher")
-    if teacher:  # a recorded set brings its own prompts; resolved once, here, so the bar knows how many
-        extra["teacher"], prompts = deps.teacher_plan(teacher, kind, split=cfg.split, limit=extra["limit"])
-    else:
-        prompts = select_prompts(deps.engine, cfg.split, extra["limit"])
+    plan, prompts = deps.collection_prompts(kind, split=cfg.split, limit=extra["limit"], teacher=teacher)
+    if plan is not None:
+        extra["teacher"] = plan
     with runtime.context.collecting(f"collect {kind} round {cfg.start_round + state['round']}", len(prompts),
                                     FOUND[kind]) as on_chunk:
         rep = deps.collect(kind, split=cfg.split, round_index=cfg.start_round + state["round"], n=cfg.n,
