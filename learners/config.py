@@ -44,7 +44,9 @@ class LearnerConfig:
     # --- LoRA (no embed_tokens / lm_head: vLLM cannot serve adapters that change them) ---
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    # 0: peft then skips the dropout mask on every adapted input; at 0.05 drawing those masks was 13 % of a
+    # LoRA step on the 2-core CPU (bench/train_step.py, CHANGELOG)
+    lora_dropout: float = 0.0
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                       "gate_proj", "up_proj", "down_proj"])
 
@@ -82,6 +84,11 @@ class DPOLearnerConfig(LearnerConfig):
     # the frozen reference of the DPO loss: the parent version (the adapter training starts from), or the
     # anchor: the SFT version the DPO chain started from (RLHFlow's iterative DPO); see learners/dpo.py
     reference: Literal["parent", "anchor"] = "parent"
+    # the reference's log-probs of every pair computed once before the first step (TRL's
+    # precompute_ref_log_probs) instead of a reference forward in every step. It costs what one pass of
+    # reference forwards costs, so it pays only when the run passes over its pairs more than once; "auto" turns it
+    # on exactly then. Parent reference only: the anchor's weights are put in place after TRL built the trainer.
+    precompute_ref_log_probs: bool | Literal["auto"] = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,6 +96,23 @@ class DPOLearnerConfig(LearnerConfig):
             raise ConfigError(f"beta must be positive, got {self.beta!r}")
         if self.reference not in ("parent", "anchor"):
             raise ConfigError(f"reference must be 'parent' or 'anchor', got {self.reference!r}")
+        if self.precompute_ref_log_probs not in (True, False, "auto"):
+            raise ConfigError(f"precompute_ref_log_probs must be true, false or auto, got "
+                              f"{self.precompute_ref_log_probs!r}")
+
+    def passes(self, rows: int) -> float:
+        """How many times the run goes over ``rows`` pairs (per process)."""
+        if self.max_steps > 0:
+            return self.max_steps * self.per_device_train_batch_size * self.gradient_accumulation_steps / max(1, rows)
+        return self.num_train_epochs
+
+    def precompute_reference(self, rows: int) -> bool:
+        """Whether the reference log-probs are computed once up front (see precompute_ref_log_probs)."""
+        if self.reference != "parent":
+            return False
+        if self.precompute_ref_log_probs == "auto":
+            return self.passes(rows) > 1.0
+        return bool(self.precompute_ref_log_probs)
 
 
 CONFIGS: dict[str, type[LearnerConfig]] = {"sft": SFTLearnerConfig, "dpo": DPOLearnerConfig}

@@ -13,6 +13,7 @@ The frozen reference is ``cfg.reference``:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -49,7 +50,8 @@ def use_reference(model: Any, ref: ModelVersion | None) -> None:
 
 
 def train_dpo(engine: Engine, settings: Settings, cfg: DPOLearnerConfig | None = None, *, build_messages: BuildMessages,
-              data: TrainingData | None = None, on_step: OnStep | None = None) -> TrainResult:
+              data: TrainingData | None = None, on_step: OnStep | None = None,
+              callbacks: Sequence[Any] = ()) -> TrainResult:
     cfg = cfg or DPOLearnerConfig()
     extra: dict[str, Any] = {}  # filled once the data is there and the trainer is built; registered with it
 
@@ -57,8 +59,11 @@ def train_dpo(engine: Engine, settings: Settings, cfg: DPOLearnerConfig | None =
         from trl import DPOConfig, DPOTrainer
 
         ref = reference_version(engine, settings, cfg)
-        extra["reference"] = {"kind": cfg.reference, "version": ref.name if ref else "base"}
-        args = DPOConfig(**common, beta=cfg.beta, loss_type=[cfg.loss_type])
+        precompute = cfg.precompute_reference(len(dataset))
+        extra["reference"] = {"kind": cfg.reference, "version": ref.name if ref else "base",
+                              "precomputed": precompute}
+        args = DPOConfig(**common, beta=cfg.beta, loss_type=[cfg.loss_type], precompute_ref_log_probs=precompute,
+                         precompute_ref_batch_size=max(8, 2 * cfg.per_device_train_batch_size))
         trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                              peft_config=peft_config)
         if cfg.reference == "anchor":
@@ -66,4 +71,4 @@ def train_dpo(engine: Engine, settings: Settings, cfg: DPOLearnerConfig | None =
         return trainer
 
     return train(engine, settings, cfg, build, build_messages=build_messages, data=data, extra_metrics=extra,
-                 on_step=on_step)
+                 on_step=on_step, callbacks=callbacks)

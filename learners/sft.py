@@ -6,6 +6,7 @@ rewrite (``completion_only_loss``), not the instruction template.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -18,7 +19,8 @@ from promptloop.store.exporter import BuildMessages
 
 
 def train_sft(engine: Engine, settings: Settings, cfg: SFTLearnerConfig | None = None, *, build_messages: BuildMessages,
-              data: TrainingData | None = None, on_step: OnStep | None = None) -> TrainResult:
+              data: TrainingData | None = None, on_step: OnStep | None = None,
+              callbacks: Sequence[Any] = ()) -> TrainResult:
     cfg = cfg or SFTLearnerConfig()
 
     def build(model: Any, tok: Any, peft_config: Any, dataset: Any, common: dict[str, Any]) -> Any:
@@ -28,4 +30,5 @@ def train_sft(engine: Engine, settings: Settings, cfg: SFTLearnerConfig | None =
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=peft_config)
 
-    return train(engine, settings, cfg, build, build_messages=build_messages, data=data, on_step=on_step)
+    return train(engine, settings, cfg, build, build_messages=build_messages, data=data, on_step=on_step,
+                 callbacks=callbacks)

@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,14 @@ def trl_common_args(cfg: LearnerConfig, output_dir: Path, *, cuda: bool) -> dict
                 gradient_checkpointing=cfg.gradient_checkpointing, report_to="none", disable_tqdm=False)
 
 
+def policy_dtype(settings: Settings) -> str:
+    """bf16 base weights on a GPU that supports them (half the memory, the tensor cores' type); fp32 on CPU,
+    where bf16 matmuls without AVX512-BF16 are slower than fp32 (the LoRA weights stay fp32 either way)."""
+    import torch
+
+    return "bfloat16" if use_cuda(settings) and torch.cuda.is_bf16_supported() else "float32"
+
+
 def load_policy(settings: Settings, parent: ModelVersion, cfg: LearnerConfig) -> tuple[Any, Any, Any]:
     """The base model with the parent's adapter, trainable; a fresh LoRA config when the parent is the base."""
     from peft import LoraConfig, PeftModel
@@ -64,7 +72,7 @@ def load_policy(settings: Settings, parent: ModelVersion, cfg: LearnerConfig) ->
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=policy_dtype(settings))
     if parent.adapter_path:
         return PeftModel.from_pretrained(model, parent.adapter_path, is_trainable=True), tok, None
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -128,10 +136,11 @@ def report_steps(trainer: Any, on_step: OnStep) -> None:
 
 def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer: BuildTrainer, *,
           build_messages: BuildMessages, data: TrainingData | None = None, extra_metrics: dict | None = None,
-          on_step: OnStep | None = None) -> TrainResult:
+          on_step: OnStep | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Read the data, train from the parent, save the adapter, register a candidate version.
 
     ``build_trainer(model, tokenizer, peft_config, dataset, args_common)`` returns a TRL trainer.
+    ``callbacks`` are transformers ``TrainerCallback``s added to it (what a bench or tracker hooks in).
     With an explicit ``cfg.name`` that is already registered, nothing is trained again (the loop's resume).
     """
     from transformers.trainer_utils import get_last_checkpoint
@@ -163,6 +172,8 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
     trainer = build_trainer(model, tok, peft_config, to_dataset(data, algo), trl_common_args(cfg, work, cuda=cuda))
     if on_step is not None:
         report_steps(trainer, on_step)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     t0 = time.perf_counter()
     last = get_last_checkpoint(str(work)) if work.is_dir() else None
     with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is for results (--json)

@@ -120,12 +120,45 @@ def test_dpo_reference_can_be_the_anchor_sft_version(learn_rt):
     assert anchor(learn_rt.engine, get_version(learn_rt.engine, "base")) is None
     res = learn_rt.train("dpo", DPOLearnerConfig(max_steps=1, per_device_train_batch_size=2, round_index=1,
                                                parent="r1-dpo", reference="anchor", name="r1-dpo-anchor"))
-    assert res.version.metrics["reference"] == {"kind": "anchor", "version": "r0-sft"}
+    assert res.version.metrics["reference"] == {"kind": "anchor", "version": "r0-sft", "precomputed": False}
     # the policy starts at r1-dpo but is compared with r0-sft: the first loss is no longer exactly ln 2
     assert abs(res.version.metrics["loss_curve"][0][1] - math.log(2)) > 1e-3
-    assert get_version(learn_rt.engine, "r1-dpo").metrics["reference"] == {"kind": "parent", "version": "r0-sft"}
+    assert get_version(learn_rt.engine, "r1-dpo").metrics["reference"] == {"kind": "parent", "version": "r0-sft",
+                                                                          "precomputed": False}
     with pytest.raises(ConfigError, match="reference must be"):
         DPOLearnerConfig(reference="grandparent")
+
+
+def test_precomputed_reference_gives_the_same_dpo_run(learn_rt):
+    """TRL's reference log-probs computed once up front train exactly what a reference forward per step trains."""
+    common = dict(max_steps=4, per_device_train_batch_size=2, round_index=1, parent="r0-sft", learning_rate=1e-3)
+    runs = {flag: learn_rt.train("dpo", DPOLearnerConfig(**common, precompute_ref_log_probs=flag,
+                                                        name=f"r1-dpo-pre-{flag}")).version
+            for flag in (False, True)}
+    assert runs[True].metrics["reference"]["precomputed"] is True
+    assert runs[False].metrics["reference"]["precomputed"] is False
+    curves = {flag: [loss for _, loss in v.metrics["loss_curve"]] for flag, v in runs.items()}
+    assert math.isclose(curves[True][0], math.log(2), abs_tol=1e-3)  # the reference is still the parent
+    assert curves[True] == pytest.approx(curves[False], abs=2e-3)
+    new, old = _weights(runs[True].adapter_path), _weights(runs[False].adapter_path)
+    assert max((new[k] - old[k]).abs().max().item() for k in new) < 1e-3
+
+
+def test_precompute_auto_only_when_pairs_are_seen_more_than_once():
+    # 4 steps x batch 2 over 4 pairs: two passes, so each precomputed log-prob is used twice
+    assert DPOLearnerConfig(max_steps=4, per_device_train_batch_size=2).precompute_reference(4)
+    # one pass (or less) costs the same reference forwards up front as in the steps: not worth it
+    assert not DPOLearnerConfig(max_steps=2, per_device_train_batch_size=2).precompute_reference(4)
+    assert not DPOLearnerConfig(max_steps=3, per_device_train_batch_size=2).precompute_reference(12)
+    assert DPOLearnerConfig(num_train_epochs=2).precompute_reference(1000)
+    assert not DPOLearnerConfig(num_train_epochs=1).precompute_reference(1000)
+    # the anchor's weights are swapped in after TRL built the trainer, so its reference is never precomputed
+    assert not DPOLearnerConfig(num_train_epochs=2, reference="anchor", precompute_ref_log_probs=True
+                                ).precompute_reference(1000)
+    assert DPOLearnerConfig(max_steps=1, precompute_ref_log_probs=True).precompute_reference(1000)
+    with pytest.raises(ConfigError, match="precompute_ref_log_probs"):
+        DPOLearnerConfig(precompute_ref_log_probs="sometimes")
+    assert SFTLearnerConfig().lora_dropout == 0.0  # no dropout masks drawn per step (bench/train_step.py)
 
 
 def test_same_name_is_not_trained_twice_and_auto_names_increment(learn_rt):
