@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # heavy imports only for the types; the objects are built on 
     from promptloop.graphs.collection import CollectionReport, TeacherPlan
     from promptloop.graphs.rewrite import RewriteAgents, RewriteContext
     from promptloop.learners.config import LearnerConfig
+    from promptloop.learners.data import TrainingData
     from promptloop.learners.trainer import TrainResult
     from promptloop.store.capabilities import CapabilityRecord
     from promptloop.store.models import Prompt
@@ -372,15 +373,18 @@ class Services:
         rows = per_item(self.embedder, prompts, targets, pool=distractor_pool(self.engine))
         return {"intent_recall_at_1": round(float(mean([r["intent_recall_at_1"] for r in rows])), 4)}
 
-    def train(self, algorithm: str, cfg: LearnerConfig, on_step: Callable[[int, int, dict], None] | None = None
-              ) -> TrainResult:
-        """SFT or DPO of the rewriter from the store's data for ``cfg``'s round (``on_step``: its progress)."""
+    def train(self, algorithm: str, cfg: LearnerConfig, on_step: Callable[[int, int, dict], None] | None = None, *,
+              data: TrainingData | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
+        """SFT or DPO of the rewriter for ``cfg``'s round: the store's rows, or ``data`` when given (a bench's).
+
+        ``on_step`` gets its progress; ``callbacks`` are TrainerCallbacks added to the trainer.
+        """
         from promptloop.learners.dpo import train_dpo
         from promptloop.learners.sft import train_sft
 
         fn = {"sft": train_sft, "dpo": train_dpo}[algorithm]
         return fn(self.engine, self.settings, cfg, build_messages=self.rewriter(with_model=False).messages_for,
-                  on_step=on_step)
+                  data=data, on_step=on_step, callbacks=callbacks)
 
     def evaluate(self, systems: Sequence[str], cfg: EvalConfig,
                  progress: Callable[[str], None] | None = None) -> EvalReport:

@@ -34,8 +34,7 @@ from promptloop.agents.llm.transformers_backend import TransformersChatModel
 from promptloop.agents.rewriter import Rewriter
 from promptloop.config import Settings
 from promptloop.services import Services
-from promptloop.store.importer import read_prompt_file
-from promptloop.store.shipped import data_dir
+from promptloop.store.shipped import shipped_prompts
 
 
 def generation_config(model: TransformersChatModel, args: argparse.Namespace, penalty: float):
@@ -102,8 +101,7 @@ def main() -> None:
 
     settings = Settings(generation={"batch_size": args.batch_size})
     rt = Services(settings)
-    rows = [r for r in read_prompt_file(data_dir() / "prompts.csv", max_chars=1000) if r.split == "eval"]
-    prompts = [r.text for r in rows[: args.prompts]]
+    prompts = shipped_prompts("eval")[: args.prompts]
     model = rt.chat_model
     if not isinstance(model, TransformersChatModel):
         ap.error("this bench compares in-process decoding; the rewriter's backend here is served")

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,10 +45,10 @@ def gpu_info() -> dict[str, Any]:
 
 
 def eval_prompts(limit: int) -> list[str]:
-    from promptloop.store.importer import read_prompt_file
-    from promptloop.store.shipped import data_dir
+    """``limit`` eval-split prompts, repeating the shipped ones when more are asked for."""
+    from promptloop.store.shipped import shipped_prompts
 
-    rows = [r.text for r in read_prompt_file(data_dir() / "prompts.csv", max_chars=1000) if r.split == "eval"]
+    rows = shipped_prompts("eval")
     return (rows * (limit // max(1, len(rows)) + 1))[:limit]
 
 
@@ -79,10 +78,9 @@ def bench_vllm(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_train(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).parent))
     import tempfile
 
-    import train_step
+    import train_step  # bench/ is on sys.path: Python puts a script's own folder there
 
     from promptloop.services import Services
 

@@ -22,9 +22,8 @@ from sqlmodel import Session, select
 from promptloop.api import rewrite
 from promptloop.config import Settings
 from promptloop.services import Services
-from promptloop.store.importer import read_prompt_file
 from promptloop.store.models import TraceEvent
-from promptloop.store.shipped import data_dir
+from promptloop.store.shipped import shipped_prompts
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -39,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.perf_counter()
     rt = Services(Settings())
-    prompts = [r.text for r in read_prompt_file(data_dir() / "prompts.csv", max_chars=1000) if r.split == "eval"]
+    prompts = shipped_prompts("eval")
     prompts = prompts[:: max(1, len(prompts) // (args.prompts + 1))][: args.prompts + 1]
     first = rewrite(prompts[0], services=rt, n=args.n, max_new_tokens=args.max_new_tokens)
     cold = time.perf_counter() - t_start

@@ -113,14 +113,8 @@ def run_arm(arm: str, services: Services, args: argparse.Namespace) -> dict:
     count = max(1, round(args.steps * args.batch_size / args.passes))
     data = shipped_rows(algorithm, count, services.rewriter(with_model=False).messages_for)
     clock = StepClock()
-    # the learners themselves, with the rows given (Services.train would read them from the store)
-    from promptloop.learners.dpo import train_dpo
-    from promptloop.learners.sft import train_sft
-
     t0 = time.perf_counter()
-    res = (train_sft if algorithm == "sft" else train_dpo)(
-        services.engine, services.settings, cfg, build_messages=services.rewriter(with_model=False).messages_for,
-        data=data, callbacks=[clock])
+    res = services.train(algorithm, cfg, data=data, callbacks=[clock])
     wall = time.perf_counter() - t0
     s_per_step = statistics.median(clock.times) if clock.times else float("nan")
     return {"arm": arm, "steps": res.metrics["global_step"], "batch_size": args.batch_size, "rows": count,

@@ -12,7 +12,7 @@ from sqlmodel import select
 from promptloop.config import Settings, default_of
 from promptloop.store.engine import session_scope
 from promptloop.store.hashing import prompt_hash
-from promptloop.store.importer import ImportReport, import_prompts
+from promptloop.store.importer import ImportReport, import_prompts, read_prompt_file
 from promptloop.store.models import Prompt
 
 VBENCH_TEST_EVERY = 4  # one VBench prompt in four (by prompt hash) is vbench-test
@@ -22,6 +22,12 @@ VBENCH_REWRITES = {"gpt4o": "all_dimension_gpt4o_longer.txt", "wan21_qwen25_3b":
 
 def data_dir() -> Path:
     return Path(str(resources.files("promptloop").joinpath("data")))
+
+
+def shipped_prompts(split: str) -> list[str]:
+    """The texts of prompts.csv's rows in ``split`` (train / eval), in file order, without a store."""
+    rows = read_prompt_file(data_dir() / "prompts.csv", max_chars=default_of(Settings, "max_prompt_chars"))
+    return [r.text for r in rows if r.split == split]
 
 
 @dataclass(frozen=True)
