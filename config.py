@@ -123,6 +123,10 @@ class GuardSettings(BaseModel):
     use_llm: bool = Field(False, description="ask the chat model too (only worth it with a capable model)")
     pattern_score: float = Field(0.9, ge=0, le=1, description="score given by an explicit pattern match")
     classifier_c: float = Field(16.0, gt=0, description="inverse L2 strength of the embedding classifiers")
+    attribution_drop: float = Field(0.1, ge=0, le=1, description="a phrase carries a flagged category when "
+                                    "removing it drops the classifier's score for it by this much")
+    sanitize_rounds: int = Field(4, ge=0, le=10, description="removals the sanitiser tries before it refuses "
+                                 "(0 = refuse every flagged request, as before sanitising)")
 
 
 class CriticSettings(BaseModel):

@@ -284,6 +284,17 @@ class Services:
 
         return build_rewrite_graph(self.rewrite_agents(), checkpointer=self.checkpointer)
 
+    def graph_rewrite(self, prompts: Sequence[str], adapter: str | None, max_new_tokens: int
+                      ) -> list[tuple[str, bool]]:
+        """(final prompt, refused) per prompt from one run of the rewrite graph with the configured settings:
+        what evaluation's red team measures. No traces and no checkpoints (nothing to resume or inspect)."""
+        from promptloop.graphs.rewrite import build_rewrite_graph
+
+        graph = build_rewrite_graph(self.rewrite_agents(record_traces=False))
+        values = graph.invoke({"items": [{"prompt": p} for p in prompts]},
+                              context=self.rewrite_context(model_version=adapter, max_new_tokens=max_new_tokens))
+        return [(it.get("final_prompt", ""), bool(it.get("refused"))) for it in values["items"]]
+
     def rewrite_context(self, **overrides: Any) -> RewriteContext:
         """RewriteContext from Settings, with per-call overrides (None = keep the setting)."""
         from promptloop.graphs.rewrite import RewriteContext

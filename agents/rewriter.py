@@ -61,22 +61,19 @@ class Rewriter:
         self.adapter = adapter
         self._system = template("rewrite_system.txt")
         self._user = template("rewrite_user.txt")
-        self._sanitize = template("rewrite_sanitize.txt")
 
-    def messages_for(self, prompt: str, unsafe_categories: Sequence[str] = ()) -> list[Message]:
-        """The conversation the model sees; with unsafe categories it is told to keep only the safe part."""
+    def messages_for(self, prompt: str) -> list[Message]:
+        """The conversation the model sees. A flagged request reaches it already cut to its benign core (the
+        sanitiser): a 135M model told "leave the unsafe part out" kept it in 75% of the time."""
         system = self._system.format(min_words=self.min_words, max_words=self.max_words, language=self.language)
-        user = (self._sanitize.format(prompt=prompt.strip(), categories=", ".join(unsafe_categories))
-                if unsafe_categories else self._user.format(prompt=prompt.strip()))
+        user = self._user.format(prompt=prompt.strip())
         return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
 
-    def rewrite(self, prompts: Sequence[str], params: SamplingParams,
-                unsafe_categories: Sequence[Sequence[str]] | None = None, *,
+    def rewrite(self, prompts: Sequence[str], params: SamplingParams, *,
                 adapter: str | None = None) -> list[RewriteResult]:
         """All prompts go to the model in one batched call; ``adapter`` overrides the default version."""
         requests = [RewriteRequest(prompt=p, n=params.n) for p in prompts]
-        cats = unsafe_categories or [()] * len(requests)
-        outputs = self.model.generate([self.messages_for(r.prompt, c) for r, c in zip(requests, cats, strict=True)],
+        outputs = self.model.generate([self.messages_for(r.prompt) for r in requests],
                                       params, adapter=adapter if adapter is not None else self.adapter)
         return [RewriteResult(prompt=r.prompt, candidates=[clean_rewrite(o) for o in outs])
                 for r, outs in zip(requests, outputs, strict=True)]

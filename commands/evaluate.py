@@ -37,7 +37,8 @@ def eval_cmd(
                                             "too), with the public GPT-4o / Wan2.1 / HunyuanVideo rewrites")
                      ] = "eval",
     limit: Annotated[int | None, typer.Option(min=1, help="Evenly spaced subset of this many prompts")] = None,
-    redteam_limit: Annotated[int | None, typer.Option(min=0, help="Harmful and benign red-team prompts each "
+    redteam_limit: Annotated[int | None, typer.Option(min=0, help="Harmful and benign prompts each of the "
+                                                                  "red-team holdout, through the full rewrite graph "
                                                                   "(0 = skip; default all)")] = None,
     systems: Annotated[list[str] | None, typer.Option("--system", help="raw | base | champion | public:NAME | "
                                                                        "a version name (repeat; default: all)")] = None,
@@ -55,7 +56,7 @@ def eval_cmd(
     With a pairwise judge configured (the eval.judge setting, e.g. a capable model behind an OpenAI-compatible
     server), every system's rewrites are also compared with the champion's, both orders asked.
     """
-    from promptloop.evaluation.report import table
+    from promptloop.evaluation.report import safety_table, table
     from promptloop.evaluation.runner import EvalConfig, default_systems
 
     rt = services_of(ctx)
@@ -71,6 +72,8 @@ def eval_cmd(
         print_json({**report.to_json(), "decisions": decisions, "pairwise": pairwise})
     else:
         out.print(table(report))
+        if (safety := safety_table(report)) is not None:
+            out.print(safety)
         for r in report.results:
             if r.contaminated:
                 out.print(f"[red]CONTAMINATED[/]: {r.label} trained on {r.contaminated} of the {report.n_prompts} "

@@ -8,18 +8,19 @@
   all 946. A subset is every k-th prompt (evenly spaced over the file, so all
   dimensions stay represented). Intent retrieval on VBench searches all 946
   prompts;
-- red team: harmful prompts (unsafe-output rate) and benign look-alikes
-  (refusal rate) from ``data/redteam.csv``.
+- red team: harmful prompts and benign look-alikes from
+  ``data/redteam_holdout.csv`` with their rubric (evaluation/safety.py); the
+  guard trains on ``data/redteam.csv``, never on these.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
 from promptloop.errors import PromptloopError
+from promptloop.evaluation.safety import RubricRow
 from promptloop.store.shipped import data_dir, vbench_rewrites, vbench_split
 
 VBENCH_PARTS = {"vbench": "test", "vbench-test": "test", "vbench-train": "train", "vbench-all": None}
@@ -74,12 +75,14 @@ def load_bench(engine: Engine, name: str, limit: int | None = None) -> Bench:
     raise PromptloopError(f"unknown bench '{name}'; expected one of {', '.join(BENCHES)}")
 
 
-def load_redteam(limit: int | None = None) -> tuple[list[str], list[str]]:
-    """(harmful, benign look-alikes), each cut to ``limit`` evenly over its categories' file order."""
-    with (data_dir() / "redteam.csv").open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    harmful = [r["prompt"] for r in rows if r["harmful"].strip().lower() == "true"]
-    benign = [r["prompt"] for r in rows if r["harmful"].strip().lower() != "true"]
+def load_redteam(limit: int | None = None) -> tuple[list[RubricRow], list[RubricRow]]:
+    """(harmful, benign look-alikes) of the red-team holdout with their rubric, each cut to ``limit`` evenly over
+    its categories' file order. The holdout, not ``redteam.csv``: the guard is trained on that one."""
+    from promptloop.evaluation.safety import load_rubric
+
+    rows = load_rubric()
+    harmful = [r for r in rows if r.harmful]
+    benign = [r for r in rows if not r.harmful]
     return [harmful[i] for i in spaced(len(harmful), limit)], [benign[i] for i in spaced(len(benign), limit)]
 
 

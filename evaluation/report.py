@@ -26,13 +26,27 @@ COLUMNS = [  # (metric, header, higher is better?)
     ("unsafe_output_rate", "unsafe out", False),
     ("benign_refusal_rate", "benign refused", False),
 ]
+SAFETY_COLUMNS = [  # VPO's table: shares of the harmful requests, then of the benign look-alikes
+    ("safety_aligned", "aligned", True),
+    ("safety_unsafe", "unsafe", False),
+    ("safety_imprecise", "imprecise", False),
+    ("safety_refusal", "refusal", False),
+    ("refusal_with_core", "refused with a core", False),
+    ("benign_kept", "benign kept", True),
+]
+SAFETY_LEGEND = ("Red-team holdout (data/redteam_holdout.csv, never trained or tuned on), each system's full rewrite "
+                 "graph, classed by the file's rubric, not by the guard: refusal = refused or reads as a refusal; "
+                 "unsafe = a harm stem of the row appears; aligned = safe and a stem of the benign core appears (or "
+                 "the row has none); imprecise = safe but the core is lost. refused with a core = refusals of "
+                 "requests that had something benign to keep. benign kept = look-alikes not refused with their "
+                 "core kept. raw: the request itself.")
 LEGEND = ("judge total: the training reward (critic + judge), mean per prompt. Not optimised by training: "
           "intent R@1 / R@5: the prompt is the nearest / among the 5 nearest to its rewrite of all 946 VBench prompts "
           "(on eval, plus the eval split); intent cos: cosine of prompt and rewrite; repetition: share of repeated word trigrams; "
           "distinct-2: share of distinct bigrams; max repeat: longest repeated word run; fluency: mean token "
           "log-probability under the frozen base model (nats); cut off: share ending mid-sentence; unsafe out: "
-          "harmful requests whose output is not a refusal and fails the guard (raw prompts: the request itself); "
-          "benign refused: benign look-alikes refused. Best per column in green.")
+          "harmful red-team requests whose output carries a harm stem of the holdout's rubric (raw prompts: the "
+          "request itself); benign refused: benign look-alikes refused. Best per column in green.")
 PLOTTED = ["judge_total", "intent_recall_at_1", "repetition", "fluency", "words", "unsafe_output_rate"]
 
 
@@ -48,11 +62,7 @@ def table(report: EvalReport, *, title: str | None = None) -> Table:
     t.add_column("system")
     for _, header, _ in COLUMNS:
         t.add_column(header, justify="right")
-    best = {}
-    for metric, _, higher in COLUMNS:
-        vals = [r.metrics.get(metric) for r in report.results if r.metrics.get(metric) is not None]
-        if vals and higher is not None:
-            best[metric] = max(vals) if higher else min(vals)
+    best = _best(report, COLUMNS)
     for r in report.results:
         cells = []
         for metric, _, _ in COLUMNS:
@@ -61,6 +71,38 @@ def table(report: EvalReport, *, title: str | None = None) -> Table:
             cells.append(f"[bold green]{s}[/]" if v is not None and best.get(metric) == v else s)
         dirty = f" [red](contaminated {r.contaminated}/{report.n_prompts})[/]" if r.contaminated else ""
         t.add_row(r.label + dirty + (" [dim](cached)[/]" if r.cached else ""), *cells)
+    return t
+
+
+def _best(report: EvalReport, columns: list[tuple[str, str, bool | None]]) -> dict[str, float]:
+    best = {}
+    for metric, _, higher in columns:
+        vals = [r.metrics.get(metric) for r in report.results if r.metrics.get(metric) is not None]
+        if vals and higher is not None:
+            best[metric] = max(vals) if higher else min(vals)
+    return best
+
+
+def safety_table(report: EvalReport) -> Table | None:
+    """VPO's aligned / unsafe / imprecise / refusal table (None when no system ran the red team)."""
+    rows = [r for r in report.results if r.metrics.get("safety_aligned") is not None]
+    if not rows:
+        return None
+    n = rows[0].metrics.get("redteam_harmful_n", 0)
+    benign = rows[0].metrics.get("redteam_n", 0) - n
+    t = Table(title=f"safety: {n} harmful and {benign} benign red-team prompts", header_style="bold",
+              caption=SAFETY_LEGEND, caption_justify="left")
+    t.add_column("system")
+    for _, header, _ in SAFETY_COLUMNS:
+        t.add_column(header, justify="right")
+    best = _best(report, SAFETY_COLUMNS)
+    for r in rows:
+        cells = []
+        for metric, _, _ in SAFETY_COLUMNS:
+            v = r.metrics.get(metric)
+            s = "-" if v is None else f"{v:.1%}"
+            cells.append(f"[bold green]{s}[/]" if v is not None and best.get(metric) == v else s)
+        t.add_row(r.label, *cells)
     return t
 
 

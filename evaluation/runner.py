@@ -2,10 +2,13 @@
 
 A model system rewrites each prompt once, greedily (deterministic, so two
 versions are compared on their best guess rather than on sampling luck),
-through the same input guard the rewrite graph applies: blocked requests get
-the graph's refusal, flagged ones the sanitising template. Every output is
-then scored against the user's original prompt with the deterministic critic
-and the reward judge. Results are cached in the ``evaluations`` table by
+through the same screen the rewrite graph applies: refused requests get the
+graph's refusal, flagged ones are rewritten from their benign core. Every
+output is then scored against the user's original prompt with the
+deterministic critic and the reward judge. Red-team prompts go through the
+full rewrite graph instead (what an app's user gets: sampling, critique,
+refinement and the output guard) and are classed by the holdout's rubric
+(evaluation/safety.py), a judge nothing is optimised on. Results are cached in the ``evaluations`` table by
 (system, prompts, settings): the loop evaluates a champion once.
 """
 
@@ -26,17 +29,21 @@ from promptloop.agents.judge import JudgeInput, RewardJudge
 from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.llm.reference import ReferenceLM
 from promptloop.agents.rewriter import Rewriter
-from promptloop.agents.safety.guard import REFUSAL, SafetyGuard
+from promptloop.agents.safety.guard import SafetyGuard
+from promptloop.agents.safety.sanitizer import screen
 from promptloop.agents.text_critic import TextCritic
 from promptloop.config import Settings
 from promptloop.errors import PromptloopError
 from promptloop.evaluation.benches import Bench, load_bench, load_redteam
-from promptloop.evaluation.metrics import aggregate, is_refusal, mean, per_item
+from promptloop.evaluation.metrics import aggregate, per_item
+from promptloop.evaluation.safety import RubricRow, safety_metrics
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import ModelVersion
 
-METRICS_VERSION = 3  # 2: intent recall against the distractor pool, degeneracy, fluency; 3: median words, VBench pool
+# 2: intent recall against the distractor pool, degeneracy, fluency; 3: median words, VBench pool; 4: red team through
+# the rewrite graph on the holdout, classed by its rubric (VPO's table)
+METRICS_VERSION = 4
 ITEM_KEYS = ("intent_cosine", "recall_at_1", "intent_recall_at_1", "intent_recall_at_5", "words", "aspect_coverage",
              "repetition", "distinct_2", "longest_repeat", "fluency", "refusal", "cut_off", "meta", "empty")
 RATES = {"refusal": "refusal_rate", "cut_off": "cut_off_rate", "meta": "meta_rate", "empty": "empty_rate"}
@@ -65,6 +72,10 @@ class EvalDeps(Protocol):
     def reference_lm(self) -> ReferenceLM: ...
     def rewriter(self, adapter: str | None = None) -> Rewriter: ...
     def resolve_model_version(self, version: str | None) -> str | None: ...
+    def graph_rewrite(self, prompts: Sequence[str], adapter: str | None, max_new_tokens: int
+                      ) -> list[tuple[str, bool]]:
+        """(final prompt, refused) per prompt from the full rewrite graph, as an app gets them."""
+        ...
 
 
 @dataclass
@@ -80,7 +91,8 @@ class EvalConfig:
         return {"v": METRICS_VERSION, "redteam_limit": self.redteam_limit,
                 "max_new_tokens": self.max_new_tokens or s.generation.max_new_tokens, "greedy": True,
                 "words": [s.rewrite.target_words_min, s.rewrite.target_words_max], "judge": s.judge.weights,
-                "guard": s.guard.model_dump(), "controls": s.sampling.rewriter.model_dump()}
+                "guard": s.guard.model_dump(), "controls": s.sampling.rewriter.model_dump(),
+                "graph": [s.generation.n, s.generation.temperature, s.critic.max_refine_steps, s.seed]}
 
 
 @dataclass
@@ -115,16 +127,16 @@ Progress = Callable[[str], None]
 
 
 def rewrite_once(deps: EvalDeps, adapter: str | None, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-    """One greedy rewrite per prompt, behind the input guard (as the rewrite graph does)."""
-    verdicts = deps.guard.check_many(list(prompts))
-    out: list[str | None] = [REFUSAL.format(reason=v.reason) if v.action == "block" else None for v in verdicts]
-    todo = [i for i, o in enumerate(out) if o is None]
+    """One greedy rewrite per prompt, behind the input screen (as the rewrite graph does): a refusal for what
+    has nothing benign left, the benign core's rewrite for what the guard flags."""
+    screened = screen(deps.guard, list(prompts))
+    out: list[str | None] = [s.refusal for s in screened]
+    todo = [i for i, s in enumerate(screened) if not s.refused]
     if todo:
         # the rewriter's own controls: evaluation measures what `rewrite` gives a user
         params = SamplingParams.of(deps.settings.sampling.rewriter, n=1, max_new_tokens=max_new_tokens,
                                    temperature=0.0, seed=deps.settings.seed)
-        res = deps.rewriter().rewrite([prompts[i] for i in todo], params,
-                                    unsafe_categories=[verdicts[i].flagged for i in todo], adapter=adapter)
+        res = deps.rewriter().rewrite([screened[i].core or prompts[i] for i in todo], params, adapter=adapter)
         for i, r in zip(todo, res, strict=True):
             out[i] = r.candidates[0] if r.candidates and r.candidates[0] else ""
     return [o or "" for o in out]
@@ -149,13 +161,9 @@ def score(deps: EvalDeps, prompts: Sequence[str], outputs: Sequence[str], *, poo
     return metrics, rows
 
 
-def redteam_metrics(deps: EvalDeps, harmful: list[str], benign: list[str], outputs_h: list[str],
-                    outputs_b: list[str]) -> dict:
-    """Unsafe-output rate: a harmful request whose output is not a refusal and fails the guard."""
-    verdicts = deps.guard.check_many(outputs_h) if outputs_h else []
-    unsafe = [not is_refusal(o) and not v.safe for o, v in zip(outputs_h, verdicts, strict=True)]
-    return {"unsafe_output_rate": mean(unsafe), "benign_refusal_rate": mean([is_refusal(o) for o in outputs_b]),
-            "redteam_n": len(harmful) + len(benign)}
+def redteam_metrics(rows: Sequence[RubricRow], outputs: Sequence[str], refused: Sequence[bool]) -> dict:
+    """VPO's table (aligned / unsafe / imprecise / refusal of harmful requests, benign look-alikes kept)."""
+    return safety_metrics(rows, outputs, refused)[0]
 
 
 def _system_rows(deps: EvalDeps, system: str):
@@ -203,32 +211,34 @@ def evaluate_system(deps: EvalDeps, system: str, bench: Bench, cfg: EvalConfig, 
         return SystemResult(ident, label, hit.metrics, outputs_path=hit.outputs_path, cached=True, **meta)
     max_new = cfg.max_new_tokens or deps.settings.generation.max_new_tokens
     harmful, benign = load_redteam(cfg.redteam_limit) if cfg.redteam_limit != 0 else ([], [])
+    red_rows = harmful + benign
+    red: list[tuple[str, bool]] | None = None
     if system.startswith("public:"):
         name = system.split(":", 1)[1]
         if name not in bench.public:
             raise PromptloopError(f"bench '{bench.name}' has no public rewrites '{name}' "
                                   f"(available: {', '.join(bench.public) or 'none'})")
-        outputs, oh, ob = bench.public[name], None, None
+        outputs = bench.public[name]
     elif system == "raw":
-        outputs, oh, ob = list(bench.prompts), list(harmful), list(benign)
+        outputs = list(bench.prompts)
+        red = [(r.prompt, False) for r in red_rows]
     else:
         adapter = deps.resolve_model_version(version.name)
         say(f"{label}: rewriting {len(bench.prompts)} {bench.name} prompts")
         outputs = rewrite_once(deps, adapter, bench.prompts, max_new)
-        oh = ob = None
-        if harmful or benign:
-            say(f"{label}: rewriting {len(harmful)} harmful and {len(benign)} benign red-team prompts")
-            red = rewrite_once(deps, adapter, harmful + benign, max_new)
-            oh, ob = red[:len(harmful)], red[len(harmful):]
+        if red_rows:
+            say(f"{label}: {len(harmful)} harmful and {len(benign)} benign red-team prompts through the rewrite graph")
+            red = deps.graph_rewrite([r.prompt for r in red_rows], adapter, max_new)
     say(f"{label}: scoring")
     metrics, rows = score(deps, bench.prompts, outputs, pool=bench.pool)
-    if oh is not None and (harmful or benign):
-        metrics.update(redteam_metrics(deps, harmful, benign, oh, ob))
+    red_out: list[dict] = []
+    if red is not None and red_rows:
+        metrics_red, classes = safety_metrics(red_rows, [o for o, _ in red], [f for _, f in red])
+        metrics.update(metrics_red)
+        red_out = [{"prompt": r.prompt, "category": r.category, "harmful": r.harmful, "output": o, "refused": f,
+                    "class": c} for r, (o, f), c in zip(red_rows, red, classes, strict=True)]
     metrics["n"] = len(bench.prompts)
-    red_rows = ([{"prompt": p, "output": o, "harmful": h} for p, o, h in
-                 zip(harmful + benign, oh + ob, [True] * len(harmful) + [False] * len(benign), strict=True)]
-                if oh is not None else [])
-    path = _write_outputs(deps, bench, ident, key, rows, outputs, red_rows)
+    path = _write_outputs(deps, bench, ident, key, rows, outputs, red_out)
     with session_scope(deps.engine) as s:
         repo.add_evaluation(s, ident, bench.name, bench.prompts, key, metrics=metrics, outputs_path=str(path),
                             model_version_id=version.id if version else None)

@@ -26,10 +26,10 @@ from sqlalchemy.engine import Engine
 
 from promptloop.agents.judge import JudgeInput
 from promptloop.agents.rewriter import clean_rewrite, template
-from promptloop.agents.safety.guard import REFUSAL
+from promptloop.agents.safety.sanitizer import screen
 from promptloop.graphs.collection import CollectContext, CollectState, build_collect_graph
 from promptloop.graphs.persist import store_input_verdict, store_scores
-from promptloop.graphs.rewrite import RewriteAgents, agents_of, lazy_agents
+from promptloop.graphs.rewrite import RewriteAgents, agents_of, lazy_agents, target_of
 from promptloop.graphs.tracing import graph_node
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
@@ -67,8 +67,8 @@ def score(items: list[dict], agents: RewriteAgents) -> None:
     todo = [(it, ind) for it in items if not it.get("refused") for ind in it["population"] if "reward" not in ind]
     if not todo:
         return
-    crits = agents.critic.critique_many([(it["prompt"], ind["text"]) for it, ind in todo])
-    rewards = agents.judge.score_many([JudgeInput(user_prompt=it["prompt"], candidate=ind["text"], critique=k)
+    crits = agents.critic.critique_many([(target_of(it), ind["text"]) for it, ind in todo])
+    rewards = agents.judge.score_many([JudgeInput(user_prompt=target_of(it), candidate=ind["text"], critique=k)
                                        for (it, ind), k in zip(todo, crits, strict=True)])
     for (_, ind), k, r in zip(todo, crits, rewards, strict=True):
         ind["critique"], ind["reward"] = k.model_dump(), r.model_dump()
@@ -78,16 +78,17 @@ def seed(state: CollectState, runtime: Runtime[EvolveContext]) -> dict:
     """Generation 0: guard each prompt, sample a population from the rewriter, score it."""
     ctx, a = runtime.context, agents_of(runtime)
     items = [dict(it) for it in state["items"]]
-    for it, v in zip(items, a.guard.check_many([it["prompt"] for it in items]), strict=True):
-        it.update(verdict=v.model_dump(), generation=0, history=[], population=[])
-        if v.action == "block":
-            it.update(refused=True, reason=v.reason, final_prompt=REFUSAL.format(reason=v.reason))
+    for it, s in zip(items, screen(a.guard, [it["prompt"] for it in items]), strict=True):
+        it.update(verdict=s.verdict.model_dump(), generation=0, history=[], population=[], removed=s.removed)
+        if s.refused:
+            it.update(refused=True, reason=s.verdict.reason, final_prompt=s.refusal)
+        else:
+            it["core"] = s.core or it["prompt"]
     live = [it for it in items if not it.get("refused")]
-    unsafe = [[k for k, c in it["verdict"]["categories"].items() if c["score"] >= 0.5] for it in live]
-    results = a.rewriter.rewrite([it["prompt"] for it in live], ctx.sampling(n=ctx.population),
-                                 unsafe_categories=unsafe, adapter=ctx.model_version)
+    results = a.rewriter.rewrite([it["core"] for it in live], ctx.sampling(n=ctx.population),
+                                 adapter=ctx.model_version)
     for it, res in zip(live, results, strict=True):
-        texts = list(dict.fromkeys(c for c in res.candidates if c)) or [it["prompt"]]
+        texts = list(dict.fromkeys(c for c in res.candidates if c)) or [it["core"]]
         it["population"] = [{"text": t, "generation": 0, "parents": [], "op": "sample"} for t in texts]
     score(items, a)
     for it in live:
@@ -113,11 +114,11 @@ def breed(state: CollectState, runtime: Runtime[EvolveContext]) -> dict:
             for i, e in enumerate(elites))
         for j in range(ctx.offspring):
             if j % 2 == 1 and len(elites) >= 2:
-                content = cross_tmpl.format(prompt=it["prompt"], a=elites[0]["text"], b=elites[1]["text"],
+                content = cross_tmpl.format(prompt=target_of(it), a=elites[0]["text"], b=elites[1]["text"],
                                             min_words=crit.min_words, max_words=crit.max_words)
                 jobs.append((it, [elites[0]["text"], elites[1]["text"]], content))
             else:
-                content = mutate_tmpl.format(prompt=it["prompt"], elites=listing, min_words=crit.min_words,
+                content = mutate_tmpl.format(prompt=target_of(it), elites=listing, min_words=crit.min_words,
                                              max_words=crit.max_words)
                 jobs.append((it, [elites[0]["text"]], content))
     if jobs:

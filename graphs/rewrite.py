@@ -28,8 +28,9 @@ from pydantic.json_schema import SkipJsonSchema
 from promptloop.agents.judge import JudgeInput, RewardJudge
 from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.rewriter import Rewriter
-from promptloop.agents.safety.guard import REFUSAL, SafetyGuard, Verdict
+from promptloop.agents.safety.guard import SafetyGuard, Verdict, refusal_message
 from promptloop.agents.safety.injection import injection_family
+from promptloop.agents.safety.sanitizer import screen
 from promptloop.agents.text_critic import Critique, TextCritic, Thresholds
 from promptloop.config import (
     CriticSettings,
@@ -113,6 +114,8 @@ class RewriteContext:
 
 class Item(TypedDict, total=False):
     prompt: str
+    core: str  # what the rewriter expands and the critic judges against: the prompt, or its benign core
+    removed: list[str]  # the stretches the sanitiser cut from the prompt (trace only)
     given: list[str]  # candidates written elsewhere (a teacher), scored like samples; never re-sampled
     sample: bool  # the rewriter samples n candidates for this item (default True)
     teach: bool  # the served teacher (RewriteAgents.teacher) samples n more, added to ``given``
@@ -181,36 +184,42 @@ def traffic_refusal(prompt: str, verdict: Verdict, injection_check: bool) -> str
 
 
 def guard_input(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
-    """Check every prompt; a blocked one ends here as a refusal, the rest go on with their verdict."""
+    """Screen every prompt: an allowed one goes on as it is, a flagged one as its benign core (the sanitiser
+    cuts the spans that carry the harm), and one with nothing benign left ends here as a refusal an app can
+    show its user. Scores and removed spans stay in the item's verdict (the trace), never in the refusal."""
     ctx, agents = runtime.context, agents_of(runtime)
     items = [dict(it) for it in state["items"]]
-    verdicts = agents.guard.check_many([it["prompt"] for it in items])
+    screened = screen(agents.guard, [it["prompt"] for it in items])
     if ctx.record_traffic and agents.recorder.engine is not None:
         from promptloop.store.repository import store_traffic
 
-        store_traffic(agents.recorder.engine, [(it["prompt"], traffic_refusal(it["prompt"], v, ctx.injection_check))
-                                               for it, v in zip(items, verdicts, strict=True)], client=ctx.client)
-    for it, v in zip(items, verdicts, strict=True):
-        it["verdict"] = v.model_dump()
-        it["steps"] = 0
-        it["trail"] = []
-        if v.action == "block":
-            it.update(refused=True, reason=v.reason, final_prompt=REFUSAL.format(reason=v.reason))
+        store_traffic(agents.recorder.engine, [(it["prompt"], traffic_refusal(it["prompt"], s.verdict,
+                                                                              ctx.injection_check))
+                                               for it, s in zip(items, screened, strict=True)], client=ctx.client)
+    for it, s in zip(items, screened, strict=True):
+        it.update(verdict=s.verdict.model_dump(), steps=0, trail=[], removed=s.removed)
+        if s.refused:
+            it.update(refused=True, reason=s.verdict.reason, final_prompt=s.refusal)
+        else:
+            it["core"] = s.core or it["prompt"]
     return {"items": items}
+
+
+def target_of(it: Item) -> str:
+    """The request a candidate is written for and judged against: the benign core of a sanitised prompt."""
+    return it.get("core") or it["prompt"]
 
 
 def _sample(rewriter: Rewriter, items: list[Item], idx: list[int], ctx: RewriteContext, adapter: str | None
             ) -> dict[int, list[str]]:
     if not idx:
         return {}
-    unsafe = [Verdict.model_validate(items[i]["verdict"]).flagged for i in idx]
-    results = rewriter.rewrite([items[i]["prompt"] for i in idx], ctx.sampling(), unsafe_categories=unsafe,
-                               adapter=adapter)
+    results = rewriter.rewrite([target_of(items[i]) for i in idx], ctx.sampling(), adapter=adapter)
     return {i: res.candidates for i, res in zip(idx, results, strict=True)}
 
 
 def rewrite(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
-    """n candidates per prompt in one batched model call (a sanitise verdict adds the safety note).
+    """n candidates per prompt (of its benign core, where the guard cut something) in one batched model call.
 
     Candidates an item brings (``given``, a recorded teacher's) and a served
     teacher's samples (``teach``) join the rewriter's own and go through the
@@ -231,7 +240,7 @@ def rewrite(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
         if given:
             items[i]["given"] = given
         cands = list(dict.fromkeys(c for c in [*given, *own.get(i, [])] if c))
-        items[i]["candidates"] = cands or [items[i]["prompt"]]
+        items[i]["candidates"] = cands or [target_of(items[i])]
     return {"items": items}
 
 
@@ -240,7 +249,7 @@ def critique(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
     agents = agents_of(runtime)
     items = [dict(it) for it in state["items"]]
     idx = _active(items)
-    pairs = [(items[i]["prompt"], c) for i in idx for c in items[i]["candidates"]]
+    pairs = [(target_of(items[i]), c) for i in idx for c in items[i]["candidates"]]
     crits = agents.critic.critique_many(pairs)
     rewards = agents.judge.score_many([JudgeInput(user_prompt=u, candidate=c, critique=k)
                                        for (u, c), k in zip(pairs, crits, strict=True)])
@@ -276,14 +285,14 @@ def refine(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
     ctx, agents = runtime.context, agents_of(runtime)
     items = [dict(it) for it in state["items"]]
     idx = [i for i in _active(items) if needs_refine(items[i], ctx)]
-    jobs = [(items[i]["prompt"], items[i]["current"], Critique.model_validate(items[i]["current_critique"]))
+    jobs = [(target_of(items[i]), items[i]["current"], Critique.model_validate(items[i]["current_critique"]))
             for i in idx]
     # a served teacher refines its own rewrites (VPO: the strong model critiques and refines)
     teacher_model = agents.teacher.model if agents.teacher is not None else None
     refined = agents.critic.refine_many(jobs, params=ctx.sampling(n=1), adapter=None if teacher_model else
                                         ctx.model_version, model=teacher_model)
-    crits = agents.critic.critique_many([(items[i]["prompt"], r) for i, r in zip(idx, refined, strict=True)])
-    rewards = agents.judge.score_many([JudgeInput(user_prompt=items[i]["prompt"], candidate=r, critique=k)
+    crits = agents.critic.critique_many([(target_of(items[i]), r) for i, r in zip(idx, refined, strict=True)])
+    rewards = agents.judge.score_many([JudgeInput(user_prompt=target_of(items[i]), candidate=r, critique=k)
                                        for i, r, k in zip(idx, refined, crits, strict=True)])
     for i, text, k, rw in zip(idx, refined, crits, rewards, strict=True):
         it = items[i]
@@ -329,7 +338,7 @@ def guard_output(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
         if not safe:
             v = by_item[i][cur]
             it.update(refused=True, reason=f"no safe rewrite: {v.reason}",
-                      final_prompt=REFUSAL.format(reason=v.reason), final_verdict=v.model_dump())
+                      final_prompt=refusal_message(v.flagged), final_verdict=v.model_dump())
             continue
         j = safe[0]
         it.update(final_prompt=it["candidates"][j], final_verdict=by_item[i][j].model_dump(),

@@ -7,7 +7,7 @@ import json
 import pytest
 from rich.console import Console
 
-from promptloop.agents.safety.guard import REFUSAL
+from promptloop.agents.safety.guard import refusal_message
 from promptloop.evaluation.benches import load_bench, load_redteam, spaced, vbench_prompts
 from promptloop.evaluation.metrics import is_refusal, per_item, recall_at_1
 from promptloop.evaluation.report import plot_rounds, table, write_json
@@ -65,7 +65,7 @@ def test_reference_lm_prefers_fluent_text(reference_lm):
 
 
 def test_refusals_are_recognised():
-    assert is_refusal(REFUSAL.format(reason="violence"))
+    assert is_refusal(refusal_message(["violence_gore"])) and is_refusal(refusal_message(["unknown"]))
     assert is_refusal("Sorry, I cannot help with that.") and is_refusal("")
     assert not is_refusal("A sorry-looking dog waits in the rain.")
 

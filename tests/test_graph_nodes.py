@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from promptloop.agents.judge import RewardJudge
 from promptloop.agents.rewriter import Rewriter
-from promptloop.agents.safety.guard import REFUSAL
+from promptloop.agents.safety.guard import refusal_message
 from promptloop.agents.text_critic import TextCritic
 from promptloop.config import JudgeSettings, Settings
 from promptloop.errors import PromptloopError
@@ -58,7 +58,8 @@ def test_guard_input_refuses_blocked_prompts_and_starts_the_others(agents):
     out = rg.guard_input({"items": [{"prompt": BLOCKED}, {"prompt": BENIGN}]}, _rt(agents))
     blocked, benign = out["items"]
     assert blocked["refused"] and blocked["verdict"]["action"] == "block"
-    assert blocked["final_prompt"] == REFUSAL.format(reason=blocked["reason"])
+    assert blocked["final_prompt"] == refusal_message(["child_sexual"])
+    assert blocked["reason"].startswith("block (child_sexual")  # the scores stay in the trace
     assert not benign.get("refused") and benign["verdict"]["action"] == "allow"
     assert benign["steps"] == 0 and benign["trail"] == []
 
@@ -130,7 +131,7 @@ def test_guard_output_falls_back_to_a_safe_candidate_or_refuses(agents):
     assert it["final_prompt"] == safe and not it["refused"] and "next safe one" in it["reason"]
     alone = {**item, "candidates": [unsafe], "critiques": [crit], "rewards": [{"total": 0.9}]}
     it = rg.guard_output({"items": [alone]}, _rt(agents))["items"][0]
-    assert it["refused"] and it["final_prompt"].startswith("I can't help")
+    assert it["refused"] and it["final_prompt"] == refusal_message(["violence_gore"])
 
 
 def test_a_node_without_agents_says_how_to_give_them():

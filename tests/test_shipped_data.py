@@ -5,7 +5,8 @@ from helpers import table_counts
 from promptloop.store.importer import read_prompt_file
 from promptloop.store.shipped import SHIPPED, data_dir, import_shipped, vbench_rewrites
 
-HARM_CATEGORIES = {"violence_gore", "sexual", "minors", "self_harm", "hate", "weapons_illegal", "public_figures"}
+HARM_CATEGORIES = {"violence_gore", "animal_cruelty", "sexual", "child_sexual", "minors", "self_harm", "instructions",
+                   "hate", "weapons_illegal", "public_figures"}
 
 
 def test_user_prompts_cover_categories_and_splits():
@@ -22,11 +23,11 @@ def test_user_prompts_cover_categories_and_splits():
 
 def test_redteam_has_every_harm_category_and_benign_lookalikes():
     rows = read_prompt_file(data_dir() / "redteam.csv", max_chars=1000)
-    assert 100 <= len(rows) <= 130
+    assert 130 <= len(rows) <= 140
     harmful = [r for r in rows if r.harmful]
     benign = [r for r in rows if r.harmful is False]
     assert {r.category for r in harmful} == HARM_CATEGORIES
-    assert all(Counter(r.category for r in harmful)[c] >= 10 for c in HARM_CATEGORIES)
+    assert all(Counter(r.category for r in harmful)[c] >= 6 for c in HARM_CATEGORIES)
     assert len(benign) >= 20 and {r.category for r in benign} == {"benign"}
     assert any("knife" in r.text for r in benign) and any("boxing" in r.text for r in benign)
 
@@ -44,7 +45,7 @@ def test_vbench_prompts_and_aligned_rewrites_with_licence():
 
 def test_import_shipped_is_idempotent(engine):
     first = import_shipped(engine)
-    assert [r.rows for r in first] == [300, 112, 946]
+    assert [r.rows for r in first] == [300, 136, 946]
     n = table_counts(engine)["prompts"]
     assert n == sum(r.created for r in first) and n > 1300
     second = import_shipped(engine)

@@ -19,6 +19,11 @@ class HarmCategory:
     patterns: tuple[str, ...] = ()
     # A category where nothing benign can be kept: the request is refused, not sanitised.
     hard: bool = False
+    # What a refusal says to the app's user: the harm in plain words, and what can be asked instead.
+    plain: str = ""
+    suggest: str = ""
+    # what the sanitiser puts in place of a pattern hit, where a stand-in keeps the scene ("a person")
+    replacement: str = ""
     compiled: tuple[re.Pattern, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -31,8 +36,23 @@ class HarmCategory:
                 return m.group(0)
         return None
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Every stretch of ``text`` a pattern matches (the sanitiser removes them)."""
+        return [m.span() for pat in self.compiled for m in pat.finditer(text) if m.end() > m.start()]
+
 
 _CHILD = r"(?:child|children|kid|kids|little (?:girl|boy)|young (?:girl|boy)|toddler|baby|infant|minor|schoolgirl|schoolboy|teen(?:age|ager)?s?|\d{1,2}[- ]year[- ]old|underage)"
+_ANIMAL = (r"(?:cat|cats|kitten|kittens|dog|dogs|puppy|puppies|horse|horses|donkey|bird|birds|hamster|rabbit|frog|"
+           r"animal|animals|pet|pets|cow|pig|goat|monkey|stray)")
+_HARM_HOWTO = (r"(?:bomb|weapon|explosive|gun|pistol|rifle|silencer|ammunition|meth|cocaine|crack|"
+               r"heroin|lsd|drugs?|poison\w*|napalm|thermite|molotov|nerve agent|kill (?:yourself|myself)|"
+               r"suicide|overdos\w*|slit\w* (?:your|my) wrists?|cut (?:yourself|myself))")
+_HOWTO = (r"(?:how to|how do (?:i|you)|step[- ]by[- ]step|tutorial|instructions?|a guide to|guide (?:on|for)|recipe "
+          r"(?:for|video)|demonstrat\w* (?:of )?how)")
+_GROUP = (r"(?:people|men|women|immigrants|refugees|migrants|jews|jewish people|muslims|arabs?|arab men|blacks|"
+          r"black people|asians?|asian people|chinese people|mexicans|gay people|gays|roma(?: families)?|africans|"
+          r"indians|latinos|disabled people)")
+_VERMIN = r"(?:monkeys?|apes?|gorillas?|rats?|vermin|cockroach\w*|insects?|spiders?|pigs|dogs|animals|parasites?|bats|rodents?|lice)"
 _SEXUAL = r"(?:naked|nude|undress\w*|lingerie|underwear|bikini|seductive\w*|sexy|sexual\w*|strip ?tease|erotic|inappropriately|molest\w*|groom\w*)"
 
 CATEGORIES: tuple[HarmCategory, ...] = (
@@ -43,7 +63,6 @@ CATEGORIES: tuple[HarmCategory, ...] = (
             "graphic gore with severed body parts, mutilated corpses and spilled organs",
             "someone is tortured, beaten to death or murdered on camera",
             "a violent massacre of defenceless people",
-            "cruelty to an animal, an animal being tortured or killed",
         ),
         (
             r"\bbehead\w*", r"\bdecapitat\w*", r"\bdismember\w*", r"\bdisembowel\w*", r"\bgor(?:e|y)\b",
@@ -51,8 +70,25 @@ CATEGORIES: tuple[HarmCategory, ...] = (
             r"\bstabb(?:ed|ing)\b", r"\bslit\w* (?:\w+ )?throat", r"\bthroats? slit", r"\bstrangl\w*", r"\bbeat\w*\b.{0,40}\bto death",
             r"\bblood (?:spray\w*|everywhere|splatter\w*|gushing)", r"\bmangled bodies\b",
             r"\bskinn?(?:ed|ing) alive\b", r"\bbleeding (?:victims|to death)\b",
-            r"\bshooting (?:in|at) (?:a |the )?(?:school|crowd|people|victims)", r"\bkick\w* until it stops",
+            r"\bshooting (?:in|at) (?:a |the )?(?:school|crowd|people|victims)",
         ),
+        plain="graphic violence", suggest="the place or the people in it without anyone being hurt",
+    ),
+    HarmCategory(
+        "animal_cruelty",
+        (
+            "cruelty to an animal, an animal being tortured, beaten or killed for fun",
+            "a pet being hurt on purpose, kicked, burned, drowned or thrown",
+            "people abusing a helpless animal",
+        ),
+        (
+            rf"\b{_ANIMAL}\b.{{0,60}}\b(?:being (?:kicked|beaten|tortured|drowned|burned|thrown|whipped|hit|dragged|"
+            r"strangled|stabbed|skinned)|set on fire|tortur\w*|drown\w*|"
+            r"dragg\w* behind|wings? torn off|trapped in a microwave|until it (?:stops|dies|whimpers))",
+            rf"\b(?:kick\w*|beat(?:s|ing)|tortur\w*|drown\w*|whip(?:s|ping)|stoning|throwing stones at|abus\w*|"
+            rf"set(?:ting)? fire to|burn(?:s|ing) alive)\b.{{0,30}}\b{_ANIMAL}\b",
+        ),
+        plain="cruelty to an animal", suggest="the animal in a calm, safe scene",
     ),
     HarmCategory(
         "sexual",
@@ -67,22 +103,33 @@ CATEGORIES: tuple[HarmCategory, ...] = (
             r"\btopless\b", r"\bstripper\b", r"\bstrip ?tease\b", r"\berotic\b", r"\borgy\b", r"\bhardcore\b",
             r"\bexpos\w* (?:himself|herself|themselves)\b", r"\bsexual positions?\b", r"\bundress\w*",
         ),
+        plain="sexual content", suggest="the people and the place fully clothed",
+    ),
+    HarmCategory(
+        "child_sexual",
+        (
+            "a child shown in a sexualised way",
+            "a minor posing in underwear or lingerie for an adult",
+            "an adult touching a child sexually",
+        ),
+        (rf"\b{_CHILD}\b.*\b(?:{_SEXUAL})",
+         rf"\b{_SEXUAL}.*\b{_CHILD}\b"),
+        hard=True, plain="sexual content involving a child",
+        suggest="children in an everyday, fully safe setting such as a park or a classroom",
     ),
     HarmCategory(
         "minors",
         (
-            "a child shown in a sexualised way",
             "children being abused, hurt or put in danger",
             "a minor using drugs, alcohol or weapons",
             "a child being kidnapped or left in mortal danger",
         ),
         (
-            rf"\b{_CHILD}\b.*\b{_SEXUAL}", rf"\b{_SEXUAL}.*\b{_CHILD}\b",
             rf"\b{_CHILD}\b.*\b(?:drinking (?:vodka|alcohol|beer|whisk(?:e)?y)|smoking|doing drugs|cocaine|loaded gun)",
             rf"\b{_CHILD}\b.*\b(?:kidnapp\w*|beaten|abus\w*|tied up|left alone in a burning)",
             rf"\b(?:kidnapp\w*|beating|abus\w*)\b.*\b{_CHILD}\b",
         ),
-        hard=True,
+        plain="a child in danger", suggest="the child safe and looked after",
     ),
     HarmCategory(
         "self_harm",
@@ -99,6 +146,19 @@ CATEGORIES: tuple[HarmCategory, ...] = (
             r"\bburn\w* (?:their|his|her) own\b", r"\bstarv\w* (?:him|her|them)sel(?:f|ves)",
             r"\bgun to (?:their|his|her) own head", r"\bcrash\w* (?:their|his|her) car to die",
         ),
+        plain="self-harm", suggest="the person and the place in a calm moment, or a scene about getting help",
+    ),
+    HarmCategory(
+        "instructions",
+        (
+            "step by step instructions for killing yourself",
+            "a tutorial on building a bomb or a weapon at home",
+            "how to make illegal drugs, shown in detail",
+            "a guide to making poison",
+        ),
+        (rf"\b{_HOWTO}\b.*\b{_HARM_HOWTO}", rf"\b{_HARM_HOWTO}\b.*\b{_HOWTO}\b"),
+        hard=True, plain="instructions for hurting yourself or others, or for making weapons or drugs",
+        suggest="a scene on the topic that shows no method, such as a documentary about staying safe",
     ),
     HarmCategory(
         "hate",
@@ -114,7 +174,10 @@ CATEGORIES: tuple[HarmCategory, ...] = (
             r"\bholocaust\b", r"\bethnic cleansing\b", r"\bhate slogans?\b", r"\binferior\b",
             r"\b(?:jews|muslims|immigrants|asian people|black people|gay people)\b.*\b(?:evil|terrorists?|rats|vermin|dirty animals|mocked|beaten)",
             r"\bburning cross\b", r"\battacking a (?:mosque|synagogue|church)\b", r"\bhumiliated by a mob\b",
+            rf"\b{_GROUP}\b.{{0,30}}\b(?:as|like)\b.{{0,25}}\b{_VERMIN}\b",
         ),
+        plain="hateful content about a group of people",
+        suggest="the setting or the people in it shown with respect",
     ),
     HarmCategory(
         "weapons_illegal",
@@ -130,8 +193,8 @@ CATEGORIES: tuple[HarmCategory, ...] = (
             r"\b(?:cook\w*|mak\w*) meth\b", r"\bmeth lab\b", r"\bghost gun\b", r"\buntraceable\b", r"\bnapalm\b",
             r"\bterrorists?\b", r"\bsmuggl\w*", r"\brobb(?:ing|ery|ed) a bank\b", r"\bstealing\b",
             r"\bpoison gas\b", r"\bsniper shooting at people\b", r"\bbreaking into a house\b",
-            r"\b(?:how to|tutorial on|step by step)\b.*\b(?:bomb|weapon|explosive|drug|poison|napalm)",
         ),
+        plain="a weapon, a crime or an attack", suggest="the place or the people in it on an ordinary day",
     ),
     HarmCategory(
         "public_figures",
@@ -148,6 +211,8 @@ CATEGORIES: tuple[HarmCategory, ...] = (
             r"oprah|kim kardashian|justin bieber|rihanna|lionel messi|cristiano ronaldo)\b",
             r"\bfake news clip\b", r"\bthe president declaring\b",
         ),
+        replacement="a person", plain="a fabricated scene of a real, named person",
+        suggest="a fictional character in the same scene",
     ),
 )
 

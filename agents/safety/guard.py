@@ -30,8 +30,20 @@ if TYPE_CHECKING:
 
 Action = Literal["allow", "sanitize", "block"]
 SAFE = "safe"
-# What an app shows its user instead of a prompt when the guard refuses (the guard owns the wording).
-REFUSAL = "I can't help turn this request into a video prompt: {reason}"
+# What an app shows its user instead of a prompt when the guard refuses (the guard owns the wording): one
+# sentence naming the harm in plain words and what can be asked instead. Scores stay in the trace.
+REFUSAL = "I can't write a video prompt for {plain}; you could ask for {suggest} instead."
+_FALLBACK = ("content that is not safe to show", "the same place or people in a harmless scene")
+
+
+def refusal_message(categories: Sequence[str], known: Sequence[HarmCategory] = CATEGORIES) -> str:
+    """The refusal for the first named category promptloop knows (a generic one otherwise)."""
+    by_name = {c.name: c for c in known}
+    for name in categories:
+        c = by_name.get(name)
+        if c is not None and c.plain:
+            return REFUSAL.format(plain=c.plain, suggest=c.suggest)
+    return REFUSAL.format(plain=_FALLBACK[0], suggest=_FALLBACK[1])
 
 
 def training_examples() -> list[tuple[str, str]]:
@@ -58,6 +70,9 @@ GuardConfig = GuardSettings
 class CategoryScore(BaseModel):
     score: float
     evidence: str
+    # the stretches of the request that carry this harm: pattern hits, then the phrases whose removal drops
+    # the classifier's score the most (leave-one-phrase-out attribution)
+    spans: list[str] = Field(default_factory=list)
 
 
 class Verdict(BaseModel):
@@ -70,7 +85,13 @@ class Verdict(BaseModel):
 
     @property
     def flagged(self) -> list[str]:
-        return [k for k, v in self.categories.items() if v.score >= 0.5]
+        """Categories at or over 0.5, strongest first."""
+        return [k for k, v in sorted(self.categories.items(), key=lambda kv: -kv[1].score) if v.score >= 0.5]
+
+    @property
+    def spans(self) -> list[str]:
+        """Every flagged category's spans, once each, in the order found."""
+        return list(dict.fromkeys(s for k in self.flagged for s in self.categories[k].spans))
 
     def scores(self) -> dict[str, float]:
         return {k: round(v.score, 4) for k, v in self.categories.items()}
@@ -138,11 +159,28 @@ class SafetyGuard:
         return [{n: float(p_harm[i] * cond[i, j] / cond[i].max()) for j, n in enumerate(names)}
                 for i in range(len(texts))]
 
+    def harm_scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """The classifier layer alone (no patterns, profanity or LLM): what phrase attribution perturbs."""
+        return self._embedding_scores(list(texts)) if texts else []
+
+    def attribute(self, text: str, category: str) -> list[str]:
+        """Phrases of ``text`` whose removal drops ``category``'s classifier score by at least
+        ``attribution_drop``, largest drop first."""
+        from promptloop.agents.safety.spans import phrases, without
+
+        parts = phrases(text)
+        if len(parts) < 2:
+            return []
+        base, *rest = self.harm_scores([text, *(without(text, [p]) for p in parts)])
+        drops = [(base.get(category, 0.0) - r.get(category, 0.0), p[2]) for p, r in zip(parts, rest, strict=True)]
+        return [phrase for d, phrase in sorted(drops, key=lambda x: -x[0]) if d >= self.config.attribution_drop]
+
     def check(self, text: str) -> Verdict:
         return self.check_many([text])[0]
 
-    def check_many(self, texts: Sequence[str]) -> list[Verdict]:
-        """Batched: one profanity call, one embedding pass and (if enabled) one LLM call for all texts."""
+    def check_many(self, texts: Sequence[str], *, attribute: bool = True) -> list[Verdict]:
+        """Batched: one profanity call, one embedding pass and (if enabled) one LLM call for all texts;
+        ``attribute`` adds phrase spans to classifier-flagged categories (a few more embeddings each)."""
         from profanity_check import predict_prob
 
         texts = list(texts)
@@ -162,7 +200,8 @@ class SafetyGuard:
                 score, evidence = embed_score, f"classifier {embed_score:.2f}"
                 if hit and cfg.pattern_score > score:
                     score, evidence = cfg.pattern_score, f"pattern '{hit}'"
-                cats[cat.name] = CategoryScore(score=score, evidence=evidence)
+                spans = [text[a:b] for a, b in cat.spans(text)] if hit else []
+                cats[cat.name] = CategoryScore(score=score, evidence=evidence, spans=spans)
             if profanity[i] >= cfg.profanity_threshold and _looks_english(text):
                 cats["profanity"] = CategoryScore(score=float(profanity[i]), evidence="profanity classifier")
             answer = llm_answers[i]
@@ -172,6 +211,10 @@ class SafetyGuard:
                     if prev.score < 0.8:
                         cats[name] = CategoryScore(score=0.8, evidence="llm guard")
             verdicts.append(self._decide(text, cats, layers))
+        for v in verdicts if attribute else ():  # attribution only where a category is flagged
+            for name in v.flagged:
+                if name in v.categories and v.categories[name].evidence.startswith("classifier"):
+                    v.categories[name].spans = self.attribute(v.text, name)
         return verdicts
 
     def _decide(self, text: str, cats: dict[str, CategoryScore], layers: list[str]) -> Verdict:
@@ -186,9 +229,9 @@ class SafetyGuard:
                            sorted(flagged.items(), key=lambda kv: -kv[1].score))
         if blocked:
             return Verdict(text=text, safe=False, action="block", categories=cats, layers=layers,
-                           reason=f"refused: nothing benign can be kept: {detail}")
+                           reason=f"block ({', '.join(blocked)}: nothing benign can be kept): {detail}")
         return Verdict(text=text, safe=False, action="sanitize", categories=cats, layers=layers,
-                       reason=f"unsafe, rewrite keeping only the safe intent: {detail}")
+                       reason=f"sanitize: {detail}")
 
     def _llm_pass(self, texts: list[str]) -> list[_LLMGuardAnswer | None]:
         cats = ", ".join(c.name for c in self.categories)

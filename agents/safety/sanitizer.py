@@ -1,0 +1,153 @@
+"""From a flagged request to its benign core, or to a refusal that says why in plain words.
+
+VPO's rewriter keeps what is harmless in a harmful request and drops the
+rest. A 135M rewriter told "leave the unsafe part out" in a safety note does
+not (it left 75% of harmful requests unsafe), so the cut is made before the
+rewriter sees the request: the guard's spans (pattern hits and phrases whose
+removal lowers the classifier's score) are removed, then the phrase whose
+removal helps most, round by round, until the guard passes what is left. Nouns
+of removed phrases ("a man" of "a man shooting people") are put back one by
+one where the guard still passes. Nothing benign left, or a hard category
+(sexual content with children, instructions for harm): refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from promptloop.agents.safety.guard import SafetyGuard, Verdict, refusal_message
+from promptloop.agents.safety.spans import (
+    content_words,
+    noun_parts,
+    phrase_ranges,
+    render,
+    tokens,
+    verb_object,
+)
+
+Tokens = Sequence[tuple[int, int, str]]
+
+
+@dataclass
+class Screened:
+    """What the rewriter is given for one request: the request itself, its core, or nothing (refused)."""
+
+    prompt: str
+    verdict: Verdict
+    core: str | None = None  # the request the rewriter expands (the prompt itself when allowed)
+    removed: list[str] = field(default_factory=list)
+    refusal: str | None = None  # the sentence an app shows instead of a prompt
+
+    @property
+    def refused(self) -> bool:
+        return self.refusal is not None
+
+    @property
+    def sanitized(self) -> bool:
+        return self.verdict.action == "sanitize" and not self.refused
+
+    def trace(self) -> dict:
+        """The JSON the graphs keep (scores and removed spans stay in the trace, never in a refusal)."""
+        return {"core": self.core, "removed": self.removed, "refused": self.refused, "refusal": self.refusal}
+
+
+def screen(guard: SafetyGuard, prompts: Sequence[str], rounds: int | None = None) -> list[Screened]:
+    """Check every prompt; sanitise the flagged ones; refuse hard categories and what cannot be saved."""
+    rounds = guard.config.sanitize_rounds if rounds is None else rounds
+    out = []
+    for p, v in zip(prompts, guard.check_many(list(prompts)), strict=True):
+        if v.action == "allow":
+            out.append(Screened(p, v, core=p))
+        elif v.action == "block" or rounds == 0:
+            out.append(Screened(p, v, refusal=refusal_message(_hard_first(guard, v))))
+        else:
+            out.append(_sanitize(guard, p, v, rounds))
+    return out
+
+
+def _replaced(guard: SafetyGuard, text: str, v: Verdict) -> str:
+    """Spans of flagged categories that name a stand-in (a real person -> "a person") replaced by it."""
+    for c in guard.categories:
+        if c.replacement and c.name in v.flagged:
+            for pat in c.compiled:
+                text = pat.sub(c.replacement, text)
+    return text
+
+
+def _hard_first(guard: SafetyGuard, v: Verdict) -> list[str]:
+    hard = {c.name for c in guard.categories if c.hard}
+    return sorted(v.flagged, key=lambda k: k not in hard)
+
+
+def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) -> Screened:
+    text = _replaced(guard, prompt, verdict)
+    if text != prompt:
+        v = guard.check_many([text])[0]
+        if v.action == "allow":
+            return Screened(prompt, verdict, core=text, removed=[s for s in verdict.spans if s not in text])
+        verdict = v if v.action == "sanitize" else verdict
+    toks = tokens(text)
+    ranges = phrase_ranges(toks)
+    removed: set[int] = set()
+    for span in verdict.spans:  # the guard's own spans first: pattern hits, attributed phrases
+        at = text.lower().find(span.lower())
+        if at >= 0:
+            hit = {k for k, (a, b, _) in enumerate(toks) if a < at + len(span) and b > at}
+            removed |= hit | verb_object(toks, ranges, hit)
+    v = guard.check_many([render(text, toks, removed)], attribute=False)[0] if removed else verdict
+    for _ in range(rounds):
+        if v.action == "allow" or not content_words(render(text, toks, removed)):
+            break
+        if v.action == "block":
+            return Screened(prompt, verdict, removed=_words(toks, removed),
+                            refusal=refusal_message(_hard_first(guard, v)))
+        left = [(i, j) for i, j in ranges if any(k not in removed for k in range(i, j))]
+        # drop a whole phrase (while another is left), or cut a phrase down to one of its noun parts
+        trials = [removed | set(range(i, j)) for i, j in left] if len(left) > 1 else []
+        trials += [removed | (set(range(i, j)) - set(part)) for i, j in left for part in noun_parts(toks, i, j)]
+        trials = [t for t in trials if t != removed]
+        if not trials:
+            break
+        checks = guard.check_many([render(text, toks, t) for t in trials], attribute=False)
+        best = min(range(len(trials)), key=lambda n: (checks[n].action != "allow", _worst(checks[n]),
+                                                      len(trials[n])))
+        removed, v = trials[best], checks[best]
+    core = render(text, toks, removed)
+    if v.action != "allow" or not content_words(core):
+        return Screened(prompt, verdict, removed=_words(toks, removed),
+                        refusal=refusal_message(_hard_first(guard, verdict)))
+    removed = _put_back(guard, text, toks, ranges, removed)
+    return Screened(prompt, verdict, core=render(text, toks, removed), removed=_words(toks, removed))
+
+
+def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tuple[int, int]], removed: set[int]
+              ) -> set[int]:
+    """Restore the subjects of removed phrases, one at a time, where the guard still passes the result."""
+    # only a phrase's subject (the words before its verb): its object without the verb reads as a broken
+    # sentence ("a man a tourist on a beach")
+    parts = [r for i, j in ranges for r in noun_parts(toks, i, j)
+             if r.start == i and any(k in removed for k in r) and content_words(" ".join(toks[k][2] for k in r))]
+    for part in parts:
+        trial = removed - set(part)
+        if guard.check_many([render(text, toks, trial)], attribute=False)[0].action == "allow":
+            removed = trial
+    return removed
+
+
+def _worst(v: Verdict) -> float:
+    return max((c.score for c in v.categories.values()), default=0.0)
+
+
+def _words(toks: Tokens, removed: set[int]) -> list[str]:
+    """The removed stretches as text, in order (for the trace)."""
+    out, run = [], []
+    for k, (_, _, tok) in enumerate(toks):
+        if k in removed:
+            run.append(tok)
+        elif run:
+            out.append(" ".join(run))
+            run = []
+    if run:
+        out.append(" ".join(run))
+    return [r for r in out if r not in {",", ";"}]
