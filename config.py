@@ -117,10 +117,17 @@ class RewriteSettings(BaseModel):
 class GuardSettings(BaseModel):
     """Thresholds of the layered safety guard (see agents/safety/guard.py)."""
 
-    flag_threshold: float = Field(0.5, ge=0, le=1)
+    flag_threshold: float = Field(0.4, ge=0, le=1, description="a category is flagged at this score; chosen by "
+                                  "bench/guard_eval.py: 5-fold cross-validation of the classifier on its training "
+                                  "rows, highest recall passing 95% of benign rows (never on the holdout)")
     block_threshold: float = Field(0.5, ge=0, le=1)
     profanity_threshold: float = Field(0.8, ge=0, le=1)
     use_llm: bool = Field(False, description="ask the chat model too (only worth it with a capable model)")
+    model_family: Literal["json", "llama_guard_3", "shieldgemma", "granite_guardian"] = Field(
+        "json", description="the LLM layer's format: json = promptloop's own question to a chat model; or a "
+        "served guard model's native prompt and answer (backends.guard names the server)")
+    model_max_new_tokens: int = Field(32, ge=1, le=2048, description="tokens a guard model may answer with "
+                                      "(Granite Guardian 3.3 with thinking on needs several hundred)")
     pattern_score: float = Field(0.9, ge=0, le=1, description="score given by an explicit pattern match")
     classifier_c: float = Field(16.0, gt=0, description="inverse L2 strength of the embedding classifiers")
     attribution_drop: float = Field(0.1, ge=0, le=1, description="a phrase carries a flagged category when "

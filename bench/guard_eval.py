@@ -1,51 +1,65 @@
-"""Guard precision / recall on the shipped red-team set and on the held-out file it never saw.
+"""The guard's flag threshold by cross-validation on its training data, then its figures on the holdout.
 
-    python bench/guard_eval.py
+    python bench/guard_eval.py [--folds 5] [--min-benign-pass 0.95]
 
-Prints one row per file (harmful recall, benign pass rate, precision, and
-per-category recall) and writes them to $PROMPTLOOP_HOME/reports/guard_eval.json.
+1. Out-of-fold verdicts on the guard's training rows (data/redteam.csv and the
+   train split of the user prompts; the classifier refitted without each fold)
+   choose ``guard.flag_threshold``: the highest recall that passes at least
+   ``--min-benign-pass`` of benign rows.
+2. With the configured threshold, recall / benign pass / precision per
+   category and the confusion table on data/redteam_holdout.csv, which trains
+   and tunes nothing.
+
+Writes $PROMPTLOOP_HOME/reports/guard_eval.json.
 """
 
 from __future__ import annotations
 
-import csv
+import argparse
 import json
-from collections import defaultdict
+from dataclasses import asdict
 
+from promptloop.agents.safety.guard import SAFE, training_examples
 from promptloop.config import Settings
+from promptloop.evaluation.guard_figures import ALLOWED, cross_validated_threshold, figures
+from promptloop.evaluation.safety import load_rubric
 from promptloop.services import Services
-from promptloop.store.shipped import data_dir
 
-
-def evaluate(guard, file: str) -> dict:
-    with (data_dir() / file).open(encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    verdicts = guard.check_many([r["prompt"] for r in rows])
-    per_cat: dict[str, list[bool]] = defaultdict(list)
-    tp = fp = fn = tn = 0
-    for r, v in zip(rows, verdicts, strict=True):
-        harmful = r["harmful"] == "true"
-        flagged = not v.safe
-        tp += harmful and flagged
-        fn += harmful and not flagged
-        fp += (not harmful) and flagged
-        tn += (not harmful) and not flagged
-        if harmful:
-            per_cat[r["category"]].append(flagged)
-    return {"file": file, "harmful": tp + fn, "benign": fp + tn, "recall": round(tp / (tp + fn), 4),
-            "benign_pass": round(tn / (tn + fp), 4), "precision": round(tp / max(1, tp + fp), 4),
-            "per_category_recall": {c: round(sum(v) / len(v), 3) for c, v in sorted(per_cat.items())}}
+GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8)
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--min-benign-pass", type=float, default=0.95)
+    args = ap.parse_args()
     rt = Services(Settings())
-    results = [evaluate(rt.guard, f) for f in ("redteam.csv", "redteam_holdout.csv")]
+    best, cv = cross_validated_threshold(rt.embedder, training_examples(), rt.settings.guard, GRID,
+                                         folds=args.folds, min_benign_pass=args.min_benign_pass)
+    configured = rt.settings.guard.flag_threshold
+    print(f"classifier layer cross-validated on the training rows ({args.folds} folds): threshold {best} "
+          f"(configured {configured})")
+    print("  threshold  recall  benign pass")
+    for t, (rec, bp) in cv.items():
+        print(f"  {t:9.2f}  {rec:6.1%}  {bp:10.1%}" + ("  <- chosen" if t == best else ""))
+    rows = load_rubric()
+    labels = [r.category if r.harmful else SAFE for r in rows]
+    fig = figures(labels, rt.guard.check_many([r.prompt for r in rows], attribute=False))
+    print(f"\nholdout ({fig.harmful} harmful, {fig.benign} benign): recall {fig.recall:.1%}, benign pass "
+          f"{fig.benign_pass:.1%}, precision {fig.precision:.1%}")
+    print("  category          n  recall  precision")
+    for cat, f in fig.per_category.items():
+        print(f"  {cat:16s} {int(f['n']):2d}  {f['recall']:6.1%}  {f['precision']:9.1%}")
+    cols = [*sorted({c for row in fig.confusion.values() for c in row} - {ALLOWED}), ALLOWED]
+    print("\nconfusion (rows: true, columns: strongest flagged category)")
+    print(" " * 17 + " ".join(f"{c[:8]:>8s}" for c in cols))
+    for true, row in fig.confusion.items():
+        print(f"  {true:15s}" + " ".join(f"{row.get(c, 0):8d}" for c in cols))
     rt.settings.reports_dir.mkdir(parents=True, exist_ok=True)
-    (rt.settings.reports_dir / "guard_eval.json").write_text(json.dumps(results, indent=2))
-    for r in results:
-        print(f"{r['file']:24s} harmful {r['harmful']:3d}  recall {r['recall']:.1%}  benign {r['benign']:3d}  "
-              f"pass {r['benign_pass']:.1%}  precision {r['precision']:.1%}")
-        print("   per category:", r["per_category_recall"])
+    out = {"cv": {"folds": args.folds, "chosen": best, "configured": configured,
+                  "grid": {str(t): {"recall": r, "benign_pass": b} for t, (r, b) in cv.items()}},
+           "holdout": asdict(fig)}
+    (rt.settings.reports_dir / "guard_eval.json").write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

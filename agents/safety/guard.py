@@ -22,7 +22,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from promptloop.agents.llm.base import ChatModel, SamplingParams
+from promptloop.agents.safety import guard_models
 from promptloop.agents.safety.categories import BENIGN_ANCHORS, CATEGORIES, HarmCategory
+from promptloop.agents.safety.guard_models import GuardModelAnswer
 from promptloop.config import GuardSettings, SamplingControls
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ class CategoryScore(BaseModel):
 class Verdict(BaseModel):
     text: str
     safe: bool
+    flag_threshold: float = 0.5  # the guard's setting when it decided (flagged must agree with the action)
     action: Action
     categories: dict[str, CategoryScore] = Field(default_factory=dict)
     reason: str = ""
@@ -86,7 +89,8 @@ class Verdict(BaseModel):
     @property
     def flagged(self) -> list[str]:
         """Categories at or over 0.5, strongest first."""
-        return [k for k, v in sorted(self.categories.items(), key=lambda kv: -kv[1].score) if v.score >= 0.5]
+        return [k for k, v in sorted(self.categories.items(), key=lambda kv: -kv[1].score)
+                if v.score >= self.flag_threshold]
 
     @property
     def spans(self) -> list[str]:
@@ -113,15 +117,17 @@ class SafetyGuard:
     guard_id = "layered-guard-v1"
 
     def __init__(self, embedder: Embedder, config: GuardConfig | None = None, llm: ChatModel | None = None,
-                 categories: Sequence[HarmCategory] = CATEGORIES, controls: SamplingControls | None = None):
+                 categories: Sequence[HarmCategory] = CATEGORIES, controls: SamplingControls | None = None,
+                 examples: Sequence[tuple[str, str]] | None = None):
         self.embedder = embedder
         self.controls = controls  # the guard's decoding controls (Settings.sampling.guard)
         self.config = config or GuardConfig()
         self.llm = llm if self.config.use_llm else None
         self.categories = tuple(categories)
-        self._classifier = self._fit_classifier()
+        # labelled prompts the classifier learns from; a cross-validation fold passes its own share
+        self._classifier = self._fit_classifier(training_examples() if examples is None else examples)
 
-    def _fit_classifier(self):
+    def _fit_classifier(self, examples: Sequence[tuple[str, str]]):  # noqa: ANN202 (two sklearn models)
         """Two logistic regressions on MiniLM embeddings: harmful vs. safe, and which category.
 
         A pooled harmful/safe detector generalises better from ~100 harmful
@@ -139,7 +145,7 @@ class SafetyGuard:
             labels += [c.name] * len(c.descriptions)
         texts += list(BENIGN_ANCHORS)
         labels += [SAFE] * len(BENIGN_ANCHORS)
-        for text, label in training_examples():
+        for text, label in examples:
             texts.append(text)
             labels.append(label)
         x = self.embedder.encode(texts)
@@ -206,10 +212,13 @@ class SafetyGuard:
                 cats["profanity"] = CategoryScore(score=float(profanity[i]), evidence="profanity classifier")
             answer = llm_answers[i]
             if answer is not None and answer.harmful:
-                for name in answer.categories or ["other"]:
+                # a guard model that says "harmful" without saying which: the category head's likeliest harm
+                named = list(answer.categories) or [max(embed_scores[i], key=embed_scores[i].get, default="other")]
+                evidence = f"llm guard ({cfg.model_family}: {', '.join(answer.codes)})" if answer.codes else "llm guard"
+                for name in named:
                     prev = cats.get(name, CategoryScore(score=0.0, evidence=""))
                     if prev.score < 0.8:
-                        cats[name] = CategoryScore(score=0.8, evidence="llm guard")
+                        cats[name] = CategoryScore(score=0.8, evidence=evidence)
             verdicts.append(self._decide(text, cats, layers))
         for v in verdicts if attribute else ():  # attribution only where a category is flagged
             for name in v.flagged:
@@ -223,21 +232,31 @@ class SafetyGuard:
         flagged = {k: v for k, v in cats.items() if v.score >= cfg.flag_threshold}
         if not flagged:
             return Verdict(text=text, safe=True, action="allow", categories=cats, layers=layers,
-                           reason="no harm category reached the threshold")
+                           flag_threshold=cfg.flag_threshold, reason="no harm category reached the threshold")
         blocked = [k for k in flagged if k in hard and flagged[k].score >= cfg.block_threshold]
         detail = "; ".join(f"{k} {v.score:.2f} ({v.evidence})" for k, v in
                            sorted(flagged.items(), key=lambda kv: -kv[1].score))
         if blocked:
             return Verdict(text=text, safe=False, action="block", categories=cats, layers=layers,
-                           reason=f"block ({', '.join(blocked)}: nothing benign can be kept): {detail}")
+                           flag_threshold=cfg.flag_threshold, reason=f"block ({', '.join(blocked)}: nothing benign can be kept): {detail}")
         return Verdict(text=text, safe=False, action="sanitize", categories=cats, layers=layers,
-                       reason=f"sanitize: {detail}")
+                       flag_threshold=cfg.flag_threshold, reason=f"sanitize: {detail}")
 
-    def _llm_pass(self, texts: list[str]) -> list[_LLMGuardAnswer | None]:
-        cats = ", ".join(c.name for c in self.categories)
-        convs = [[{"role": "user", "content": _LLM_GUARD_PROMPT.format(cats=cats, text=t)}] for t in texts]
-        outs = self.llm.generate(convs, SamplingParams.of(self.controls, n=1, max_new_tokens=48, temperature=0.0))
-        return [parse_json_model(o[0], _LLMGuardAnswer) for o in outs]
+    def _llm_pass(self, texts: list[str]) -> list[GuardModelAnswer | None]:
+        """One batched call: promptloop's own JSON question, or a served guard model's native format."""
+        family = self.config.model_family
+        if family == "json":
+            cats = ", ".join(c.name for c in self.categories)
+            convs = [[{"role": "user", "content": _LLM_GUARD_PROMPT.format(cats=cats, text=t)}] for t in texts]
+            outs = self.llm.generate(convs, SamplingParams.of(self.controls, n=1, max_new_tokens=48,
+                                                              temperature=0.0))
+            answers = [parse_json_model(o[0], _LLMGuardAnswer) for o in outs]
+            return [GuardModelAnswer(a.harmful, tuple(a.categories), ()) if a is not None else None for a in answers]
+        per = guard_models.requests_per_text(family)
+        convs = [c for t in texts for c in guard_models.conversations(family, t)]
+        outs = self.llm.generate(convs, SamplingParams.of(self.controls, n=1, temperature=0.0,
+                                                          max_new_tokens=self.config.model_max_new_tokens))
+        return [guard_models.parse(family, [o[0] for o in outs[k * per:(k + 1) * per]]) for k in range(len(texts))]
 
 
 _ENGLISH_HINTS = frozenset("a an the of in on at with and is are to for by from his her their".split())

@@ -1,0 +1,81 @@
+"""The guard's own figures: recall, benign pass and precision per category with the confusion table, and the
+flag threshold chosen by cross-validation on the guard's training data, never on the holdout it is judged on.
+
+The guard's classifier learns from ``data/redteam.csv`` and the train split
+of the user prompts, so its scores on those rows are optimistic: a threshold
+picked there would be picked on memorised rows. ``cross_validated_threshold``
+refits the classifier k times, each time without one fold, and picks the
+threshold on the out-of-fold verdicts only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from promptloop.agents.embedder import Embedder
+from promptloop.agents.safety.guard import SAFE, GuardSettings, SafetyGuard, Verdict
+
+ALLOWED = "allowed"
+
+
+@dataclass
+class GuardFigures:
+    harmful: int
+    benign: int
+    recall: float  # harmful rows the guard flags (any category)
+    benign_pass: float  # benign rows it allows
+    precision: float  # flagged rows that are harmful
+    per_category: dict[str, dict[str, float]]  # true category -> n, recall; predicted category -> precision
+    confusion: dict[str, dict[str, int]]  # true category (or benign) -> predicted top category (or allowed) -> n
+
+
+def figures(labels: Sequence[str], verdicts: Sequence[Verdict]) -> GuardFigures:
+    """``labels`` are the true categories (``SAFE`` for benign rows); a verdict's prediction is its strongest
+    flagged category, or ``allowed``."""
+    predicted = [v.flagged[0] if v.flagged else ALLOWED for v in verdicts]
+    harmful = [lab != SAFE for lab in labels]
+    flagged = [p != ALLOWED for p in predicted]
+    tp = sum(h and f for h, f in zip(harmful, flagged, strict=True))
+    fp = sum(f and not h for h, f in zip(harmful, flagged, strict=True))
+    n_h, n_b = sum(harmful), len(labels) - sum(harmful)
+    confusion: dict[str, Counter] = {}
+    for lab, p in zip(labels, predicted, strict=True):
+        confusion.setdefault("benign" if lab == SAFE else lab, Counter())[p] += 1
+    per: dict[str, dict[str, float]] = {}
+    for cat in sorted({lab for lab in labels if lab != SAFE}):
+        rows = [f for lab, f in zip(labels, flagged, strict=True) if lab == cat]
+        named = [lab for lab, p in zip(labels, predicted, strict=True) if p == cat]
+        per[cat] = {"n": len(rows), "recall": sum(rows) / len(rows),
+                    "precision": (sum(lab == cat for lab in named) / len(named)) if named else float("nan")}
+    return GuardFigures(n_h, n_b, tp / max(1, n_h), (n_b - fp) / max(1, n_b), tp / max(1, tp + fp), per,
+                        {k: dict(v) for k, v in confusion.items()})
+
+
+def cross_validated_threshold(embedder: Embedder, examples: Sequence[tuple[str, str]], config: GuardSettings,
+                              grid: Sequence[float], *, folds: int = 5, min_benign_pass: float = 0.95
+                              ) -> tuple[float, dict[float, tuple[float, float]]]:
+    """The flag threshold with the highest out-of-fold recall among those that pass at least
+    ``min_benign_pass`` of benign rows (the best benign-passing one if none reaches it), and every grid
+    point's (recall, benign pass). Folds are interleaved over the examples, so each holds every category.
+
+    Scored on the classifier layer alone: the patterns were written on these same rows and flag every one of
+    them at any threshold below ``pattern_score``, which would make the choice say nothing."""
+    scores = [0.0] * len(examples)
+    for k in range(folds):
+        train = [e for i, e in enumerate(examples) if i % folds != k]
+        test = [i for i in range(len(examples)) if i % folds == k]
+        guard = SafetyGuard(embedder, config, examples=train)
+        for i, sc in zip(test, guard.harm_scores([examples[i][0] for i in test]), strict=True):
+            scores[i] = max(sc.values(), default=0.0)
+    labels = [lab for _, lab in examples]
+    table = {}
+    for t in grid:
+        flagged = [s >= t for s in scores]
+        h = [f for f, lab in zip(flagged, labels, strict=True) if lab != SAFE]
+        b = [not f for f, lab in zip(flagged, labels, strict=True) if lab == SAFE]
+        table[t] = (sum(h) / max(1, len(h)), sum(b) / max(1, len(b)))
+    ok = [t for t, (_, bp) in table.items() if bp >= min_benign_pass]
+    best = max(ok, key=lambda t: (table[t][0], t)) if ok else max(table, key=lambda t: (table[t][1], -t))
+    return best, table
