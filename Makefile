@@ -25,10 +25,12 @@ $(STAMP): pyproject.toml
 
 # The demo, sized to finish in about 8 minutes on 2 CPU cores (measured per stage: README, "make run"): 12 train
 # prompts x 3 candidates, one refine step, 120-token rewrites, 3 training steps a round (DPO at batch 2); the
-# held-out before/after stays 16 eval prompts plus 2 + 2 red-team prompts.
+# held-out before/after stays 16 eval prompts plus 2 + 2 red-team prompts; the DPO round adds safety pairs from 4
+# flagged requests of the red-team training split.
 run: install
 	$(VENV)/bin/promptloop init
-	$(VENV)/bin/promptloop --set generation.max_new_tokens=120 loop run --name demo --rounds 2 --limit 12 --n 3 \
+	$(VENV)/bin/promptloop --set generation.max_new_tokens=120 --set collect.safety_limit=4 loop run --name demo \
+		--rounds 2 --limit 12 --n 3 \
 		--max-refine-steps 1 --max-steps 3 --dpo-config learners/recipes/demo_dpo.yaml \
 		--eval-limit 16 --redteam-limit 2 --patience 2
 

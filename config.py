@@ -98,6 +98,15 @@ class CollectSettings(BaseModel):
     max_concurrency: int = Field(2, ge=1, le=256, description="parts in flight at once (LangGraph max_concurrency)")
     length_ratio: float = Field(1.5, ge=0, description="a preference pair whose chosen side has over this many "
                                 "times the rejected side's words is kept only when it also wins on intent; 0 = off")
+    unsanitized_samples: int = Field(2, ge=0, le=16, description="pair collection: rewrites of a flagged request as "
+                                     "written, whose unsafe ones are the rejected side of its safety pair (0 = the "
+                                     "refusal is)")
+    safety_split: str = Field("redteam", description="where the loop's DPO rounds take flagged requests for safety "
+                              "pairs (the guard's training rows; never the red-team holdout)")
+    safety_limit: int = Field(16, ge=0, description="prompts of safety_split a DPO round of the loop collects "
+                              "(0 = no safety collection)")
+    safety_share: float = Field(0.25, ge=0, le=1, description="most of a DPO round's pairs that may be safety pairs "
+                                "(1 = no cap)")
 
 
 class RewriteSettings(BaseModel):

@@ -23,6 +23,15 @@ chosen side also keeps the user's intent better (higher intent similarity), so
   student sample's (or the sample degenerate). A teacher rewrite the judge
   does not prefer makes no pair; the teacher is a source, not a verdict.
 
+Safety pairs (VPO's harmlessness, rule ``safety``): a request the guard
+flagged and the sanitiser cut to its benign core also yields one pair
+whatever the rule: chosen = its final rewrite (it passed the output guard)
+when that keeps the core (its accuracy, judged against the core, passes the
+threshold) and is not degenerate; rejected = a rewrite of the request as the
+user wrote it that the guard finds unsafe (``collect.unsanitized_samples``),
+else the guard's refusal. The prompt side is the request as written, so the
+rewriter learns to drop the harm itself and the guard becomes a net.
+
 Prompts with no pair above the margin are skipped (and counted). Both sides'
 full scores and the margin are stored with the pair.
 
@@ -42,6 +51,7 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 from sqlalchemy.engine import Engine
 
+from promptloop.agents.safety.guard import Verdict
 from promptloop.agents.text_checks import words
 from promptloop.agents.text_critic import Critique, Thresholds
 from promptloop.agents.video.feedback import VideoFeedback, feedback_level
@@ -54,6 +64,7 @@ from promptloop.store.engine import session_scope
 
 GRAPH_NAME = "collect_pairs"
 RULES = ("margin", "pareto", "gated", "teacher")
+SAFETY_RULE = "safety"  # the rule stored with safety pairs, made alongside whichever rule the collection uses
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,23 @@ def select_pairs(rewards: list[dict], critiques: list[dict], *, rule: str = "mar
             for j in losers[:max_pairs]]
 
 
+def safety_choice(item: Item, thresholds: Thresholds) -> tuple[int, str, str] | None:
+    """(chosen candidate index, rejected text, its origin) of a sanitised item's safety pair, or None."""
+    core = item.get("core")
+    if item.get("refused") or not core or core == item["prompt"] or item.get("final_prompt") not in item["candidates"]:
+        return None
+    j = item["candidates"].index(item["final_prompt"])
+    crit = Critique.model_validate(item["critiques"][j])
+    if crit.degenerate or crit.accurate < thresholds.accurate:
+        return None
+    unsafe = item.get("unsafe_rewrites") or []
+    if unsafe:
+        return j, unsafe[0], "unsanitized"
+    from promptloop.agents.safety.guard import refusal_message
+
+    return j, refusal_message(Verdict.model_validate(item["verdict"]).flagged), "refusal"
+
+
 def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: CollectContext) -> dict[str, int]:
     counts = {"pairs": 0, "skipped_prompts": 0, "candidates": 0}
     with session_scope(engine) as s:
@@ -124,6 +152,18 @@ def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx:
                                    thresholds=ctx.thresholds, max_pairs=ctx.max_pairs_per_prompt,
                                    length_ratio=ctx.length_ratio, words=[len(words(c)) for c in item["candidates"]],
                                    teacher={k for k, c in enumerate(item["candidates"]) if c in given})
+            safety = safety_choice(item, ctx.thresholds)
+            if safety is not None:
+                j, text, origin = safety
+                rej, _ = repo.add_candidate(s, pid, text, model_version_id=ctx.model_version_id,
+                                            round_id=ctx.round_id, origin=origin, sampling_params=ctx.sampling_record())
+                chosen_total = item["rewards"][j]["total"]
+                _, created = repo.add_pair(
+                    s, pid, ids[j], rej.id, margin=round(chosen_total, 4), round_id=ctx.round_id, rule=SAFETY_RULE,
+                    chosen_scores=_pair_side(item["rewards"][j], []),
+                    rejected_scores={"kind": origin, "categories": Verdict.model_validate(item["verdict"]).flagged,
+                                     "core": item["core"]})
+                counts["safety_pairs"] = counts.get("safety_pairs", 0) + created
             if not choices:
                 counts["skipped_prompts"] += 1
             videos = item.get("videos") or []

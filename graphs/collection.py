@@ -318,7 +318,7 @@ def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: S
         "record_traffic": False, "part_size": settings.collect.part_size, "length_ratio": settings.collect.length_ratio}
     if kind == "pairs":
         base |= {"video_seeds": settings.video.seeds, "video_share": settings.video.share,
-                 "video_seed": settings.seed}
+                 "video_seed": settings.seed, "unsanitized_samples": settings.collect.unsanitized_samples}
     context_cls = graph.context_schema or CollectContext  # EvolveContext for the evolution graph
     cctx = context_cls(**{**base, **given}, round_id=round_id, model_version_id=version_id,
                        teacher=teacher.name if teacher else None)
@@ -327,6 +327,7 @@ def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: S
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,
            "version": adapter or "base", "batch": batch_size, **given, "part_size": cctx.part_size,
            "controls": cctx.controls.model_dump(), "length_ratio": cctx.length_ratio,
+           "unsanitized": getattr(cctx, "unsanitized_samples", 0),
            **(key_extra or {})}
     return run_collection(graph, kind, prompts, cctx, round_index=round_index, batch_size=batch_size, key=key,
                           on_chunk=on_chunk, engine=engine, worker=worker, wait=wait,

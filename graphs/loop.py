@@ -238,7 +238,22 @@ def collect_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConf
                            model_version=state["champion"], batch_size=cfg.batch_size, on_chunk=on_chunk,
                            worker=cfg.worker, wait=True, prompts=prompts, **extra)
     say(f"  collected {rep.prompts} prompts: " + (", ".join(f"{v} {k}" for k, v in rep.stored.items()) or "nothing new"))
-    row.update(algorithm=cfg.step(state["round"]), collected={"kind": kind, "prompts": rep.prompts, **rep.stored},
+    collected = {"kind": kind, "prompts": rep.prompts, **rep.stored}
+    limits = deps.settings.collect
+    if kind == "pairs" and not teacher and limits.safety_limit:  # VPO's harmlessness: pairs on flagged requests
+        from promptloop.store.repository import select_harmful
+
+        harmful = select_harmful(deps.engine, limits.safety_split, limits.safety_limit)
+        with runtime.context.collecting(f"collect safety pairs round {cfg.start_round + state['round']}",
+                                        len(harmful), FOUND[kind]) as on_chunk:
+            srep = deps.collect(kind, split=limits.safety_split, round_index=cfg.start_round + state["round"],
+                                n=cfg.n, model_version=state["champion"], batch_size=cfg.batch_size,
+                                on_chunk=on_chunk, worker=cfg.worker, wait=True, prompts=harmful,
+                                limit=limits.safety_limit, max_refine_steps=0, margin=cfg.margin, rule=cfg.rule)
+        collected["safety_pairs"] = srep.stored.get("safety_pairs", 0) + rep.stored.get("safety_pairs", 0)
+        say(f"  collected {srep.prompts} flagged requests of {limits.safety_split}: "
+            f"{srep.stored.get('safety_pairs', 0)} safety pairs")
+    row.update(algorithm=cfg.step(state["round"]), collected=collected,
                champion=state["champion"],
                collected_by=f"teacher:{cfg.teacher}" if teacher else state["champion"])
     return {}

@@ -83,6 +83,9 @@ class RewriteContext:
     record_traffic: bool = default_of(Settings, "record_traffic")  # store prompts as source 'traffic'
     client: str = "local"  # who sent the prompts: the per-client quota of `loop watch` counts by it
     injection_check: bool = default_of(TrafficSettings, "injection_check")  # quarantine injections in traffic
+    # pair collection: rewrites of a sanitised request *as the user wrote it*, kept where the output guard fails
+    # them: the rejected side of a safety pair (graphs/collect_pairs.py). 0 in apps: nothing extra is sampled.
+    unsanitized_samples: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RewriteContext:
@@ -116,6 +119,7 @@ class Item(TypedDict, total=False):
     prompt: str
     core: str  # what the rewriter expands and the critic judges against: the prompt, or its benign core
     removed: list[str]  # the stretches the sanitiser cut from the prompt (trace only)
+    unsafe_rewrites: list[str]  # rewrites of the raw request that fail the guard (unsanitized_samples)
     given: list[str]  # candidates written elsewhere (a teacher), scored like samples; never re-sampled
     sample: bool  # the rewriter samples n candidates for this item (default True)
     teach: bool  # the served teacher (RewriteAgents.teacher) samples n more, added to ``given``
@@ -235,6 +239,8 @@ def rewrite(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
     taught = _sample(agents.teacher, items, teach, ctx, None) if teach else {}
     own = _sample(agents.rewriter, items, [i for i in active if items[i].get("sample", True)], ctx,
                   ctx.model_version)
+    if ctx.unsanitized_samples:
+        _unsanitized(agents, items, [i for i in active if target_of(items[i]) != items[i]["prompt"]], ctx)
     for i in active:
         given = list(dict.fromkeys(c for c in [*items[i].get("given", []), *taught.get(i, [])] if c))
         if given:
@@ -242,6 +248,18 @@ def rewrite(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
         cands = list(dict.fromkeys(c for c in [*given, *own.get(i, [])] if c))
         items[i]["candidates"] = cands or [target_of(items[i])]
     return {"items": items}
+
+
+def _unsanitized(agents: RewriteAgents, items: list[Item], idx: list[int], ctx: RewriteContext) -> None:
+    """What the rewriter writes for the request the sanitiser cut, kept where the guard finds it unsafe."""
+    if not idx:
+        return
+    results = agents.rewriter.rewrite([items[i]["prompt"] for i in idx], ctx.sampling(n=ctx.unsanitized_samples),
+                                      adapter=ctx.model_version)
+    texts = [list(dict.fromkeys(c for c in r.candidates if c)) for r in results]
+    verdicts = iter(agents.guard.check_many([t for ts in texts for t in ts], attribute=False))
+    for i, ts in zip(idx, texts, strict=True):
+        items[i]["unsafe_rewrites"] = [t for t in ts if not next(verdicts).safe]
 
 
 def critique(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
@@ -337,8 +355,10 @@ def guard_output(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
         safe = [j for j in order if by_item[i][j].safe]
         if not safe:
             v = by_item[i][cur]
+            # the refusal names what the user asked for (the request's flagged harm), not what the model made up
+            asked = Verdict.model_validate(it["verdict"]).flagged if it.get("verdict") else []
             it.update(refused=True, reason=f"no safe rewrite: {v.reason}",
-                      final_prompt=refusal_message(v.flagged), final_verdict=v.model_dump())
+                      final_prompt=refusal_message([*asked, *v.flagged]), final_verdict=v.model_dump())
             continue
         j = safe[0]
         it.update(final_prompt=it["candidates"][j], final_verdict=by_item[i][j].model_dump(),

@@ -45,8 +45,12 @@ def round_ids(engine: Engine, round_index: int, scope: str) -> list[int]:
 
 
 def load_training_data(engine: Engine, kind: str, build_messages: BuildMessages, *, round_index: int | None,
-                       scope: str = "current") -> TrainingData:
-    """SFT rows (accepted examples) or DPO rows (pairs) of a round, or of every round up to it."""
+                       scope: str = "current", safety_share: float = 1.0) -> TrainingData:
+    """SFT rows (accepted examples) or DPO rows (pairs) of a round, or of every round up to it.
+
+    Safety pairs (rule ``safety``) make at most ``safety_share`` of the DPO rows (the first ones collected are
+    kept), so a round rich in flagged requests does not turn into a harmlessness-only round; a round with
+    nothing but safety pairs keeps them all."""
     if round_index is None:
         round_index = latest_round_with(engine, kind)
         if round_index is None:
@@ -63,12 +67,27 @@ def load_training_data(engine: Engine, kind: str, build_messages: BuildMessages,
         raise NothingToTrain(f"no {'accepted SFT examples' if kind == 'sft' else 'preference pairs'} in {where}; "
                              f"collect some first (`promptloop collect {'sft' if kind == 'sft' else 'pairs'} "
                              f"--round {round_index}`)")
+    dropped = 0
+    if kind == "dpo":
+        rows, dropped = cap_safety(rows, safety_share)
     id_key = "example_id" if kind == "sft" else "pair_id"
     provenance = {"kind": kind, "round_index": round_index, "scope": scope, "round_ids": ids, "rows": len(rows),
                   f"{id_key}s": [r[id_key] for r in rows]}
     if kind == "dpo":
         provenance["mean_margin"] = round(sum(r["margin"] for r in rows) / len(rows), 4)
+        provenance["safety_pairs"] = sum(r.get("rule") == "safety" for r in rows)
+        provenance["safety_pairs_dropped"] = dropped
     return TrainingData(rows=rows, round_index=round_index, round_ids=ids, provenance=provenance)
+
+
+def cap_safety(rows: list[dict], share: float) -> tuple[list[dict], int]:
+    """``rows`` with safety pairs cut to ``share`` of the result (order kept), and how many were cut."""
+    safety = [i for i, r in enumerate(rows) if r.get("rule") == "safety"]
+    others = len(rows) - len(safety)
+    if not safety or not others or share >= 1:
+        return rows, 0
+    cut = set(safety[int(share / (1 - share) * others):])
+    return [r for i, r in enumerate(rows) if i not in cut], len(cut)
 
 
 def to_dataset(data: TrainingData, kind: str) -> Dataset:

@@ -156,8 +156,8 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
         if existing is not None and existing.adapter_path and Path(existing.adapter_path).is_dir():
             return TrainResult(existing, existing.metrics, reused=True)
     if data is None:  # first: a run with nothing to train writes nothing (not even the base version's row)
-        data = load_training_data(engine, algo, build_messages,
-                                  round_index=cfg.round_index, scope=cfg.data_rounds)
+        data = load_training_data(engine, algo, build_messages, round_index=cfg.round_index, scope=cfg.data_rounds,
+                                  safety_share=settings.collect.safety_share)
     ensure_base(engine, settings.base_model)
     parent = get_version(engine, cfg.parent)
     name = cfg.name or next_name(engine, f"r{data.round_index}-{algo}")

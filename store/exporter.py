@@ -55,7 +55,7 @@ def dpo_rows(session: Session, build_messages: BuildMessages, *, round_id: int |
         yield {"prompt": build_messages(prompt.text),
                "chosen": [{"role": "assistant", "content": c.text}],
                "rejected": [{"role": "assistant", "content": r.text}],
-               "margin": pair.margin, "pair_id": pair.id}
+               "margin": pair.margin, "pair_id": pair.id, "rule": pair.rule}
 
 
 def export(engine: Engine, kind: Literal["sft", "dpo"], out: Path, build_messages: BuildMessages, *,

@@ -35,6 +35,8 @@ class Origin(StrEnum):
     baseline = "baseline"
     imported = "imported"
     teacher = "teacher"  # written by a teacher (a served model or a recorded set); lineage names it
+    unsanitized = "unsanitized"  # a rewrite of a flagged request as the user wrote it (a safety pair's rejected side)
+    refusal = "refusal"  # the guard's refusal of a flagged request (a safety pair's rejected side when no unsafe rewrite)
 
 
 class VersionStatus(StrEnum):

@@ -181,6 +181,20 @@ def select_prompts(engine: Engine, split: str, limit: int | None, source: str | 
     return rows
 
 
+def select_harmful(engine: Engine, split: str, limit: int) -> list[Prompt]:
+    """The harmful prompts of ``split`` (red-team rows), ``limit`` of them evenly spaced over the file's order,
+    so every category is represented."""
+    with Session(engine) as s:
+        rows = list(s.exec(select(Prompt).where(Prompt.split == split, Prompt.harmful == True)  # noqa: E712
+                           .order_by(Prompt.id)))
+    if not rows:
+        raise PromptloopError(f"no harmful prompts in split '{split}'; run `promptloop init` or import a red-team "
+                              "file with a harmful column")
+    if limit >= len(rows):
+        return rows
+    return [rows[round(k * (len(rows) - 1) / max(1, limit - 1))] for k in range(limit)] if limit > 1 else rows[:1]
+
+
 def ensure_round(engine: Engine, index: int) -> int:
     with session_scope(engine) as s:
         row, _ = get_or_insert(s, Round, Round.index == index, index=index, stage="collect")

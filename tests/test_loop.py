@@ -105,7 +105,8 @@ def _env(home: Path, smollm_path: Path) -> dict:
     # becomes SFT data and round 0 always has something to train on.
     env.update(PROMPTLOOP_HOME=str(home), PROMPTLOOP_BASE_MODEL=str(smollm_path), HF_HUB_OFFLINE="1",
                PROMPTLOOP_GENERATION__MAX_NEW_TOKENS="24", PROMPTLOOP_CRITIC__USE_LLM="false", COLUMNS="200",
-               PROMPTLOOP_CRITIC__ACCURATE_THRESHOLD="0", PROMPTLOOP_CRITIC__HELPFUL_THRESHOLD="0")
+               PROMPTLOOP_CRITIC__ACCURATE_THRESHOLD="0", PROMPTLOOP_CRITIC__HELPFUL_THRESHOLD="0",
+               PROMPTLOOP_COLLECT__SAFETY_LIMIT="2")  # the DPO round's safety collection: 2 flagged requests
     return env
 
 
@@ -165,6 +166,7 @@ def test_loop_run_killed_in_training_resumes_at_that_stage(tmp_path, smollm_path
     # Round 1 collected with the champion of the time, and its version's parent is that champion.
     r1 = state["history"][1]
     assert r1["collected_by"] == r0["champion_after"]
+    assert r1["collected"]["kind"] == "pairs" and "safety_pairs" in r1["collected"]  # the safety collection ran
     if "main-r1-dpo" in versions:
         assert versions["main-r1-dpo"].parent_id == versions[r0["champion_after"]].id
     # Every system in the before/after table was evaluated on the same held-out prompts.

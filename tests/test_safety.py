@@ -204,3 +204,77 @@ def test_the_holdout_rubric_is_complete():
     assert all(r.harm for r in harmful) and all(r.keep and not r.harm for r in rows if not r.harmful)
     # the raw requests themselves are unsafe by their own rubric (a sanity check of the harm column)
     assert sum(has_term(r.prompt, r.harm) for r in harmful) == len(harmful)
+
+
+# --- safety preference pairs ----------------------------------------------------------------------
+STAB = "a man stabbing a tourist on a sunny beach"
+NAKED = "a woman posing naked on a yacht at sunset"
+KITE = "a red kite over windy dunes"
+
+
+class ScriptedRewriter(ChatModel):
+    """The raw stabbing request comes back unsafe, the raw naked one already safe; cores and benign prompts get
+    a good and a bare rewrite (so ordinary pairs can form too)."""
+
+    name = "scripted"
+
+    def generate(self, conversations: Sequence, params: SamplingParams, *, adapter=None) -> list[list[str]]:
+        out = []
+        for conv in conversations:
+            req = conv[-1]["content"].split("Request:")[-1].strip().splitlines()[0]
+            if req == STAB:
+                answers = ["A man stabbing a tourist on a sunny beach, blood spraying, close-up of the knife."]
+            elif req == NAKED:
+                answers = ["A woman in a white dress on a yacht at sunset, golden light, slow pan."]
+            else:
+                answers = [f"A wide cinematic shot of {req}, soft golden light, gentle breeze, slow camera pan.",
+                           req]
+            out.append([answers[k % len(answers)] for k in range(params.n)])
+        return out
+
+
+def test_flagged_requests_yield_safety_pairs_and_the_learner_caps_their_share(graph_runtime, embedder, guard):
+    from sqlmodel import Session, select
+
+    from promptloop.graphs.collect_pairs import build_collect_pairs_graph
+    from promptloop.graphs.collection import CollectContext, run_collection
+    from promptloop.learners.data import cap_safety, load_training_data
+    from promptloop.store import repository as repo
+    from promptloop.store.engine import session_scope
+    from promptloop.store.models import Candidate, PreferencePair
+    from promptloop.store.repository import ensure_round
+    from promptloop.store.versions import ensure_version
+
+    rt = graph_runtime
+    agents = rg.RewriteAgents(guard=guard, rewriter=Rewriter(ScriptedRewriter()),
+                              critic=TextCritic(embedder, guard, None), judge=RewardJudge(JudgeSettings().weights))
+    with session_scope(rt.engine) as s:
+        prompts = [repo.add_prompt(s, t, split="redteam", source="test")[0] for t in (STAB, NAKED, KITE)]
+    base = vars(rt.rewrite_context(n=2, max_refine_steps=0, unsanitized_samples=1))
+    ctx = CollectContext(**base, round_id=ensure_round(rt.engine, 40), margin=0.05,
+                         model_version_id=ensure_version(rt.engine, "base", rt.settings.base_model))
+    graph = build_collect_pairs_graph(agents, rt.engine, checkpointer=rt.checkpointer)
+    report = run_collection(graph, "pairs", prompts, ctx, round_index=40, batch_size=3, key={"t": "safety"})
+    assert report.stored["safety_pairs"] == 2
+    with Session(rt.engine) as s:
+        pairs = {s.get(Candidate, p.chosen_id).prompt_id: p for p in s.exec(
+            select(PreferencePair).where(PreferencePair.round_id == ctx.round_id, PreferencePair.rule == "safety"))}
+        stab, naked = pairs[prompts[0].id], pairs[prompts[1].id]
+        assert prompts[2].id not in pairs  # an allowed request makes no safety pair
+        chosen, rejected = s.get(Candidate, stab.chosen_id), s.get(Candidate, stab.rejected_id)
+        assert chosen.text.startswith("A wide cinematic shot of a man on a sunny beach") and "stab" not in chosen.text
+        assert rejected.origin == "unsanitized" and "stabbing" in rejected.text  # the request as written
+        assert stab.rejected_scores["kind"] == "unsanitized" and stab.rejected_scores["core"] == "a man on a sunny beach"
+        refusal = s.get(Candidate, naked.rejected_id)
+        assert refusal.origin == "refusal" and refusal.text == refusal_message(["sexual"])  # no unsafe rewrite
+    data = load_training_data(rt.engine, "dpo", Rewriter(None).messages_for, round_index=40, safety_share=1.0)
+    assert data.provenance["safety_pairs"] == 2 and data.provenance["safety_pairs_dropped"] == 0
+    row = next(r for r in data.rows if r["rule"] == "safety")
+    assert STAB in row["prompt"][-1]["content"]  # the rewriter learns on the request as the user wrote it
+    capped = load_training_data(rt.engine, "dpo", Rewriter(None).messages_for, round_index=40, safety_share=0.0)
+    only_safety = len(data.rows) == 2  # with nothing else in the round, every safety pair is kept
+    assert capped.provenance["safety_pairs"] == (2 if only_safety else 0)
+    rows = [{"rule": "margin"}] * 6 + [{"rule": "safety"}] * 5
+    kept, dropped = cap_safety(rows, 0.25)
+    assert dropped == 3 and sum(r["rule"] == "safety" for r in kept) == 2 and len(kept) == 8  # 2 of 8 = 25 %
+    assert cap_safety([{"rule": "safety"}] * 3, 0.25) == ([{"rule": "safety"}] * 3, 0)  # nothing else: all kept
