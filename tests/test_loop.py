@@ -153,7 +153,8 @@ def test_loop_run_killed_in_training_resumes_at_that_stage(tmp_path, smollm_path
     with Session(engine) as s:
         assert s.exec(select(func.count()).select_from(SFTExample)).one() == sft_before
         persists = s.exec(select(TraceEvent.thread_id).where(TraceEvent.node == "persist")).all()
-        assert len(persists) == len(set(persists)) == 2  # one chunk per round, each persisted once
+        # one chunk per round, plus the DPO round's safety collection, each persisted once
+        assert len(persists) == len(set(persists)) == 3
         # no candidate stored twice by the resume (a round the gate did not promote samples with the same
         # champion again, so the same text may come back in the next round: unique per round)
         texts = s.exec(select(Candidate.round_id, Candidate.prompt_id, Candidate.model_version_id,
