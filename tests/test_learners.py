@@ -132,6 +132,8 @@ def test_dpo_reference_can_be_the_anchor_sft_version(learn_rt):
 @pytest.mark.slow  # two 4-step DPO runs (~40 s): with the slow set in make test-all / CI
 def test_precomputed_reference_gives_the_same_dpo_run(learn_rt):
     """TRL's reference log-probs computed once up front train exactly what a reference forward per step trains."""
+    # the parent: reused when the module's SFT test made it, trained here when the slow set runs alone
+    learn_rt.train("sft", SFTLearnerConfig(name="r0-sft", max_steps=1, round_index=0))
     common = dict(max_steps=4, per_device_train_batch_size=2, round_index=1, parent="r0-sft", learning_rate=1e-3)
     runs = {flag: learn_rt.train("dpo", DPOLearnerConfig(**common, precompute_ref_log_probs=flag,
                                                         name=f"r1-dpo-pre-{flag}")).version
