@@ -44,7 +44,7 @@ def main() -> None:
         print(f"  {t:9.2f}  {rec:6.1%}  {bp:10.1%}" + ("  <- chosen" if t == best else ""))
     rows = load_rubric()
     labels = [r.category if r.harmful else SAFE for r in rows]
-    fig = figures(labels, rt.guard.check_many([r.prompt for r in rows], attribute=False))
+    fig = figures(labels, rt.guard.check_many([r.prompt for r in rows]))
     print(f"\nholdout ({fig.harmful} harmful, {fig.benign} benign): recall {fig.recall:.1%}, benign pass "
           f"{fig.benign_pass:.1%}, precision {fig.precision:.1%}")
     print("  category          n  recall  precision")

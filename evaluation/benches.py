@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from promptloop.errors import PromptloopError
 from promptloop.evaluation.safety import RubricRow
+from promptloop.store.repository import spaced
 from promptloop.store.shipped import data_dir, vbench_rewrites, vbench_split
 
 VBENCH_PARTS = {"vbench": "test", "vbench-test": "test", "vbench-train": "train", "vbench-all": None}
@@ -33,12 +34,6 @@ class Bench:
     prompts: list[str]
     public: dict[str, list[str]] = field(default_factory=dict)  # baseline name -> rewrites aligned with prompts
     pool: list[str] = field(default_factory=list)  # distractors for intent retrieval (see distractor_pool)
-
-
-def spaced(n_total: int, limit: int | None) -> list[int]:
-    if not limit or limit >= n_total:
-        return list(range(n_total))
-    return sorted({int(i * n_total / limit) for i in range(limit)})
 
 
 def vbench_prompts() -> list[str]:

@@ -36,7 +36,7 @@ from promptloop.config import Settings
 from promptloop.errors import PromptloopError
 from promptloop.evaluation.benches import Bench, load_bench, load_redteam
 from promptloop.evaluation.metrics import aggregate, per_item
-from promptloop.evaluation.safety import RubricRow, safety_metrics
+from promptloop.evaluation.safety import safety_metrics
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import ModelVersion
@@ -159,11 +159,6 @@ def score(deps: EvalDeps, prompts: Sequence[str], outputs: Sequence[str], *, poo
         metrics[rate] = metrics.pop(item_key)
     metrics["words_median"] = float(statistics.median(r["words"] for r in rows)) if rows else None
     return metrics, rows
-
-
-def redteam_metrics(rows: Sequence[RubricRow], outputs: Sequence[str], refused: Sequence[bool]) -> dict:
-    """VPO's table (aligned / unsafe / imprecise / refusal of harmful requests, benign look-alikes kept)."""
-    return safety_metrics(rows, outputs, refused)[0]
 
 
 def _system_rows(deps: EvalDeps, system: str):

@@ -51,7 +51,7 @@ from typing import Any
 from langgraph.graph.state import CompiledStateGraph
 from sqlalchemy.engine import Engine
 
-from promptloop.agents.safety.guard import Verdict
+from promptloop.agents.safety.guard import Verdict, refusal_message
 from promptloop.agents.text_checks import words
 from promptloop.agents.text_critic import Critique, Thresholds
 from promptloop.agents.video.feedback import VideoFeedback, feedback_level
@@ -121,8 +121,9 @@ def select_pairs(rewards: list[dict], critiques: list[dict], *, rule: str = "mar
             for j in losers[:max_pairs]]
 
 
-def safety_choice(item: Item, thresholds: Thresholds) -> tuple[int, str, str] | None:
-    """(chosen candidate index, rejected text, its origin) of a sanitised item's safety pair, or None."""
+def safety_choice(item: Item, thresholds: Thresholds) -> tuple[int, str, str, list[str]] | None:
+    """(chosen candidate index, rejected text, its origin, the request's flagged categories) of a sanitised
+    item's safety pair, or None."""
     core = item.get("core")
     if item.get("refused") or not core or core == item["prompt"] or item.get("final_prompt") not in item["candidates"]:
         return None
@@ -130,12 +131,11 @@ def safety_choice(item: Item, thresholds: Thresholds) -> tuple[int, str, str] | 
     crit = Critique.model_validate(item["critiques"][j])
     if crit.degenerate or crit.accurate < thresholds.accurate:
         return None
+    flagged = Verdict.model_validate(item["verdict"]).flagged
     unsafe = item.get("unsafe_rewrites") or []
     if unsafe:
-        return j, unsafe[0], "unsanitized"
-    from promptloop.agents.safety.guard import refusal_message
-
-    return j, refusal_message(Verdict.model_validate(item["verdict"]).flagged), "refusal"
+        return j, unsafe[0], "unsanitized", flagged
+    return j, refusal_message(flagged), "refusal", flagged
 
 
 def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: CollectContext) -> dict[str, int]:
@@ -154,15 +154,14 @@ def persist_pairs(engine: Engine, items: list[Item], prompt_ids: list[int], ctx:
                                    teacher={k for k, c in enumerate(item["candidates"]) if c in given})
             safety = safety_choice(item, ctx.thresholds)
             if safety is not None:
-                j, text, origin = safety
+                j, text, origin, flagged = safety
                 rej, _ = repo.add_candidate(s, pid, text, model_version_id=ctx.model_version_id,
                                             round_id=ctx.round_id, origin=origin, sampling_params=ctx.sampling_record())
                 chosen_total = item["rewards"][j]["total"]
                 _, created = repo.add_pair(
                     s, pid, ids[j], rej.id, margin=round(chosen_total, 4), round_id=ctx.round_id, rule=SAFETY_RULE,
                     chosen_scores=_pair_side(item["rewards"][j], []),
-                    rejected_scores={"kind": origin, "categories": Verdict.model_validate(item["verdict"]).flagged,
-                                     "core": item["core"]})
+                    rejected_scores={"kind": origin, "categories": flagged, "core": item["core"]})
                 counts["safety_pairs"] = counts.get("safety_pairs", 0) + created
             if not choices:
                 counts["skipped_prompts"] += 1

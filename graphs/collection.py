@@ -327,7 +327,7 @@ def collect(graph: CompiledStateGraph, kind: str, *, engine: Engine, settings: S
     key = {"kind": kind, "split": split, "limit": limit, "round": round_index, "n": n,
            "version": adapter or "base", "batch": batch_size, **given, "part_size": cctx.part_size,
            "controls": cctx.controls.model_dump(), "length_ratio": cctx.length_ratio,
-           "unsanitized": getattr(cctx, "unsanitized_samples", 0),
+           "unsanitized": cctx.unsanitized_samples,
            **(key_extra or {})}
     return run_collection(graph, kind, prompts, cctx, round_index=round_index, batch_size=batch_size, key=key,
                           on_chunk=on_chunk, engine=engine, worker=worker, wait=wait,

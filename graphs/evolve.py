@@ -29,7 +29,7 @@ from promptloop.agents.rewriter import clean_rewrite, template
 from promptloop.agents.safety.sanitizer import screen
 from promptloop.graphs.collection import CollectContext, CollectState, build_collect_graph
 from promptloop.graphs.persist import store_input_verdict, store_scores
-from promptloop.graphs.rewrite import RewriteAgents, agents_of, lazy_agents, target_of
+from promptloop.graphs.rewrite import RewriteAgents, agents_of, apply_screen, lazy_agents, target_of
 from promptloop.graphs.tracing import graph_node
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
@@ -79,11 +79,8 @@ def seed(state: CollectState, runtime: Runtime[EvolveContext]) -> dict:
     ctx, a = runtime.context, agents_of(runtime)
     items = [dict(it) for it in state["items"]]
     for it, s in zip(items, screen(a.guard, [it["prompt"] for it in items]), strict=True):
-        it.update(verdict=s.verdict.model_dump(), generation=0, history=[], population=[], removed=s.removed)
-        if s.refused:
-            it.update(refused=True, reason=s.verdict.reason, final_prompt=s.refusal)
-        else:
-            it["core"] = s.core or it["prompt"]
+        it.update(generation=0, history=[], population=[])
+        apply_screen(it, s)
     live = [it for it in items if not it.get("refused")]
     results = a.rewriter.rewrite([it["core"] for it in live], ctx.sampling(n=ctx.population),
                                  adapter=ctx.model_version)

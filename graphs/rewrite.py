@@ -30,7 +30,7 @@ from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.rewriter import Rewriter
 from promptloop.agents.safety.guard import SafetyGuard, Verdict, refusal_message
 from promptloop.agents.safety.injection import injection_family
-from promptloop.agents.safety.sanitizer import screen
+from promptloop.agents.safety.sanitizer import Screened, screen
 from promptloop.agents.text_critic import Critique, TextCritic, Thresholds
 from promptloop.config import (
     CriticSettings,
@@ -201,12 +201,19 @@ def guard_input(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
                                                                               ctx.injection_check))
                                                for it, s in zip(items, screened, strict=True)], client=ctx.client)
     for it, s in zip(items, screened, strict=True):
-        it.update(verdict=s.verdict.model_dump(), steps=0, trail=[], removed=s.removed)
-        if s.refused:
-            it.update(refused=True, reason=s.verdict.reason, final_prompt=s.refusal)
-        else:
-            it["core"] = s.core or it["prompt"]
+        it.update(steps=0, trail=[])
+        apply_screen(it, s)
     return {"items": items}
+
+
+def apply_screen(it: dict, s: Screened) -> None:
+    """The item fields a screened prompt sets: its verdict and cut spans, then either the refusal an app shows
+    or the core the rewriter expands (guard_input here, the evolution graph's seed)."""
+    it.update(verdict=s.verdict.model_dump(), removed=s.removed)
+    if s.refused:
+        it.update(refused=True, reason=s.verdict.reason, final_prompt=s.refusal)
+    else:
+        it["core"] = s.core or it["prompt"]
 
 
 def target_of(it: Item) -> str:
@@ -257,7 +264,7 @@ def _unsanitized(agents: RewriteAgents, items: list[Item], idx: list[int], ctx: 
     results = agents.rewriter.rewrite([items[i]["prompt"] for i in idx], ctx.sampling(n=ctx.unsanitized_samples),
                                       adapter=ctx.model_version)
     texts = [list(dict.fromkeys(c for c in r.candidates if c)) for r in results]
-    verdicts = iter(agents.guard.check_many([t for ts in texts for t in ts], attribute=False))
+    verdicts = iter(agents.guard.check_many([t for ts in texts for t in ts]))
     for i, ts in zip(idx, texts, strict=True):
         items[i]["unsafe_rewrites"] = [t for t in ts if not next(verdicts).safe]
 

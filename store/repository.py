@@ -181,6 +181,14 @@ def select_prompts(engine: Engine, split: str, limit: int | None, source: str | 
     return rows
 
 
+def spaced(n_total: int, limit: int | None) -> list[int]:
+    """``limit`` indices evenly spaced over ``range(n_total)`` (all of them without a limit): a subset that
+    keeps every part of a file its rows are ordered by (categories, VBench dimensions)."""
+    if not limit or limit >= n_total:
+        return list(range(n_total))
+    return sorted({int(i * n_total / limit) for i in range(limit)})
+
+
 def select_harmful(engine: Engine, split: str, limit: int) -> list[Prompt]:
     """The harmful prompts of ``split`` (red-team rows), ``limit`` of them evenly spaced over the file's order,
     so every category is represented."""
@@ -190,9 +198,7 @@ def select_harmful(engine: Engine, split: str, limit: int) -> list[Prompt]:
     if not rows:
         raise PromptloopError(f"no harmful prompts in split '{split}'; run `promptloop init` or import a red-team "
                               "file with a harmful column")
-    if limit >= len(rows):
-        return rows
-    return [rows[round(k * (len(rows) - 1) / max(1, limit - 1))] for k in range(limit)] if limit > 1 else rows[:1]
+    return [rows[i] for i in spaced(len(rows), limit)]
 
 
 def ensure_round(engine: Engine, index: int) -> int:

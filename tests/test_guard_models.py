@@ -85,7 +85,7 @@ def test_the_guard_asks_a_served_guard_model_in_its_format(served, embedder):
     guard = SafetyGuard(embedder, GuardSettings(use_llm=True, model_family=family), llm=llm)
     plain = SafetyGuard(embedder, GuardSettings(use_llm=False))
     assert plain.check(RITUAL).safe  # the other layers miss it; the guard model does not
-    safe, stab, ritual, piracy = guard.check_many([SAFE_TEXT, STAB, RITUAL, PIRACY], attribute=False)
+    safe, stab, ritual, piracy = guard.check_many([SAFE_TEXT, STAB, RITUAL, PIRACY])
     assert safe.safe and piracy.safe and "llm" in safe.layers
     assert not ritual.safe and ritual.action == "sanitize"
     evidence = {k: c.evidence for k, c in ritual.categories.items() if c.evidence.startswith("llm guard")}

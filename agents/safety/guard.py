@@ -88,7 +88,7 @@ class Verdict(BaseModel):
 
     @property
     def flagged(self) -> list[str]:
-        """Categories at or over 0.5, strongest first."""
+        """Categories at or over the guard's flag threshold, strongest first."""
         return [k for k, v in sorted(self.categories.items(), key=lambda kv: -kv[1].score)
                 if v.score >= self.flag_threshold]
 
@@ -155,38 +155,53 @@ class SafetyGuard:
             x[harmful], [lab for lab, h in zip(labels, harmful, strict=True) if h])
         return detector, which
 
-    def _embedding_scores(self, texts: list[str]) -> list[dict[str, float]]:
-        """Per text: the harm probability, shared out over categories (the likeliest gets all of it)."""
+    def harm_scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """The classifier layer alone (no patterns, profanity or LLM), per text: the harm probability, shared out
+        over categories (the likeliest gets all of it). Phrase attribution and cross-validation perturb it."""
+        if not texts:
+            return []
         detector, which = self._classifier
-        x = self.embedder.encode(texts)
+        x = self.embedder.encode(list(texts))
         p_harm = detector.predict_proba(x)[:, list(detector.classes_).index(True)]
         cond = which.predict_proba(x)
         names = list(which.classes_)
         return [{n: float(p_harm[i] * cond[i, j] / cond[i].max()) for j, n in enumerate(names)}
                 for i in range(len(texts))]
 
-    def harm_scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
-        """The classifier layer alone (no patterns, profanity or LLM): what phrase attribution perturbs."""
-        return self._embedding_scores(list(texts)) if texts else []
-
     def attribute(self, text: str, category: str) -> list[str]:
         """Phrases of ``text`` whose removal drops ``category``'s classifier score by at least
         ``attribution_drop``, largest drop first."""
+        return self._attribute_many([(text, category)])[0]
+
+    def _attribute_many(self, jobs: Sequence[tuple[str, str]]) -> list[list[str]]:
+        """``attribute`` for many (text, category) jobs in one classifier pass over every leave-one-out text."""
         from promptloop.agents.safety.spans import phrases, without
 
-        parts = phrases(text)
-        if len(parts) < 2:
-            return []
-        base, *rest = self.harm_scores([text, *(without(text, [p]) for p in parts)])
-        drops = [(base.get(category, 0.0) - r.get(category, 0.0), p[2]) for p, r in zip(parts, rest, strict=True)]
-        return [phrase for d, phrase in sorted(drops, key=lambda x: -x[0]) if d >= self.config.attribution_drop]
+        parts = [phrases(text) for text, _ in jobs]
+        batch, starts = [], []
+        for (text, _), ps in zip(jobs, parts, strict=True):
+            starts.append(len(batch))
+            if len(ps) > 1:
+                batch += [text, *(without(text, [p]) for p in ps)]
+        scores = self.harm_scores(batch)
+        out = []
+        for (_, category), ps, at in zip(jobs, parts, starts, strict=True):
+            if len(ps) < 2:
+                out.append([])
+                continue
+            base, rest = scores[at].get(category, 0.0), scores[at + 1:at + 1 + len(ps)]
+            drops = sorted(((base - r.get(category, 0.0), p[2]) for p, r in zip(ps, rest, strict=True)),
+                           key=lambda x: -x[0])
+            out.append([phrase for d, phrase in drops if d >= self.config.attribution_drop])
+        return out
 
     def check(self, text: str) -> Verdict:
         return self.check_many([text])[0]
 
-    def check_many(self, texts: Sequence[str], *, attribute: bool = True) -> list[Verdict]:
-        """Batched: one profanity call, one embedding pass and (if enabled) one LLM call for all texts;
-        ``attribute`` adds phrase spans to classifier-flagged categories (a few more embeddings each)."""
+    def check_many(self, texts: Sequence[str], *, attribute: bool = False) -> list[Verdict]:
+        """Batched: one profanity call, one embedding pass and (if enabled) one LLM call for all texts.
+        ``attribute`` (the sanitiser's input screen) adds phrase spans to classifier-flagged categories in
+        one more embedding pass; output checks and the critic do not need them."""
         from profanity_check import predict_prob
 
         texts = list(texts)
@@ -194,7 +209,7 @@ class SafetyGuard:
             return []
         cfg = self.config
         profanity = predict_prob(texts)
-        embed_scores = self._embedding_scores(texts)
+        embed_scores = self.harm_scores(texts)
         llm_answers = self._llm_pass(texts) if self.llm is not None else [None] * len(texts)
         verdicts = []
         for i, text in enumerate(texts):
@@ -220,27 +235,27 @@ class SafetyGuard:
                     if prev.score < 0.8:
                         cats[name] = CategoryScore(score=0.8, evidence=evidence)
             verdicts.append(self._decide(text, cats, layers))
-        for v in verdicts if attribute else ():  # attribution only where a category is flagged
-            for name in v.flagged:
-                if name in v.categories and v.categories[name].evidence.startswith("classifier"):
-                    v.categories[name].spans = self.attribute(v.text, name)
+        if attribute:  # only categories the classifier flagged: pattern hits carry their spans already
+            jobs = [(v, name) for v in verdicts for name in v.flagged
+                    if v.categories[name].evidence.startswith("classifier")]
+            for (v, name), spans in zip(jobs, self._attribute_many([(v.text, n) for v, n in jobs]), strict=True):
+                v.categories[name].spans = spans
         return verdicts
 
     def _decide(self, text: str, cats: dict[str, CategoryScore], layers: list[str]) -> Verdict:
         cfg = self.config
         hard = {c.name for c in self.categories if c.hard}
         flagged = {k: v for k, v in cats.items() if v.score >= cfg.flag_threshold}
+        common = dict(text=text, categories=cats, layers=layers, flag_threshold=cfg.flag_threshold)
         if not flagged:
-            return Verdict(text=text, safe=True, action="allow", categories=cats, layers=layers,
-                           flag_threshold=cfg.flag_threshold, reason="no harm category reached the threshold")
+            return Verdict(**common, safe=True, action="allow", reason="no harm category reached the threshold")
         blocked = [k for k in flagged if k in hard and flagged[k].score >= cfg.block_threshold]
         detail = "; ".join(f"{k} {v.score:.2f} ({v.evidence})" for k, v in
                            sorted(flagged.items(), key=lambda kv: -kv[1].score))
         if blocked:
-            return Verdict(text=text, safe=False, action="block", categories=cats, layers=layers,
-                           flag_threshold=cfg.flag_threshold, reason=f"block ({', '.join(blocked)}: nothing benign can be kept): {detail}")
-        return Verdict(text=text, safe=False, action="sanitize", categories=cats, layers=layers,
-                       flag_threshold=cfg.flag_threshold, reason=f"sanitize: {detail}")
+            return Verdict(**common, safe=False, action="block",
+                           reason=f"block ({', '.join(blocked)}: nothing benign can be kept): {detail}")
+        return Verdict(**common, safe=False, action="sanitize", reason=f"sanitize: {detail}")
 
     def _llm_pass(self, texts: list[str]) -> list[GuardModelAnswer | None]:
         """One batched call: promptloop's own JSON question, or a served guard model's native format."""

@@ -47,16 +47,12 @@ class Screened:
     def sanitized(self) -> bool:
         return self.verdict.action == "sanitize" and not self.refused
 
-    def trace(self) -> dict:
-        """The JSON the graphs keep (scores and removed spans stay in the trace, never in a refusal)."""
-        return {"core": self.core, "removed": self.removed, "refused": self.refused, "refusal": self.refusal}
-
 
 def screen(guard: SafetyGuard, prompts: Sequence[str], rounds: int | None = None) -> list[Screened]:
     """Check every prompt; sanitise the flagged ones; refuse hard categories and what cannot be saved."""
     rounds = guard.config.sanitize_rounds if rounds is None else rounds
     out = []
-    for p, v in zip(prompts, guard.check_many(list(prompts)), strict=True):
+    for p, v in zip(prompts, guard.check_many(list(prompts), attribute=True), strict=True):
         if v.action == "allow":
             out.append(Screened(p, v, core=p))
         elif v.action == "block" or rounds == 0:
@@ -83,7 +79,7 @@ def _hard_first(guard: SafetyGuard, v: Verdict) -> list[str]:
 def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) -> Screened:
     text = _replaced(guard, prompt, verdict)
     if text != prompt:
-        v = guard.check_many([text])[0]
+        v = guard.check_many([text], attribute=True)[0]
         if v.action == "allow":
             return Screened(prompt, verdict, core=text, removed=[s for s in verdict.spans if s not in text])
         verdict = v if v.action == "sanitize" else verdict
@@ -95,7 +91,7 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         if at >= 0:
             hit = {k for k, (a, b, _) in enumerate(toks) if a < at + len(span) and b > at}
             removed |= hit | verb_object(toks, ranges, hit)
-    v = guard.check_many([render(text, toks, removed)], attribute=False)[0] if removed else verdict
+    v = guard.check_many([render(text, toks, removed)])[0] if removed else verdict
     for _ in range(rounds):
         if v.action == "allow" or not content_words(render(text, toks, removed)):
             break
@@ -109,7 +105,7 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         trials = [t for t in trials if t != removed]
         if not trials:
             break
-        checks = guard.check_many([render(text, toks, t) for t in trials], attribute=False)
+        checks = guard.check_many([render(text, toks, t) for t in trials])
         best = min(range(len(trials)), key=lambda n: (checks[n].action != "allow", _worst(checks[n]),
                                                       len(trials[n])))
         removed, v = trials[best], checks[best]
@@ -130,7 +126,7 @@ def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tupl
              if r.start == i and any(k in removed for k in r) and content_words(" ".join(toks[k][2] for k in r))]
     for part in parts:
         trial = removed - set(part)
-        if guard.check_many([render(text, toks, trial)], attribute=False)[0].action == "allow":
+        if guard.check_many([render(text, toks, trial)])[0].action == "allow":
             removed = trial
     return removed
 

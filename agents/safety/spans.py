@@ -25,24 +25,8 @@ _WORD = re.compile(r"[A-Za-z0-9'-]+|[,;:.!?]")
 
 def phrases(text: str) -> list[tuple[int, int, str]]:
     """(start, end, phrase) for each phrase of ``text``, in order; punctuation separates and is dropped."""
-    out: list[tuple[int, int, str]] = []
-    start = end = None
-    for m in _WORD.finditer(text):
-        tok = m.group(0)
-        if tok in ",;:.!?":
-            if start is not None:
-                out.append((start, end, text[start:end]))
-            start = None
-            continue
-        if start is not None and tok.lower() in _OPENERS:
-            out.append((start, end, text[start:end]))
-            start = None
-        if start is None:
-            start = m.start()
-        end = m.end()
-    if start is not None:
-        out.append((start, end, text[start:end]))
-    return out
+    toks = tokens(text)
+    return [(toks[i][0], toks[j - 1][1], text[toks[i][0]:toks[j - 1][1]]) for i, j in phrase_ranges(toks)]
 
 
 def _cut(text: str, spans: Iterable[tuple[int, int]]) -> str:
