@@ -15,15 +15,16 @@ from typing import Annotated
 import typer
 from rich.markup import escape as rich_escape
 
-from promptloop.commands import collect, data, prompts, rewrite, setup, teacher, traces
+from promptloop.commands import collect, config_cmd, data, prompts, rewrite, setup, teacher, traces
 from promptloop.commands.evaluate import eval_cmd
 from promptloop.commands.loop import app as loop_app
+from promptloop.commands.push import push_cmd
 from promptloop.commands.ratings import app as ratings_app
 from promptloop.commands.shared import console, quiet_libraries
 from promptloop.commands.train import app as train_app
 from promptloop.commands.ui import ui_cmd
 from promptloop.commands.video import judge_cmd, render_cmd
-from promptloop.config import load_settings
+from promptloop.config import Settings, flag_values
 from promptloop.errors import describe
 from promptloop.services import Services
 
@@ -31,6 +32,7 @@ app = typer.Typer(help="promptloop: a self-improving prompt rewriter for text-to
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(setup.db_app, name="db")
 app.add_typer(setup.models_app, name="models")
+app.add_typer(config_cmd.app, name="config")
 app.add_typer(prompts.app, name="prompts")
 app.add_typer(data.app, name="data")
 app.add_typer(traces.app, name="traces")
@@ -43,9 +45,27 @@ app.command("eval")(eval_cmd)
 app.command("ui")(ui_cmd)
 app.command("render")(render_cmd)
 app.command("judge")(judge_cmd)
+app.command("push")(push_cmd)
 app.command()(setup.init)
 app.command()(rewrite.rewrite)
 app.command()(rewrite.guard)
+
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from promptloop import __version__
+
+    parts = []
+    for dist in ("torch", "transformers", "trl", "peft", "langgraph", "vllm", "diffusers"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            continue
+    print(f"promptloop {__version__} ({', '.join(parts)})")
+    raise typer.Exit()
 
 
 @app.callback()
@@ -66,16 +86,20 @@ def main_callback(
         "--set", metavar="SECTION.FIELD=VALUE",
         help="Override any setting for this command, e.g. --set critic.llm_max_new_tokens=48 or "
              "--set generation.n=2 (repeatable; the value is read as JSON, else as text)")] = None,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print promptloop's version and the stack's, then exit")] = False,
 ) -> None:
     if not verbose:
         quiet_libraries()
     try:
-        settings = load_settings(home=home, database_url=database_url, config_file=config, base_model=base_model,
-                                 device=device, seed=seed, assignments=assignments or ())
+        flags = flag_values(home=home, database_url=database_url, config_file=config, base_model=base_model,
+                            device=device, seed=seed, assignments=assignments or ())
+        settings = Settings(**flags)
     except (ValueError, FileNotFoundError) as exc:  # pydantic's ValidationError is a ValueError
         console.print(f"[red]error:[/] {rich_escape(describe(exc) or str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     # Only `init` and `db upgrade` create a database: a mistyped URL must not silently start an empty store.
+    ctx.meta["promptloop.flags"] = flags  # `config show` names these as the flag-given settings
     ctx.obj = Services(settings, create_store=ctx.invoked_subcommand == "init")
 
 

@@ -330,6 +330,35 @@ class RatingSettings(BaseModel):
         return self
 
 
+class TrackingSettings(BaseModel):
+    """Experiment tracking: where training curves and each round's eval metrics go (TRL's report_to)."""
+
+    report_to: list[Literal["tensorboard", "trackio", "wandb", "mlflow"]] = Field(
+        default_factory=list, description="trackers for training logs and the loop's eval metrics (none by "
+        "default); a recipe's or flag's report_to wins for its run. tensorboard and trackio write under home/runs")
+    project: str = Field("promptloop", description="the tracker's project (trackio, wandb) or experiment (mlflow)")
+
+
+class TelemetrySettings(BaseModel):
+    """OpenTelemetry export of graph runs, nodes and model calls (graphs/otel.py)."""
+
+    otlp_endpoint: str | None = Field(None, description="OTLP/HTTP collector base URL, e.g. http://localhost:6006 "
+                                      "(Phoenix) or http://localhost:4318; default OTEL_EXPORTER_OTLP_ENDPOINT, else "
+                                      "no export")
+    service_name: str = Field("promptloop", description="the service.name resource of the exported spans")
+
+
+class HubSettings(BaseModel):
+    """`promptloop push`: the Hugging Face Hub."""
+
+    token: SecretStr | None = Field(None, description="write token (or set HF_TOKEN); never printed")
+    private: bool = Field(True, description="create new repositories private")
+    endpoint: str | None = Field(None, description="another Hub endpoint (HF_ENDPOINT); default huggingface.co")
+
+    def write_token(self) -> str | None:
+        return self.token.get_secret_value() if self.token is not None else os.environ.get("HF_TOKEN")
+
+
 class WebSettings(BaseModel):
     """The trace viewer and the rating page (`promptloop ui`, `ratings serve`)."""
 
@@ -385,6 +414,9 @@ class Settings(BaseSettings):
     eval: EvalSettings = Field(default_factory=EvalSettings)
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    hub: HubSettings = Field(default_factory=HubSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)
 
     @field_validator("home", mode="after")
@@ -422,6 +454,11 @@ class Settings(BaseSettings):
     @property
     def adapters_dir(self) -> Path:
         return self.home / "adapters"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Tracker run folders (tensorboard event files, trackio's database)."""
+        return self.home / "runs"
 
     @property
     def videos_dir(self) -> Path:
@@ -479,6 +516,11 @@ def default_of(section: type[BaseModel], name: str) -> Any:
 
 def load_settings(*, assignments: Sequence[str] = (), **overrides: Any) -> Settings:
     """Build Settings, dropping overrides that are None (unset CLI flags); ``assignments`` are ``--set`` pairs."""
+    return Settings(**flag_values(assignments=assignments, **overrides))
+
+
+def flag_values(*, assignments: Sequence[str] = (), **overrides: Any) -> dict[str, Any]:
+    """The settings given on the command line: global flags that are set, and ``--set`` pairs, nested."""
     given = {k: v for k, v in overrides.items() if v is not None}
     for key, value in parse_assignments(assignments).items():
         *sections, name = key.split(".")
@@ -486,7 +528,36 @@ def load_settings(*, assignments: Sequence[str] = (), **overrides: Any) -> Setti
         for part in sections:
             target = target.setdefault(part, {})
         target[name] = value
-    return Settings(**given)
+    return given
+
+
+def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(values, dict) and values:
+        out: dict[str, Any] = {}
+        for k, v in values.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: values}
+
+
+def settings_sources(settings: Settings, flags: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(dotted key, effective value, where it came from) for every setting, in the order Settings reads them:
+    a command-line flag, then a PROMPTLOOP_* variable, then the TOML file, else the default. Secrets stay masked."""
+    from pydantic_settings import EnvSettingsSource
+
+    env = _flatten(EnvSettingsSource(Settings, env_prefix="PROMPTLOOP_", env_nested_delimiter="__")())
+    toml_path = _config_path(flags.get("config_file"))
+    toml = _flatten(TomlConfigSettingsSource(Settings, toml_file=toml_path)()) if toml_path else {}
+    layers = [("flag", _flatten(flags)), ("env", env), (f"file {toml_path}", toml)]
+    rows = []
+    for key, value in _flatten(settings.model_dump(mode="json")).items():
+        source = "default"
+        for name, found in layers:
+            if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in found):
+                source = name
+                break
+        rows.append((key, value, source))
+    return rows
 
 
 def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:

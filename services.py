@@ -54,6 +54,9 @@ class Services:
         # The CLI opens existing stores only (`init` creates); an app embedding the API gets its store made.
         self.create_store = create_store
         self._models: dict[str, object] = {}
+        from promptloop.graphs.otel import configure
+
+        configure(settings.telemetry)  # OTLP export of graph runs when an endpoint is configured
 
     # --- store -----------------------------------------------------------------------------
     @cached_property
@@ -396,6 +399,12 @@ class Services:
         fn = {"sft": train_sft, "dpo": train_dpo}[algorithm]
         return fn(self.engine, self.settings, cfg, build_messages=self.rewriter(with_model=False).messages_for,
                   data=data, on_step=on_step, callbacks=callbacks)
+
+    def plan_training(self, cfg: LearnerConfig) -> dict:
+        """What ``train`` would do for ``cfg`` (data, parent, name, steps), writing nothing."""
+        from promptloop.learners.trainer import plan
+
+        return plan(self.engine, self.settings, cfg, build_messages=self.rewriter(with_model=False).messages_for)
 
     def evaluate(self, systems: Sequence[str], cfg: EvalConfig,
                  progress: Callable[[str], None] | None = None) -> EvalReport:

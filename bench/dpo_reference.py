@@ -19,7 +19,7 @@ import time
 from promptloop.config import Settings
 from promptloop.evaluation import gate
 from promptloop.evaluation.runner import EvalConfig, load_items
-from promptloop.learners.config import DPOLearnerConfig, SFTLearnerConfig
+from promptloop.learners.config import load_config
 from promptloop.services import Services
 from promptloop.store.shipped import import_shipped
 
@@ -43,15 +43,15 @@ def main() -> None:
 
     say("collect sft r0")
     rt.collect("sft", limit=args.limit, round_index=0)
-    rt.train("sft", SFTLearnerConfig(round_index=0, parent="base", name="r0-sft", max_steps=args.sft_steps))
+    rt.train("sft", load_config("sft", round_index=0, parent="base", name="r0-sft", max_steps=args.sft_steps))
     say("collect pairs r1 (r0-sft)")
     rt.collect("pairs", model_version="r0-sft", limit=args.limit, round_index=1)
-    rt.train("dpo", DPOLearnerConfig(round_index=1, parent="r0-sft", name="r1-dpo", max_steps=args.dpo_steps))
+    rt.train("dpo", load_config("dpo", round_index=1, parent="r0-sft", name="r1-dpo", max_steps=args.dpo_steps))
     say("collect pairs r2 (r1-dpo)")
     rt.collect("pairs", model_version="r1-dpo", limit=args.limit, round_index=2)
     for ref in ("parent", "anchor"):
         say(f"dpo r2, reference {ref}")
-        rt.train("dpo", DPOLearnerConfig(round_index=2, parent="r1-dpo", name=f"r2-{ref}", reference=ref,
+        rt.train("dpo", load_config("dpo", round_index=2, parent="r1-dpo", name=f"r2-{ref}", reference=ref,
                                          max_steps=args.dpo_steps))
     say("evaluate")
     report = rt.evaluate(["r1-dpo", "r2-parent", "r2-anchor"],

@@ -14,13 +14,25 @@ app = typer.Typer(help="Collect training data with the agent graphs (resumable).
 
 def _collect(ctx: typer.Context, kind: str, split: str, limit: int | None, round_index: int, n: int | None,
              model_version: str, batch_size: int | None, worker: str | None = None,
-             concurrency: int | None = None, teacher: str | None = None, **ctx_overrides: object) -> None:
+             concurrency: int | None = None, teacher: str | None = None, dry_run: bool = False,
+             **ctx_overrides: object) -> None:
     import time
 
     from promptloop.graphs.collection import FOUND
 
     rt = services_of(ctx)
     plan, prompts = rt.collection_prompts(kind, split=split, limit=limit, teacher=teacher)
+    if dry_run:
+        chunk = batch_size or rt.settings.collect.chunk_size
+        console.print(f"would collect {kind} for round {round_index} on {len(prompts)} {split} prompts"
+                      + (f" from teacher {teacher}" if teacher else f" sampled by {model_version}")
+                      + f", n={n or rt.settings.generation.n}, in {-(-len(prompts) // chunk)} chunk(s) of up to "
+                      f"{chunk} (finished chunks are skipped when it runs); nothing was run", highlight=False)
+        for p in prompts[:5]:
+            console.print(f"  {p.text}", highlight=False)
+        if len(prompts) > 5:
+            console.print(f"  ... and {len(prompts) - 5} more")
+        return
     if plan is not None:
         ctx_overrides["teacher"] = plan
     found_key = FOUND[kind]
@@ -47,6 +59,7 @@ _CONCURRENCY = typer.Option(min=1, max=256, help="Parts in flight at once, LangG
                             "collect.max_concurrency; raise it for a served backend that batches requests)")
 _TEACHER = typer.Option(help="Collect from a teacher: a recorded set (`promptloop teacher import`) or, by any other "
                         "name, the served backends.teacher; SFT rows get source teacher:NAME")
+_DRY_RUN = typer.Option("--dry-run", help="Print the prompts, chunks and sampler it would use; run nothing")
 _WORKER = typer.Option(help="Share this collection with other workers on the same store (each started with the "
                        "same arguments and its own name): prompts are claimed in chunks, none processed twice")
 
@@ -65,13 +78,14 @@ def collect_sft(
     max_refine_steps: Annotated[int | None, typer.Option(min=0, max=10)] = None,
     worker: Annotated[str | None, _WORKER] = None,
     teacher: Annotated[str | None, _TEACHER] = None,
+    dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> None:
     """VPO stage 1: rewrite, critique, refine until the principles pass, store SFT examples (and rejects).
 
     With --teacher the candidates are the teacher's rewrites (recorded, or n samples of the served teacher)
     instead of the rewriter's; they go through the same critic, refinement, guard and judge."""
     _collect(ctx, "sft", split, limit, round_index, n, model_version, batch_size, worker, concurrency, teacher,
-             part_size=part_size, max_refine_steps=max_refine_steps)
+             dry_run, part_size=part_size, max_refine_steps=max_refine_steps)
 
 
 @app.command("evolve")
@@ -89,10 +103,11 @@ def collect_evolve(
     offspring: Annotated[int, typer.Option(min=1, max=64, help="New prompts written per generation")] = 4,
     keep_best: Annotated[int, typer.Option(min=1, help="Best individuals per prompt that become SFT examples")] = 1,
     worker: Annotated[str | None, _WORKER] = None,
+    dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> None:
     """Prompt-A-Video stage 1: evolve rewrites by LLM mutation/crossover with reward fitness; top ones to SFT."""
     _collect(ctx, "evolve", split, limit, round_index, population, model_version, batch_size, worker, concurrency,
-             part_size=part_size, generations=generations, population=population, offspring=offspring, keep_best=keep_best)
+             dry_run=dry_run, part_size=part_size, generations=generations, population=population, offspring=offspring, keep_best=keep_best)
 
 
 @app.command("pairs")
@@ -120,6 +135,7 @@ def collect_pairs(
                                               "(default video.seeds)")] = None,
     video_share: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Video total's weight in the "
                                                       "combined reward (default video.share)")] = None,
+    dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> None:
     """VPO stage 2: sample n candidates, score them, store preference pairs (chosen, rejected, margin).
 
@@ -136,6 +152,6 @@ def collect_pairs(
         raise UserError("--seeds and --video-share only apply with --video")
     extra = dict(video=True, video_seeds=seeds, video_share=video_share) if video else {}
     _collect(ctx, "pairs", split, limit, round_index, n, model_version, batch_size, worker, concurrency, teacher,
-             part_size=part_size, max_refine_steps=0, margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt, **extra)
+             dry_run, part_size=part_size, max_refine_steps=0, margin=margin, rule=rule, max_pairs_per_prompt=pairs_per_prompt, **extra)
 
 

@@ -18,7 +18,9 @@ def data_export(
     ctx: typer.Context,
     kind: Annotated[str, typer.Argument(help="sft | dpo")],
     out_path: Annotated[Path, typer.Argument(metavar="OUT", help="jsonl file or hf dataset folder")],
-    fmt: Annotated[str, typer.Option("--format", help="jsonl | hf (datasets save_to_disk)")] = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", help="jsonl | hf (a Hub-layout dataset folder: "
+                                                         "parquet + dataset card; load_dataset(folder) and `trl "
+                                                         "sft|dpo --dataset_name folder` read it)")] = "jsonl",
     round_id: Annotated[int | None, typer.Option("--round", help="Only this round's data")] = None,
 ) -> None:
     """Export SFT examples (messages) or preference pairs (prompt/chosen/rejected) for TRL."""

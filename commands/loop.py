@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from promptloop.commands.shared import UserError, console, out, print_json, services_of
 from promptloop.progress import collection_progress, training_progress
+
+if TYPE_CHECKING:
+    from promptloop.graphs.loop import LoopConfig
 
 app = typer.Typer(help="The self-improvement loop: collect -> train -> evaluate -> promote.", no_args_is_help=True)
 
@@ -65,6 +68,24 @@ def _moved(ev: dict, champ: str | None, cand: str | None, metric: str, fmt: str 
     return f"{a:{fmt}} -> {b:{fmt}}" if a is not None and b is not None else "-"
 
 
+def _print_plan(cfg: LoopConfig, as_json: bool) -> None:
+    from promptloop.learners.config import load_config
+
+    plan = cfg.plan()
+    for row in plan:  # the recipes are parsed now, so a bad key fails here and not rounds later
+        load_config(row["train"], None if row["recipe"].startswith("defaults") else row["recipe"])
+    if as_json:
+        print_json({"loop": cfg.name, "rounds": plan})
+        return
+    t = Table("round", "step", "collects", "from", "prompts", "trains", "recipe", "max steps", "eval / red team",
+              title=f"loop '{cfg.name}' would run (nothing was run)", header_style="bold")
+    for row in plan:
+        t.add_row(str(row["round"]), row["step"], row["collect"] + (" + video" if row["video"] else ""),
+                  row["collect_from"], str(row["prompts"] or "all"), row["train"], row["recipe"],
+                  str(row["max_steps"] or "recipe"), f"{row['eval_prompts']} / {row['redteam_prompts']}")
+    out.print(t)
+
+
 @app.command("run")
 def loop_run(
     ctx: typer.Context,
@@ -99,6 +120,8 @@ def loop_run(
     video_rounds: Annotated[str, typer.Option(help="Comma-separated 0-based dpo rounds whose pairs are judged on "
                                               "rendered videos too (video.* settings), e.g. '1,3'")] = "",
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print each round's step, collection, learner and "
+                                          "recipe (checked); run nothing")] = False,
 ) -> None:
     """Run (or resume) the loop; prints the per-round history and the before/after table."""
     from promptloop.evaluation.runner import EvalConfig
@@ -119,6 +142,9 @@ def loop_run(
                      dpo_config=str(dpo_config) if dpo_config else None, max_steps=max_steps,
                      min_improvement=min_improvement, patience=patience, worker=worker,
                      video_rounds=chosen_video_rounds, teacher=teacher, teacher_limit=teacher_limit)
+    if dry_run:
+        _print_plan(cfg, as_json)
+        return
     run = run_loop(rt, cfg, log=lambda m: console.print(m, highlight=False), progress=collection_progress,
                    train_progress=training_progress)
     state = run.state

@@ -19,11 +19,30 @@ _SCOPE = typer.Option(help="current = that round only, all = every round up to i
 _PARENT = typer.Option(help="Version to start from: base | champion | NAME")
 
 
-def _train(ctx: typer.Context, algorithm: str, config: Path | None, as_json: bool, **overrides: object) -> None:
+_TRL_FLAGS = {"allow_extra_args": True, "ignore_unknown_options": True}  # any TRL key as --key value
+_DRY_RUN = typer.Option("--dry-run", help="Print the data, parent, version name, steps and config that would "
+                                          "train; train nothing")
+
+
+def _train(ctx: typer.Context, algorithm: str, config: Path | None, as_json: bool, dry_run: bool = False,
+           **overrides: object) -> None:
     from promptloop.learners.config import load_config
 
     rt = services_of(ctx)
-    cfg = load_config(algorithm, config, **overrides)
+    cfg = load_config(algorithm, config, args=list(ctx.args), **overrides)
+    if dry_run:
+        plan = rt.plan_training(cfg)
+        if as_json:
+            print_json(plan)
+        elif plan["reused"]:
+            console.print(f"would train nothing: {plan['name']} is already registered")
+        else:
+            console.print(f"would train {plan['name']} ({algorithm}) from {plan['parent']} on round {plan['round']} "
+                          f"({plan['data_rounds']}): {plan['rows']} rows, {plan['steps']} optimizer steps on "
+                          f"{plan['device']}")
+            console.print("config: " + ", ".join(f"{k}={v}" for k, v in plan["config"].items()
+                                                 if k not in ("algorithm", "lora_target_modules")), highlight=False)
+        return
     console.print(f"training {algorithm} from [bold]{cfg.parent}[/] on round "
                   f"{cfg.round_index if cfg.round_index is not None else '(latest)'} ({cfg.data_rounds})")
     with training_progress(f"train {algorithm}") as on_step:
@@ -42,7 +61,7 @@ def _train(ctx: typer.Context, algorithm: str, config: Path | None, as_json: boo
         console.print("evaluate it with `promptloop eval`, or let `promptloop loop run` promote it")
 
 
-@app.command("sft")
+@app.command("sft", context_settings=_TRL_FLAGS)
 def train_sft_cmd(
     ctx: typer.Context,
     config: Annotated[Path | None, _CONFIG] = None,
@@ -55,14 +74,18 @@ def train_sft_cmd(
     max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimizer steps")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Per-device train batch size")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> None:
-    """SFT on accepted SFT examples (VPO stage 1 / evolution) of a round."""
-    _train(ctx, "sft", config, as_json, round_index=round_index, data_rounds=data_rounds, parent=parent, name=name,
+    """SFT on accepted SFT examples (VPO stage 1 / evolution) of a round.
+
+    Any key of TRL's SFTConfig or ModelConfig is a flag too: --lr_scheduler_type cosine --optim adafactor
+    --report_to tensorboard ... (after the recipe given by --config, which it overrides)."""
+    _train(ctx, "sft", config, as_json, dry_run, round_index=round_index, data_rounds=data_rounds, parent=parent, name=name,
            learning_rate=learning_rate, num_train_epochs=num_train_epochs, max_steps=max_steps,
            per_device_train_batch_size=batch_size)
 
 
-@app.command("dpo")
+@app.command("dpo", context_settings=_TRL_FLAGS)
 def train_dpo_cmd(
     ctx: typer.Context,
     config: Annotated[Path | None, _CONFIG] = None,
@@ -79,9 +102,13 @@ def train_dpo_cmd(
                                                   "training starts from) or anchor (the SFT version the DPO chain "
                                                   "started from, as RLHFlow's iterative DPO)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    dry_run: Annotated[bool, _DRY_RUN] = False,
 ) -> None:
-    """DPO on the preference pairs of a round, against the parent or the anchor SFT version as reference."""
-    _train(ctx, "dpo", config, as_json, round_index=round_index, data_rounds=data_rounds, parent=parent, name=name,
+    """DPO on the preference pairs of a round, against the parent or the anchor SFT version as reference.
+
+    Any key of TRL's DPOConfig or ModelConfig is a flag too: --loss_type ipo --lr_scheduler_type cosine
+    --report_to tensorboard ... (after the recipe given by --config, which it overrides)."""
+    _train(ctx, "dpo", config, as_json, dry_run, round_index=round_index, data_rounds=data_rounds, parent=parent, name=name,
            learning_rate=learning_rate, num_train_epochs=num_train_epochs, max_steps=max_steps,
            per_device_train_batch_size=batch_size, beta=beta, reference=reference)
 

@@ -152,3 +152,30 @@ def plot_rounds(results: list[SystemResult], path: Path, *, title: str = "") -> 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_loss_curves(curves: dict[str, list[list[float]]], path: Path, *, title: str = "training loss") -> Path | None:
+    """Each version's stored loss curve (optimizer step, loss), one line per version."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    curves = {name: c for name, c in curves.items() if c}
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, curve in curves.items():
+        ax.plot([step for step, _ in curve], [loss for _, loss in curve], marker="o", markersize=3, label=name)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -237,7 +237,20 @@ def evaluate_system(deps: EvalDeps, system: str, bench: Bench, cfg: EvalConfig, 
     with session_scope(deps.engine) as s:
         repo.add_evaluation(s, ident, bench.name, bench.prompts, key, metrics=metrics, outputs_path=str(path),
                             model_version_id=version.id if version else None)
+    if version is not None and version.adapter_path and Path(version.adapter_path).is_dir():
+        refresh_card(deps.engine, version, deps.settings.base_model)  # the adapter's card gains this evaluation
     return SystemResult(ident, label, metrics, outputs_path=str(path), **meta)
+
+
+def refresh_card(engine: Engine, version: ModelVersion, base_model: str) -> None:
+    """Write the version's model card again with every evaluation stored for it (the report's columns)."""
+    from promptloop.agents.llm.prepare import hub_id
+    from promptloop.evaluation.report import COLUMNS, SAFETY_COLUMNS  # report imports this module
+    from promptloop.store.cards import version_card, write_card
+
+    columns = [(metric, header) for metric, header, _ in [*COLUMNS, *SAFETY_COLUMNS]]
+    write_card(Path(version.adapter_path), version_card(engine, version, base_hub_id=hub_id(base_model),
+                                                        columns=columns))
 
 
 def _round_index(deps: EvalDeps, version: ModelVersion | None) -> int | None:

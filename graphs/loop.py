@@ -31,6 +31,7 @@ from promptloop.evaluation.runner import EvalConfig, EvalReport, load_items
 from promptloop.graphs.collection import FOUND, CollectionReport, TeacherPlan
 from promptloop.learners.config import LearnerConfig, load_config
 from promptloop.learners.data import NothingToTrain
+from promptloop.learners.tracking import log_metrics
 from promptloop.learners.trainer import OnStep, TrainResult
 from promptloop.store.models import Prompt, VersionStatus
 from promptloop.store.versions import ensure_base, get_version, set_status
@@ -108,6 +109,21 @@ class LoopConfig:
     @property
     def thread_id(self) -> str:
         return f"loop-{self.name}"
+
+    def plan(self) -> list[dict]:
+        """What each round would do (``loop run --dry-run``): its step, collection, learner and recipe."""
+        rows = []
+        for r in range(self.rounds):
+            kind, extra = self.collection(r)
+            algo = self.algorithm(r)
+            rows.append({"round": self.start_round + r, "step": self.step(r), "collect": kind,
+                         "collect_from": f"teacher:{self.teacher}" if extra.get("teacher") else "champion",
+                         "prompts": (self.teacher_limit if extra.get("teacher") else self.train_limit),
+                         "video": bool(extra.get("video")), "train": algo,
+                         "recipe": (self.sft_config if algo == "sft" else self.dpo_config) or f"defaults ({algo})",
+                         "max_steps": self.max_steps, "eval_prompts": self.eval_limit,
+                         "redteam_prompts": self.redteam_limit})
+        return rows
 
 
 class LoopState(TypedDict, total=False):
@@ -291,6 +307,13 @@ def evaluate_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopCon
                                   progress=lambda m: runtime.context.say(f"  {m}"))
     row["eval"] = {r.system: r.metrics for r in rep.results}
     row["eval_outputs"] = {r.system: r.outputs_path for r in rep.results}  # per-prompt rows for the gate
+    tracking = _deps(runtime).settings.tracking
+    if tracking.report_to:  # the round's held-out numbers next to the training curves, x axis = round
+        settings = _deps(runtime).settings
+        metrics = {f"eval/{system}/{k}": v for system, m in row["eval"].items() for k, v in m.items()}
+        done = log_metrics(tracking.report_to, runs_dir=settings.runs_dir, project=tracking.project, run=cfg.name,
+                           metrics=metrics, step=cfg.start_round + state["round"])
+        runtime.context.say(f"  eval metrics logged to {', '.join(done)}")
     return {}
 
 

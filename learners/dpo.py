@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from promptloop.config import Settings
-from promptloop.learners.config import DPOLearnerConfig
+from promptloop.learners.config import LearnerConfig, load_config
 from promptloop.learners.data import TrainingData
 from promptloop.learners.trainer import OnStep, TrainResult, train
 from promptloop.store.exporter import BuildMessages
@@ -27,7 +27,7 @@ from promptloop.store.models import ModelVersion
 from promptloop.store.versions import anchor, ensure_base, get_version
 
 
-def reference_version(engine: Engine, settings: Settings, cfg: DPOLearnerConfig) -> ModelVersion | None:
+def reference_version(engine: Engine, settings: Settings, cfg: LearnerConfig) -> ModelVersion | None:
     """The version whose weights the DPO loss compares against; None = the bare base model."""
     ensure_base(engine, settings.base_model)
     parent = get_version(engine, cfg.parent)
@@ -49,21 +49,21 @@ def use_reference(model: Any, ref: ModelVersion | None) -> None:
     model.set_adapter("default")
 
 
-def train_dpo(engine: Engine, settings: Settings, cfg: DPOLearnerConfig | None = None, *, build_messages: BuildMessages,
+def train_dpo(engine: Engine, settings: Settings, cfg: LearnerConfig | None = None, *, build_messages: BuildMessages,
               data: TrainingData | None = None, on_step: OnStep | None = None,
               callbacks: Sequence[Any] = ()) -> TrainResult:
-    cfg = cfg or DPOLearnerConfig()
+    cfg = cfg or load_config("dpo")
     extra: dict[str, Any] = {}  # filled once the data is there and the trainer is built; registered with it
 
-    def build(model: Any, tok: Any, peft_config: Any, dataset: Any, common: dict[str, Any]) -> Any:
-        from trl import DPOConfig, DPOTrainer
+    def build(model: Any, tok: Any, peft_config: Any, dataset: Any, run: dict[str, Any]) -> Any:
+        from trl import DPOTrainer
 
         ref = reference_version(engine, settings, cfg)
         precompute = cfg.precompute_reference(len(dataset))
         extra["reference"] = {"kind": cfg.reference, "version": ref.name if ref else "base",
                               "precomputed": precompute}
-        args = DPOConfig(**common, beta=cfg.beta, loss_type=[cfg.loss_type], precompute_ref_log_probs=precompute,
-                         precompute_ref_batch_size=max(8, 2 * cfg.per_device_train_batch_size))
+        args = cfg.training_args(**run, precompute_ref_batch_size=max(8, 2 * cfg.value("per_device_train_batch_size")))
+        args.precompute_ref_log_probs = precompute  # decided above (never with the anchor, even when asked)
         trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                              peft_config=peft_config)
         if cfg.reference == "anchor":

@@ -12,21 +12,21 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from promptloop.config import Settings
-from promptloop.learners.config import SFTLearnerConfig
+from promptloop.learners.config import LearnerConfig, load_config
 from promptloop.learners.data import TrainingData
 from promptloop.learners.trainer import OnStep, TrainResult, train
 from promptloop.store.exporter import BuildMessages
 
 
-def train_sft(engine: Engine, settings: Settings, cfg: SFTLearnerConfig | None = None, *, build_messages: BuildMessages,
+def train_sft(engine: Engine, settings: Settings, cfg: LearnerConfig | None = None, *, build_messages: BuildMessages,
               data: TrainingData | None = None, on_step: OnStep | None = None,
               callbacks: Sequence[Any] = ()) -> TrainResult:
-    cfg = cfg or SFTLearnerConfig()
+    cfg = cfg or load_config("sft")
 
-    def build(model: Any, tok: Any, peft_config: Any, dataset: Any, common: dict[str, Any]) -> Any:
-        from trl import SFTConfig, SFTTrainer
+    def build(model: Any, tok: Any, peft_config: Any, dataset: Any, run: dict[str, Any]) -> Any:
+        from trl import SFTTrainer
 
-        args = SFTConfig(**common, completion_only_loss=cfg.completion_only_loss)
+        args = cfg.training_args(**run)
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=peft_config)
 

@@ -8,6 +8,7 @@ Trainer checkpoint in ``adapters/.work/<name>``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import sys
@@ -19,9 +20,12 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from promptloop.agents.llm.prepare import hub_id
 from promptloop.config import Settings
 from promptloop.learners.config import LearnerConfig
 from promptloop.learners.data import TrainingData, load_training_data
+from promptloop.learners.tracking import add_run_folder, check_available, trackers
+from promptloop.store.cards import version_card, write_card
 from promptloop.store.exporter import BuildMessages
 from promptloop.store.models import ModelVersion
 from promptloop.store.versions import ensure_base, get_version, next_name, register
@@ -40,19 +44,6 @@ def use_cuda(settings: Settings) -> bool:
     return pick_device(settings.device) == "cuda"
 
 
-def trl_common_args(cfg: LearnerConfig, output_dir: Path, *, cuda: bool) -> dict[str, Any]:
-    import torch
-
-    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
-    return dict(output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
-                max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
-                gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
-                warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay, seed=cfg.seed,
-                logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps,
-                save_total_limit=1, bf16=bf16, fp16=False, use_cpu=not cuda,
-                gradient_checkpointing=cfg.gradient_checkpointing, report_to="none", disable_tqdm=False)
-
-
 def policy_dtype(settings: Settings) -> str:
     """bf16 base weights on a GPU that supports them (half the memory, the tensor cores' type); fp32 on CPU,
     where bf16 matmuls without AVX512-BF16 are slower than fp32 (the LoRA weights stay fp32 either way)."""
@@ -63,7 +54,7 @@ def policy_dtype(settings: Settings) -> str:
 
 def load_policy(settings: Settings, parent: ModelVersion, cfg: LearnerConfig) -> tuple[Any, Any, Any]:
     """The base model with the parent's adapter, trainable; a fresh LoRA config when the parent is the base."""
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from promptloop.agents.llm.prepare import prepare_model
@@ -75,9 +66,7 @@ def load_policy(settings: Settings, parent: ModelVersion, cfg: LearnerConfig) ->
     model = AutoModelForCausalLM.from_pretrained(path, dtype=policy_dtype(settings))
     if parent.adapter_path:
         return PeftModel.from_pretrained(model, parent.adapter_path, is_trainable=True), tok, None
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
-    return model, tok, lora
+    return model, tok, cfg.lora_config()
 
 
 def summarize_log(log_history: list[dict]) -> dict:
@@ -96,12 +85,18 @@ def summarize_log(log_history: list[dict]) -> dict:
     return out
 
 
-def _save_adapter(model: Any, final: Path) -> None:
-    """Only the trained adapter ('default'), never TRL's frozen 'ref' copy; temp folder then rename."""
+def _save_adapter(trainer: Any, final: Path) -> None:
+    """The trained adapter through ``trainer.save_model`` (which gathers ZeRO-3 / FSDP shards), never TRL's
+    frozen 'ref' copy; into a temp folder, then renamed."""
+    from peft import PeftModel
+
     tmp = final.parent / f".{final.name}.tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), selected_adapters=["default"])
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel) and "ref" in model.peft_config:
+        model.delete_adapter("ref")  # training is over; the reference is the parent's own folder
+    trainer.save_model(str(tmp))
     os.replace(tmp, final)
 
 
@@ -134,12 +129,40 @@ def report_steps(trainer: Any, on_step: OnStep) -> None:
     trainer.add_callback(StepReporter())
 
 
+def plan(engine: Engine, settings: Settings, cfg: LearnerConfig, *, build_messages: BuildMessages) -> dict[str, Any]:
+    """What ``train`` would do for ``cfg``, writing nothing (``--dry-run``): data, parent, name, optimizer steps."""
+    if cfg.name:
+        try:
+            existing = get_version(engine, cfg.name)
+        except LookupError:
+            existing = None
+        if existing is not None and existing.adapter_path and Path(existing.adapter_path).is_dir():
+            return {"algorithm": cfg.algorithm, "name": cfg.name, "reused": True}
+    data = load_training_data(engine, cfg.algorithm, build_messages, round_index=cfg.round_index,
+                              scope=cfg.data_rounds, safety_share=settings.collect.safety_share)
+    try:
+        parent = get_version(engine, cfg.parent).name
+    except LookupError:
+        if cfg.parent not in ("base", "champion"):
+            raise
+        parent = "base"  # registered on the first real run
+    rows = len(data.rows)
+    per_step = cfg.value("per_device_train_batch_size") * cfg.value("gradient_accumulation_steps")
+    steps = cfg.value("max_steps") if cfg.value("max_steps") > 0 else math.ceil(
+        math.ceil(rows / per_step) * cfg.value("num_train_epochs"))
+    return {"algorithm": cfg.algorithm, "name": cfg.name or next_name(engine, f"r{data.round_index}-{cfg.algorithm}"),
+            "parent": parent, "round": data.round_index, "data_rounds": cfg.data_rounds, "rows": rows,
+            "steps": steps, "device": "cuda" if use_cuda(settings) else "cpu", "provenance": data.provenance,
+            "config": cfg.to_dict(), "reused": False}
+
+
 def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer: BuildTrainer, *,
           build_messages: BuildMessages, data: TrainingData | None = None, extra_metrics: dict | None = None,
           on_step: OnStep | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
     """Read the data, train from the parent, save the adapter, register a candidate version.
 
-    ``build_trainer(model, tokenizer, peft_config, dataset, args_common)`` returns a TRL trainer.
+    ``build_trainer(model, tokenizer, peft_config, dataset, run)`` returns a TRL trainer whose arguments are
+    ``cfg.training_args(**run)`` (output folder, device, trackers, run name).
     ``callbacks`` are transformers ``TrainerCallback``s added to it (what a bench or tracker hooks in).
     With an explicit ``cfg.name`` that is already registered, nothing is trained again (the loop's resume).
     """
@@ -167,9 +190,15 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
     if final.exists():
         raise FileExistsError(f"adapter folder {final} exists but no version '{name}' is registered; "
                               "remove the folder or pick another --name")
+    report_to = trackers(cfg.training.get("report_to", settings.tracking.report_to))
+    check_available(report_to)
+    if "trackio" in report_to:
+        os.environ.setdefault("TRACKIO_DIR", str(settings.runs_dir / "trackio"))
     model, tok, peft_config = load_policy(settings, parent, cfg)
     cuda = use_cuda(settings)
-    trainer = build_trainer(model, tok, peft_config, to_dataset(data, algo), trl_common_args(cfg, work, cuda=cuda))
+    run = {"output_dir": work, "cuda": cuda, "report_to": report_to or "none", "run_name": name}
+    trainer = build_trainer(model, tok, peft_config, to_dataset(data, algo), run)
+    add_run_folder(trainer, report_to, settings.runs_dir / name)
     if on_step is not None:
         report_steps(trainer, on_step)
     for callback in callbacks:
@@ -181,9 +210,10 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
     metrics = {**summarize_log(trainer.state.log_history), "global_step": trainer.state.global_step,
                "wall_s": round(time.perf_counter() - t0, 2), "device": "cuda" if cuda else "cpu",
                "resumed_from": Path(last).name if last else None, "config": cfg.to_dict(), **(extra_metrics or {})}
-    _save_adapter(trainer.model, final)
+    _save_adapter(trainer, final)
     version = register(engine, name=name, base_model=settings.base_model, adapter_path=str(final),
                        parent_id=parent.id, algorithm=algo, round_index=data.round_index, metrics=metrics,
                        data_provenance={**data.provenance, "parent": parent.name})
+    write_card(final, version_card(engine, version, base_hub_id=hub_id(settings.base_model)))
     shutil.rmtree(work, ignore_errors=True)
     return TrainResult(version, metrics)

@@ -1,4 +1,5 @@
-"""Export training data in TRL's conversational formats.
+"""Export training data in TRL's conversational formats: a jsonl file, or a Hub-layout dataset folder (parquet
+plus a dataset card) that ``load_dataset``, ``trl sft`` / ``trl dpo`` and ``promptloop push`` take as it is.
 
 SFT rows are ``{"messages": [...]}``; DPO rows are ``{"prompt": [...],
 "chosen": [assistant], "rejected": [assistant]}``. The prompt side is built
@@ -26,6 +27,7 @@ from promptloop.store.models import Candidate, PreferencePair, Prompt, SFTExampl
 Messages = list[dict[str, str]]
 BuildMessages = Callable[[str], Messages]
 Format = Literal["jsonl", "hf"]
+HF_DATA_FILE = "data/train-00000-of-00001.parquet"
 
 
 class NothingToExport(PromptloopError, ValueError):
@@ -77,10 +79,19 @@ def export(engine: Engine, kind: Literal["sft", "dpo"], out: Path, build_message
     if fmt == "jsonl":
         write_jsonl(out, rows)
     else:
+        from collections import Counter
+
         from datasets import Dataset
+
+        from promptloop.store.cards import dataset_card, write_card
+
         tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-        try:
-            Dataset.from_list(rows).save_to_disk(str(tmp_dir))
+        try:  # the Hub's layout (what push_to_hub writes): load_dataset(folder) and TRL's CLI read it as it is
+            (tmp_dir / "data").mkdir()
+            Dataset.from_list(rows).to_parquet(str(tmp_dir / HF_DATA_FILE))
+            write_card(tmp_dir, dataset_card(kind, len(rows), rounds=[round_id] if round_id is not None else [],
+                                             rules=dict(Counter(r.get("rule") or kind for r in rows)),
+                                             data_path="data/train-*"))
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp_dir, out)

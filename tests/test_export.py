@@ -47,11 +47,17 @@ def test_sft_and_dpo_jsonl_load_with_datasets(filled, tmp_path: Path):
     assert dpo[1]["margin"] == 1.5
 
 
-def test_hf_format_and_empty_store(filled, engine, tmp_path: Path):
-    from datasets import load_from_disk
+def test_hf_format_is_a_hub_dataset_folder_with_a_card(filled, engine, tmp_path: Path):
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
 
     assert export(filled, "dpo", tmp_path / "dpo_hf", BUILD, fmt="hf") == 2
-    assert len(load_from_disk(str(tmp_path / "dpo_hf"))) == 2
+    ds = load_dataset(str(tmp_path / "dpo_hf"))  # what `trl dpo --dataset_name FOLDER` calls
+    assert list(ds) == ["train"] and ds["train"].num_rows == 2 and ds["train"][1]["margin"] == 1.5
+    card = DatasetCard.load(tmp_path / "dpo_hf" / "README.md")
+    assert card.data.configs == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
+    assert "dpo" in card.data.tags and "2 rows of conversational preference pairs" in card.text
+    assert "trl dpo --model_name_or_path" in card.text and "Rows per pair rule: margin 2" in card.text
     with pytest.raises(ValueError, match="no sft data in the store for round 7"):
         export(engine, "sft", tmp_path / "x.jsonl", BUILD, round_id=7)
     assert not (tmp_path / "x.jsonl").exists()
@@ -64,6 +70,31 @@ def _tiny_model(tokenizer):
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     return LlamaForCausalLM(cfg)
+
+
+def test_trl_cli_trains_two_steps_on_the_export(filled, tmp_path: Path, smollm_path: Path):
+    """TRL's own command line (`trl dpo`) trains on `data export --format hf` as it is, nothing converted."""
+    import os
+    import subprocess
+    import sys
+
+    from transformers import AutoTokenizer
+
+    export(filled, "dpo", tmp_path / "pairs", BUILD, fmt="hf")
+    tok = AutoTokenizer.from_pretrained(smollm_path)
+    _tiny_model(tok).save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    trl = Path(sys.executable).parent / "trl"
+    proc = subprocess.run(
+        [str(trl), "dpo", "--model_name_or_path", str(tmp_path / "tiny"), "--dataset_name", str(tmp_path / "pairs"),
+         "--output_dir", str(tmp_path / "out"), "--max_steps", "2", "--per_device_train_batch_size", "1",
+         "--learning_rate", "1e-3", "--use_cpu", "--bf16", "false", "--report_to", "none", "--save_strategy", "no",
+         "--logging_steps", "1", "--max_length", "256", "--use_peft", "--lora_target_modules", "q_proj", "v_proj"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "Training completed" in log and log.count("'loss':") == 2  # two logged optimizer steps
+    assert (tmp_path / "out" / "adapter_config.json").is_file()  # and the LoRA adapter it saved
 
 
 @pytest.mark.slow

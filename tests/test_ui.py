@@ -57,7 +57,8 @@ def ui_home(graph_runtime, tmp_path_factory: pytest.TempPathFactory):
         base, _ = repo.get_or_create_version(s, "base", base_model="smollm2", status="archived")
         v, _ = repo.get_or_create_version(s, "r0-sft", base_model="smollm2", parent_id=base.id, algorithm="sft",
                                           round_id=rnd.id, status="champion",
-                                          metrics={"first_loss": 1.68, "last_loss": 1.47, "decision": {
+                                          metrics={"first_loss": 1.68, "last_loss": 1.47,
+                                                   "loss_curve": [[1, 1.68], [2, 1.55], [3, 1.47]], "decision": {
                                               "promoted": True, "rule": "promoted", "reason": "gain above zero",
                                               "primary": {"metric": "judge_total", "gain": 0.0351,
                                                           "interval": [0.0112, 0.0603]},
@@ -121,6 +122,9 @@ def test_pages_show_the_stores_content(ui_url: str, ui_home):
     assert "<em>against teacher:gpt4o 0.7030 (champion 0.8750)</em>" in versions  # a teacher round's reference
     png = httpx.get(f"{ui_url}/metrics/rounds.png", timeout=60)  # matplotlib on a busy 2-core machine
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 'src="/versions/losses.png"' in versions  # the stored loss curves, plotted
+    losses = httpx.get(f"{ui_url}/versions/losses.png", timeout=60)
+    assert losses.status_code == 200 and losses.content[:8] == b"\x89PNG\r\n\x1a\n" and losses.content != png.content
     assert httpx.get(f"{ui_url}/runs/nope").status_code == 404
     assert httpx.get(f"{ui_url}/?round=x").status_code == 400
     assert httpx.post(f"{ui_url}/api/runs").status_code == 405  # read-only

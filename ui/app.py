@@ -69,7 +69,19 @@ def create_app(engine: Engine, settings: Settings, *, token: str | None = None, 
 
     @app.get("/versions", response_class=HTMLResponse)
     def versions_page(request: Request) -> HTMLResponse:
-        return page(request, "versions.html", versions=queries.versions(engine))
+        return page(request, "versions.html", versions=queries.versions(engine),
+                    has_losses=bool(queries.loss_curves(engine)))
+
+    @app.get("/versions/losses.png")
+    def losses_plot() -> Response:
+        from promptloop.evaluation.report import plot_loss_curves
+
+        curves = queries.loss_curves(engine)
+        if not curves:
+            raise HTTPException(404, "no trained version has a stored loss curve yet")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = plot_loss_curves(curves, Path(tmp) / "losses.png", title="training loss per version")
+            return Response(path.read_bytes(), media_type="image/png")
 
     @app.get("/metrics", response_class=HTMLResponse)
     def metrics_page(request: Request, bench: str = "eval") -> HTMLResponse:

