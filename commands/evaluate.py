@@ -56,7 +56,7 @@ def eval_cmd(
     With a pairwise judge configured (the eval.judge setting, e.g. a capable model behind an OpenAI-compatible
     server), every system's rewrites are also compared with the champion's, both orders asked.
     """
-    from promptloop.evaluation.report import safety_table, table
+    from promptloop.evaluation.report import has_matplotlib, safety_table, table
     from promptloop.evaluation.runner import EvalConfig, default_systems
 
     rt = services_of(ctx)
@@ -82,7 +82,8 @@ def eval_cmd(
             out.print(decisions_table(decisions))
         if pairwise:
             out.print(pairwise_table(pairwise))
-    console.print(f"wrote {js}" + (f" and {png}" if png else ""))
+    console.print(f"wrote {js}" + (f" and {png}" if png else "") + ("" if has_matplotlib() else
+                  " (no PNG: pip install 'promptloop[plots]' for the plots)"))
 
 
 def promotion_decisions(rt: Services, versions: list[str]) -> dict[str, dict]:

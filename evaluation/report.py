@@ -114,8 +114,17 @@ def write_json(report: EvalReport, path: Path) -> Path:
     return path
 
 
+def has_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def plot_rounds(results: list[SystemResult], path: Path, *, title: str = "") -> Path | None:
-    """One panel per metric: trained versions by round (line), baselines as dashed horizontal lines."""
+    """One panel per metric: trained versions by round (line), baselines as dashed horizontal lines; None without
+    results or without matplotlib (the plots extra)."""
+    if not has_matplotlib():
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,7 +164,10 @@ def plot_rounds(results: list[SystemResult], path: Path, *, title: str = "") -> 
 
 
 def plot_loss_curves(curves: dict[str, list[list[float]]], path: Path, *, title: str = "training loss") -> Path | None:
-    """Each version's stored loss curve (optimizer step, loss), one line per version."""
+    """Each version's stored loss curve (optimizer step, loss), one line per version; None without curves or
+    without matplotlib (the plots extra)."""
+    if not has_matplotlib():
+        return None
     import matplotlib
 
     matplotlib.use("Agg")

@@ -137,11 +137,14 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
     return round(float(np.corrcoef(a, b)[0, 1]), 4)
 
 
-def _rank(a: np.ndarray) -> np.ndarray:
-    order = a.argsort(kind="stable")
-    r = np.empty(len(a))
-    r[order] = np.arange(len(a))
-    return r
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rho with average ranks for ties (scipy): mean 1-5 ratings tie often, and ranking tied values
+    in arbitrary order would move rho with the order the videos happen to be in."""
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or a.std() < 1e-12 or b.std() < 1e-12:
+        return None
+    return round(float(spearmanr(a, b).statistic), 4)
 
 
 def train_critic(engine: Engine, out_dir: Path, cfg: CriticConfig, *, dimensions: list[str],
@@ -179,7 +182,7 @@ def train_critic(engine: Engine, out_dir: Path, cfg: CriticConfig, *, dimensions
         heads[d] = {"w": w, "b": b}
         pred = z[ho] @ w + b
         metrics["dimensions"][d] = {
-            "pearson": _corr(pred, y[ho]), "spearman": _corr(_rank(pred), _rank(y[ho])),
+            "pearson": _corr(pred, y[ho]), "spearman": spearman(pred, y[ho]),
             "pairwise_accuracy": pairwise_accuracy(pred, y[ho]),
             "mae": round(float(np.abs(pred - y[ho]).mean()), 4) if len(ho) else None, "heldout": len(ho),
             "train_pearson": _corr(z[tr] @ w + b, y[tr])}

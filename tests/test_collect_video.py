@@ -11,7 +11,7 @@ from promptloop.store.models import Candidate, PreferencePair, Reward, TraceEven
 from promptloop.store.repository import ensure_round
 from promptloop.store.versions import ensure_version
 
-METRICS = ("temporal_flickering", "dynamic_degree", "motion_smoothness", "frame_quality", "frame_safety")
+METRICS = ("temporal_flickering", "flow_dynamic_degree", "flow_smoothness", "frame_quality", "frame_safety")
 
 
 def _setup(rt, texts, round_index, **kw):

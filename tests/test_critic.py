@@ -7,7 +7,7 @@ from sqlmodel import Session, select
 from promptloop.agents.video.media import write_mp4
 from promptloop.config import Settings
 from promptloop.errors import PromptloopError
-from promptloop.learners.video_critic import CriticConfig, VideoCritic, pairwise_accuracy, run_critic
+from promptloop.learners.video_critic import CriticConfig, VideoCritic, pairwise_accuracy, run_critic, spearman
 from promptloop.services import Services
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
@@ -78,6 +78,23 @@ def test_critic_learns_the_signal_and_judges_with_it(rated_store):
 
     _, used = weighted_total(clean.dimensions, rt.settings.video.weights)
     assert used["critic_video_fidelity"] == 0.15 and "critic_semantic_consistency" not in used
+
+
+def test_spearman_gives_tied_ratings_their_average_rank():
+    from scipy.stats import spearmanr
+
+    # mean 1-5 ratings of 8 videos: three ties
+    people = np.array([3.0, 4.5, 3.0, 2.0, 4.5, 1.0, 3.0, 5.0])
+    critic = np.array([2.9, 4.1, 3.4, 2.2, 4.4, 1.5, 2.7, 4.0])
+    rho = spearman(critic, people)
+    assert rho == round(float(spearmanr(critic, people).statistic), 4)
+    # hand-computed with average ranks: people's ranks [4, 6.5, 4, 2, 6.5, 1, 4, 8]
+    ranks_p = np.array([4, 6.5, 4, 2, 6.5, 1, 4, 8])
+    ranks_c = critic.argsort().argsort() + 1.0
+    assert rho == pytest.approx(float(np.corrcoef(ranks_c, ranks_p)[0, 1]), abs=1e-4)
+    # arbitrary ranks for the ties (argsort order) would give another number
+    assert abs(rho - float(np.corrcoef(ranks_c, people.argsort(kind="stable").argsort())[0, 1])) > 0.01
+    assert spearman(critic[:2], people[:2]) is None and spearman(critic, np.full(8, 3.0)) is None
 
 
 def test_critic_needs_enough_ratings_and_loads_only_what_it_saved(tmp_path, embedder):

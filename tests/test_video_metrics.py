@@ -26,15 +26,15 @@ def _scores(frames):
 def test_static_video_has_no_motion_and_no_flicker():
     s, raw = _scores(static_video())
     assert raw["temporal_flickering"] == 0.0 and s["temporal_flickering"] == 1.0
-    assert raw["motion_magnitude"] < 0.01 and s["dynamic_degree"] == 0.0
-    assert s["motion_smoothness"] == 1.0  # nothing moves: smooth by definition, dynamic_degree penalises it
+    assert raw["motion_magnitude"] < 0.01 and s["flow_dynamic_degree"] == 0.0
+    assert s["flow_smoothness"] == 1.0  # nothing moves: smooth by definition, flow_dynamic_degree penalises it
     assert s["frame_quality"] == 1.0  # a still video is not a stalled one
 
 
 def test_square_at_constant_speed_moves_smoothly():
     s, raw = _scores(square_video())
-    assert raw["motion_magnitude"] > 0.2 and s["dynamic_degree"] == 1.0
-    assert s["motion_smoothness"] > 0.85
+    assert raw["motion_magnitude"] > 0.2 and s["flow_dynamic_degree"] == 1.0
+    assert s["flow_smoothness"] > 0.85
     assert s["temporal_flickering"] > 0.98  # only the square's pixels change
 
 
@@ -43,8 +43,8 @@ def test_noise_flickers_and_jitter_is_not_smooth():
     assert noise_raw["temporal_flickering"] > 80 and noise["temporal_flickering"] < 0.7  # ~85/255 for uniform noise
     square, _ = _scores(square_video())
     jerky, _ = _scores(jerky_video())
-    assert noise["motion_smoothness"] < 0.5 and jerky["motion_smoothness"] < 0.3
-    assert square["motion_smoothness"] > jerky["motion_smoothness"] + 0.5
+    assert noise["flow_smoothness"] < 0.5 and jerky["flow_smoothness"] < 0.3
+    assert square["flow_smoothness"] > jerky["flow_smoothness"] + 0.5
 
 
 def test_frame_quality_counts_blank_saturated_and_stalled_frames():
@@ -62,10 +62,10 @@ def test_metrics_survive_an_mp4_round_trip(tmp_path):
     frames, fps = read_video(path)
     assert frames.shape == (16, 96, 128, 3) and fps == 8
     s, raw = _scores(frames)
-    assert raw["motion_magnitude"] > 0.2 and s["dynamic_degree"] == 1.0
+    assert raw["motion_magnitude"] > 0.2 and s["flow_dynamic_degree"] == 1.0
     # H.264 rings around the square's edges, which costs some smoothness; jitter still scores far lower
     jerky, _ = _scores(read_video(write_mp4(jerky_video(), tmp_path / "jerky.mp4", fps=8))[0])
-    assert s["motion_smoothness"] > 0.7 and s["motion_smoothness"] > jerky["motion_smoothness"] + 0.5
+    assert s["flow_smoothness"] > 0.7 and s["flow_smoothness"] > jerky["flow_smoothness"] + 0.5
 
 
 def test_nsfw_score_is_low_for_a_real_landscape_video(tmp_path):
@@ -150,7 +150,7 @@ def test_scorer_reports_every_dimension_and_survives_a_failing_vlm(tmp_path):
     scorer = VideoScorer(alignment=TextVideoAlignment(None), nsfw=NSFWScorer(frames=4), vlm=VLMJudge(client))
     path = write_mp4(square_video(), tmp_path / "v.mp4", fps=8)
     s = scorer.score_file(path, "a yellow square")
-    assert set(s.dimensions) >= {"temporal_flickering", "dynamic_degree", "motion_smoothness", "frame_quality",
+    assert set(s.dimensions) >= {"temporal_flickering", "flow_dynamic_degree", "flow_smoothness", "frame_quality",
                                  "text_video_alignment", "frame_safety"}
     assert "motion_magnitude" not in s.dimensions and s.raw["motion_magnitude"] > 0
     assert s.dimensions["text_video_alignment"] is None and s.dimensions["frame_safety"] > 0.9

@@ -35,9 +35,9 @@ def video_features(frames: np.ndarray) -> np.ndarray:
     lap = [cv2.Laplacian(g, cv2.CV_32F).var() for g in gray]
     # high-frequency energy left after a light blur: grain and noise, whatever moves
     noise = [float(np.abs(g - cv2.GaussianBlur(g, (5, 5), 0)).mean()) for g in gray]
-    smooth = m["motion_smoothness"]
-    values = [m["temporal_flickering"].raw or 0.0, m["motion_magnitude"].raw or 0.0, m["dynamic_degree"].raw or 0.0,
-              m["dynamic_degree"].score or 0.0, 0.0 if smooth.details.get("static") else (smooth.raw or 0.0),
+    smooth = m["flow_smoothness"]
+    values = [m["temporal_flickering"].raw or 0.0, m["motion_magnitude"].raw or 0.0, m["flow_dynamic_degree"].raw or 0.0,
+              m["flow_dynamic_degree"].score or 0.0, 0.0 if smooth.details.get("static") else (smooth.raw or 0.0),
               speed_variation, 1.0 - (m["frame_quality"].score or 0.0), float(gray.mean()), float(gray.std()),
               float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)),
               float(np.log1p(np.mean(lap))), float(np.log1p(np.mean(noise)))]

@@ -10,20 +10,20 @@ temporal_flickering (VBench's definition, without its static-clip filter)
     MAD = mean over consecutive pairs and pixels of |F_t - F_{t-1}| (0..255);
     score = 1 - MAD / 255. A still video scores 1; random noise about 0.67.
 
-motion_magnitude (raw only) and dynamic_degree
+motion_magnitude (raw only) and flow_dynamic_degree
     m_t = mean |flow_t|; top_t = mean of the largest 5% of |flow_t| (VBench's
     statistic). A pair is dynamic when top_t > 6 * min(H, W) / 256 (VBench's
     threshold, scaled to the analysis size). score = share of dynamic pairs
     (VBench reports the binary verdict "most pairs dynamic"; the share keeps
     the signal graded). A still video scores 0.
 
-motion_smoothness
+flow_smoothness
     How constant the motion is: ratio = sum_t sum_px |flow_{t+1} - flow_t| /
     sum_t sum_px (|flow_t| + |flow_{t+1}|), in [0, 1] by the triangle
     inequality; score = 1 - ratio. Flow vectors under 0.25 px/frame count as
     zero (compression noise, not motion). Constant velocity scores near 1, jitter
     and noise low. A video without motion is smooth by definition (score 1,
-    details.static = true); dynamic_degree is what penalises it.
+    details.static = true); flow_dynamic_degree is what penalises it.
     (VBench uses a frame-interpolation network; this is its weight-free cousin.)
 
 frame_quality
@@ -89,11 +89,11 @@ def temporal_flickering(frames: np.ndarray) -> MetricResult:
                         {"mean_abs_frame_diff": round(mad, 3)})
 
 
-def dynamic_degree(frames: np.ndarray, flows: np.ndarray) -> tuple[MetricResult, MetricResult]:
-    """(motion_magnitude, dynamic_degree) from one set of flows."""
+def flow_dynamic_degree(frames: np.ndarray, flows: np.ndarray) -> tuple[MetricResult, MetricResult]:
+    """(motion_magnitude, flow_dynamic_degree) from one set of flows."""
     if len(flows) == 0:
         none = {"reason": "needs at least two frames"}
-        return MetricResult("motion_magnitude", None, details=none), MetricResult("dynamic_degree", None, details=none)
+        return MetricResult("motion_magnitude", None, details=none), MetricResult("flow_dynamic_degree", None, details=none)
     mag = np.linalg.norm(flows, axis=-1).reshape(len(flows), -1)
     mean_t = mag.mean(axis=1)
     k = max(1, int(0.05 * mag.shape[1]))
@@ -103,24 +103,24 @@ def dynamic_degree(frames: np.ndarray, flows: np.ndarray) -> tuple[MetricResult,
     magnitude = float(mean_t.mean())
     mm = MetricResult("motion_magnitude", None, round(magnitude, 4),
                       {"px_per_frame": round(magnitude, 4), "analysis_size": list(flows.shape[1:3])})
-    dd = MetricResult("dynamic_degree", round(float(dynamic.mean()), 4), round(float(top_t.mean()), 4),
+    dd = MetricResult("flow_dynamic_degree", round(float(dynamic.mean()), 4), round(float(top_t.mean()), 4),
                       {"dynamic_pairs": int(dynamic.sum()), "pairs": len(flows), "threshold_px": round(threshold, 3),
                        "top5_mean_px": round(float(top_t.mean()), 4)})
     return mm, dd
 
 
-def motion_smoothness(flows: np.ndarray) -> MetricResult:
+def flow_smoothness(flows: np.ndarray) -> MetricResult:
     if len(flows) < 2:
-        return MetricResult("motion_smoothness", None, details={"reason": "needs at least three frames"})
+        return MetricResult("flow_smoothness", None, details={"reason": "needs at least three frames"})
     speed = np.linalg.norm(flows, axis=-1)
     flows = np.where((speed < FLOW_NOISE_PX)[..., None], 0.0, flows)  # codec noise is not motion
     speed = np.where(speed < FLOW_NOISE_PX, 0.0, speed)
     den = float((speed[1:] + speed[:-1]).sum())
     if den < 1e-3 * speed[0].size:  # under ~0.001 px/frame everywhere: nothing moves
-        return MetricResult("motion_smoothness", 1.0, 0.0, {"static": True})
+        return MetricResult("flow_smoothness", 1.0, 0.0, {"static": True})
     num = float(np.linalg.norm(np.diff(flows, axis=0), axis=-1).sum())
     ratio = min(1.0, num / den)
-    return MetricResult("motion_smoothness", round(1.0 - ratio, 4), round(ratio, 4),
+    return MetricResult("flow_smoothness", round(1.0 - ratio, 4), round(ratio, 4),
                         {"static": False, "acceleration_ratio": round(ratio, 4)})
 
 
@@ -143,6 +143,6 @@ def frame_quality(frames: np.ndarray) -> MetricResult:
 def frame_metrics(frames: np.ndarray, flows: np.ndarray | None = None) -> dict[str, MetricResult]:
     """Every weight-free metric of one video, sharing one optical-flow pass (``flows`` when already computed)."""
     flows = optical_flows(frames) if flows is None else flows
-    mm, dd = dynamic_degree(frames, flows)
-    out = [temporal_flickering(frames), dd, motion_smoothness(flows), frame_quality(frames), mm]
+    mm, dd = flow_dynamic_degree(frames, flows)
+    out = [temporal_flickering(frames), dd, flow_smoothness(flows), frame_quality(frames), mm]
     return {m.name: m for m in out}
