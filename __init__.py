@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
 __all__ = ["rewrite", "rewrite_many", "arewrite", "stream_rewrite", "resume_rewrite", "build_rewrite_graph",
            "Services", "Settings"]
 
@@ -30,6 +29,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # pyproject.toml is its one source
+        from promptloop.config import promptloop_version
+
+        return promptloop_version()
     if name in _LAZY:
         import importlib
 

@@ -24,7 +24,7 @@ from promptloop.commands.shared import console, quiet_libraries
 from promptloop.commands.train import app as train_app
 from promptloop.commands.ui import ui_cmd
 from promptloop.commands.video import judge_cmd, render_cmd
-from promptloop.config import Settings, flag_values
+from promptloop.config import Settings, flag_values, promptloop_version
 from promptloop.errors import describe
 from promptloop.services import Services
 
@@ -56,15 +56,13 @@ def _print_version(value: bool) -> None:
         return
     from importlib.metadata import PackageNotFoundError, version
 
-    from promptloop import __version__
-
     parts = []
     for dist in ("torch", "transformers", "trl", "peft", "langgraph", "vllm", "diffusers"):
         try:
             parts.append(f"{dist} {version(dist)}")
         except PackageNotFoundError:
             continue
-    print(f"promptloop {__version__} ({', '.join(parts)})")
+    print(f"promptloop {promptloop_version()} ({', '.join(parts)})")
     raise typer.Exit()
 
 

@@ -514,6 +514,16 @@ def default_of(section: type[BaseModel], name: str) -> Any:
     return section.model_fields[name].get_default(call_default_factory=True)
 
 
+def promptloop_version() -> str:
+    """The installed distribution's version: pyproject.toml is its one source."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("promptloop")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def load_settings(*, assignments: Sequence[str] = (), **overrides: Any) -> Settings:
     """Build Settings, dropping overrides that are None (unset CLI flags); ``assignments`` are ``--set`` pairs."""
     return Settings(**flag_values(assignments=assignments, **overrides))

@@ -245,7 +245,7 @@ def evaluate_system(deps: EvalDeps, system: str, bench: Bench, cfg: EvalConfig, 
 def refresh_card(engine: Engine, version: ModelVersion, base_model: str) -> None:
     """Write the version's model card again with every evaluation stored for it (the report's columns)."""
     from promptloop.agents.llm.prepare import hub_id
-    from promptloop.evaluation.report import COLUMNS, SAFETY_COLUMNS  # report imports this module
+    from promptloop.evaluation.columns import COLUMNS, SAFETY_COLUMNS
     from promptloop.store.cards import version_card, write_card
 
     columns = [(metric, header) for metric, header, _ in [*COLUMNS, *SAFETY_COLUMNS]]

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from promptloop import __version__
+from promptloop.config import promptloop_version
 from promptloop.store.models import Evaluation, ModelVersion
 
 # (metric, header) of the eval table when the caller passes none: the held-out columns that nothing optimises
@@ -70,7 +70,7 @@ a short text-to-video request into a detailed video prompt.
 - **Base model**: `{base_hub_id or version.base_model}`
 - **Parent version**: `{parent or "-"}` (training started from its weights)
 - **Algorithm**: {version.algorithm}; status `{version.status}`
-- **Written by**: promptloop {__version__}
+- **Written by**: promptloop {promptloop_version()}
 
 ## Evaluation
 
@@ -122,7 +122,7 @@ def dataset_card(kind: str, rows: int, *, rounds: Sequence[int | None], rules: d
 
 # promptloop {kind.upper()} export
 
-{rows} rows of {shape}, exported by promptloop {__version__} from its store (rounds:
+{rows} rows of {shape}, exported by promptloop {promptloop_version()} from its store (rounds:
 {", ".join(str(r) for r in rounds) or "-"}).
 
 ## Provenance

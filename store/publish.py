@@ -84,7 +84,7 @@ def copy_to_folder(plan: PushPlan, local_dir: Path) -> Path:
 def upload(plan: PushPlan, *, token: str | None, private: bool, endpoint: str | None) -> str:
     """Create the repository if needed and upload the folder in one commit; the commit's URL."""
     if not token:
-        raise PushError("no Hugging Face token: set HF_TOKEN or hub.token (PROMPTLOOP_HUB__TOKEN); or use "
+        raise PushError("no Hugging Face write token is configured (HF_TOKEN, or hub.token in settings); use "
                         "--dry-run / --local-dir")
     from huggingface_hub import HfApi
 

@@ -10,7 +10,7 @@ from helpers import run_cli
 
 COMMANDS = ["init", "db", "models", "prompts", "data", "rewrite", "collect", "teacher", "train", "loop", "eval", "render",
             "judge",
-            "ratings", "ui"]
+            "ratings", "ui", "push", "config"]
 
 
 def run(home: Path, *args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -7,7 +7,13 @@ from sqlmodel import Session, select
 from promptloop.agents.video.media import write_mp4
 from promptloop.config import Settings
 from promptloop.errors import PromptloopError
-from promptloop.learners.video_critic import CriticConfig, VideoCritic, pairwise_accuracy, run_critic, spearman
+from promptloop.learners.video_critic import (
+    CriticConfig,
+    VideoCritic,
+    pairwise_accuracy,
+    run_critic,
+    spearman,
+)
 from promptloop.services import Services
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope

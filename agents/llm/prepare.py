@@ -40,7 +40,7 @@ class EmbeddedModel:
     package: str
     suffix: str
     description: str
-    hub_id: str  # the Hub repository the packaged weights came from (what a model card names as base_model)
+    hub_id: str | None = None  # the Hub repository the weights came from (a model card's base_model)
 
 
 EMBEDDED_LLMS = {

@@ -32,9 +32,11 @@ def _node_context() -> Any:
     """The graph node's span as parent: OpenInference's LangChain spans are not the OpenTelemetry current span
     (callbacks cannot enter a context), so the node running this call is looked up from LangChain's run config."""
     try:
-        from openinference.instrumentation.langchain import get_current_span
+        from openinference.instrumentation.langchain import LangChainInstrumentor, get_current_span
         from opentelemetry import trace
     except ImportError:
+        return None
+    if not LangChainInstrumentor().is_instrumented_by_opentelemetry:  # else it prints a warning per call
         return None
     span = get_current_span()
     return trace.set_span_in_context(span) if span is not None else None
