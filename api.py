@@ -79,7 +79,17 @@ def rewrite_many(prompts: Sequence[str], *, services: Services | None = None, mo
     """Rewrite a batch in one graph run (model calls batched across prompts), results in input order."""
     rt, config, state, ctx = _prepare(prompts, services, model_version, thread_id, overrides)
     values = rt.rewrite_graph.invoke(state, config, context=ctx)
+    _finished(rt, config)
     return _outputs(values, config["configurable"]["thread_id"], ctx.model_version or "base")
+
+
+def _finished(rt: Services, config: dict) -> None:
+    """A run that reached its end is recorded in the store: `db prune` may then drop its checkpoints (its trace
+    events stay)."""
+    from promptloop.store.threads import record_finished
+
+    if not rt.rewrite_graph.get_state(config).next:
+        record_finished(rt.engine, config["configurable"]["thread_id"], "rewrite")
 
 
 def rewrite(prompt: str, **kwargs: Any) -> RewriteOutput:
@@ -102,6 +112,7 @@ def stream_rewrite(prompts: str | Sequence[str], *, services: Services | None = 
         for node in update:
             yield "node", node
     values = rt.rewrite_graph.get_state(config).values
+    _finished(rt, config)
     yield "result", _outputs(values, config["configurable"]["thread_id"], ctx.model_version or "base")
 
 
@@ -112,4 +123,5 @@ def resume_rewrite(thread_id: str, *, services: Services | None = None, model_ve
     adapter = rt.resolve_model_version(model_version)
     config = {"configurable": {"thread_id": thread_id, "run_id": uuid.uuid4().hex}}
     values = rt.rewrite_graph.invoke(None, config, context=rt.rewrite_context(model_version=adapter, **overrides))
+    _finished(rt, config)
     return _outputs(values, thread_id, adapter or "base")

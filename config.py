@@ -330,6 +330,14 @@ class RatingSettings(BaseModel):
         return self
 
 
+class PostgresSettings(BaseModel):
+    """Connection pools on PostgreSQL: the store's (SQLAlchemy) and the checkpointer's (psycopg_pool)."""
+
+    pool_size: int = Field(8, ge=1, le=256, description="connections each pool keeps at most (the checkpointer's: "
+                           "at least collect.max_concurrency, so parts in flight never wait for one)")
+    max_overflow: int = Field(8, ge=0, le=256, description="extra store connections under a burst")
+
+
 class TrackingSettings(BaseModel):
     """Experiment tracking: where training curves and each round's eval metrics go (TRL's report_to)."""
 
@@ -415,6 +423,7 @@ class Settings(BaseSettings):
     teacher: TeacherSettings = Field(default_factory=TeacherSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     hub: HubSettings = Field(default_factory=HubSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     traffic: TrafficSettings = Field(default_factory=TrafficSettings)

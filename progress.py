@@ -47,10 +47,15 @@ def collection_progress(description: str, total: int, found_key: str, *, console
 
 
 @contextmanager
-def training_progress(description: str, *, console: Console | None = None
+def training_progress(description: str, *, console: Console | None = None, enabled: bool = True
                       ) -> Iterator[Callable[[int, int, dict], None]]:
-    """A bar of optimizer steps with the latest loss; yields the learner's ``on_step(step, total, logs)``."""
+    """A bar of optimizer steps with the latest loss; yields the learner's ``on_step(step, total, logs)``.
+
+    ``enabled=False`` (the other processes of an accelerate run) draws nothing."""
     console = console or Console(stderr=True)
+    if not enabled:
+        yield lambda step, total, logs: None
+        return
     with progress_bar(console, TextColumn("{task.fields[loss]}")) as progress:
         task = progress.add_task(description, total=None, loss="")
 

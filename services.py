@@ -65,7 +65,9 @@ class Services:
         from promptloop.store.migrate import open_store
 
         self.settings.ensure_home()
-        return open_store(self.settings.database_url, create=self.create_store)
+        pg = self.settings.postgres
+        return open_store(self.settings.database_url, create=self.create_store, pool_size=pg.pool_size,
+                          max_overflow=pg.max_overflow)
 
     @cached_property
     def checkpointer(self) -> Any:

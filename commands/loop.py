@@ -179,7 +179,7 @@ def loop_status(
     from promptloop.graphs.loop import loop_state
 
     rt = services_of(ctx)
-    state = loop_state(rt.checkpointer, name)
+    state = loop_state(rt.checkpointer, name, rt.engine)
     if state is None:
         raise UserError(f"no loop named '{name}' (start one with `promptloop loop run --name {name}`)")
     if as_json:

@@ -10,7 +10,7 @@ from rich.table import Table
 from promptloop.commands.shared import console, out, print_json, services_of
 from promptloop.services import Services
 
-db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic migrations) and checkpoint retention.", no_args_is_help=True)
 models_app = typer.Typer(help="Prepare and list models in the local cache.", no_args_is_help=True)
 
 
@@ -44,6 +44,36 @@ def db_upgrade(ctx: typer.Context, revision: Annotated[str, typer.Argument(help=
     rt.settings.ensure_home()
     rev = upgrade(make_engine(rt.settings.database_url), revision)  # not rt.engine: that one opens at head
     console.print(f"database {redact(rt.settings.database_url)} at revision [bold]{rev}[/]")
+
+
+@db_app.command("prune")
+def db_prune(
+    ctx: typer.Context,
+    keep_threads: Annotated[int, typer.Option(min=0, help="Keep the checkpoints of this many most recently "
+                                              "finished runs (to replay or inspect them)")] = 100,
+    older_than: Annotated[str | None, typer.Option(help="Only runs finished longer ago than this: 7d, 12h, 30m, "
+                                                   "2w (default: any age)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would go; delete nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Delete the LangGraph checkpoints of finished runs (collection chunks, rewrites, loops) and vacuum SQLite.
+
+    Finished runs are recorded in the store first, so a pruned collection or loop is still skipped when run
+    again; trace events, data and versions are untouched. Runs that did not finish keep their checkpoints."""
+    from promptloop.graphs.retention import parse_age, prune
+
+    rt = services_of(ctx)
+    age = parse_age(older_than) if older_than is not None else None
+    rep = prune(rt.engine, rt.checkpointer, rt.settings, keep=keep_threads, older_than=age, dry_run=dry_run)
+    if as_json:
+        print_json(rep.__dict__)
+        return
+    def mb(b: int | None) -> str:
+        return "?" if b is None else f"{b / 1e6:.2f} MB"
+
+    what = ", ".join(f"{n} {g}" for g, n in sorted(rep.by_graph.items())) or "none"
+    console.print(f"{'would prune' if dry_run else 'pruned'} {rep.threads} finished run(s) ({what}); checkpoint "
+                  f"store {mb(rep.bytes_before)} -> {mb(rep.bytes_after)}", highlight=False)
 
 
 def prepare(rt: Services, reference: str, force: bool) -> None:

@@ -43,10 +43,16 @@ def _train(ctx: typer.Context, algorithm: str, config: Path | None, as_json: boo
             console.print("config: " + ", ".join(f"{k}={v}" for k, v in plan["config"].items()
                                                  if k not in ("algorithm", "lora_target_modules")), highlight=False)
         return
-    console.print(f"training {algorithm} from [bold]{cfg.parent}[/] on round "
-                  f"{cfg.round_index if cfg.round_index is not None else '(latest)'} ({cfg.data_rounds})")
-    with training_progress(f"train {algorithm}") as on_step:
+    from promptloop.learners.trainer import is_main_process
+
+    main = is_main_process()  # under accelerate launch only rank 0 talks
+    if main:
+        console.print(f"training {algorithm} from [bold]{cfg.parent}[/] on round "
+                      f"{cfg.round_index if cfg.round_index is not None else '(latest)'} ({cfg.data_rounds})")
+    with training_progress(f"train {algorithm}", enabled=main) as on_step:
         res = rt.train(algorithm, cfg, on_step=on_step)
+    if not res.main:
+        return
     v = res.version
     summary = {"version": v.name, "parent": v.data_provenance.get("parent"), "algorithm": v.algorithm,
                "adapter": v.adapter_path, "rows": v.data_provenance.get("rows"),

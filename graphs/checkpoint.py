@@ -1,4 +1,10 @@
-"""The LangGraph checkpointer that matches the store: SQLite beside the database, or Postgres by URL."""
+"""The LangGraph checkpointer that matches the store: SQLite beside the database, or Postgres by URL.
+
+On Postgres the saver takes connections from a ``psycopg_pool.ConnectionPool``: a collection fans out parts
+that checkpoint at the same time (``collect.max_concurrency``), and one shared connection made them queue behind
+each other (and a broken connection broke every part). The store's engine keeps SQLAlchemy's own pool, which the
+ORM needs; both are sized by ``postgres.pool_size``.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +21,21 @@ def make_checkpointer(settings: Settings) -> BaseCheckpointSaver:
     url = settings.database_url or ""
     if url.startswith(("postgresql", "postgres")):
         from langgraph.checkpoint.postgres import PostgresSaver
-        from psycopg import Connection
+        from psycopg_pool import ConnectionPool
 
         conninfo = url.replace("postgresql+psycopg://", "postgresql://").replace("postgresql+psycopg2://",
                                                                                   "postgresql://")
-        conn = Connection.connect(conninfo, autocommit=True, prepare_threshold=0)
-        saver = PostgresSaver(conn)
+        pool = ConnectionPool(conninfo, min_size=1, max_size=settings.postgres.pool_size, open=True,
+                              kwargs={"autocommit": True, "prepare_threshold": 0},
+                              name="promptloop-checkpoints")
         # setup() is not safe to run concurrently: workers starting together take turns.
-        conn.execute("SELECT pg_advisory_lock(hashtext('promptloop-checkpointer-setup'))")
-        try:
-            saver.setup()
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext('promptloop-checkpointer-setup'))")
-        return saver
+        with pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtext('promptloop-checkpointer-setup'))")
+            try:
+                PostgresSaver(conn).setup()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext('promptloop-checkpointer-setup'))")
+        return PostgresSaver(pool)
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     settings.home.mkdir(parents=True, exist_ok=True)

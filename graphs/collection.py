@@ -35,6 +35,7 @@ from promptloop.graphs.rewrite import Item, RewriteAgents, RewriteContext, build
 from promptloop.graphs.tracing import graph_node
 from promptloop.store.models import Prompt
 from promptloop.store.repository import ensure_round, select_prompts
+from promptloop.store.threads import finished_result, record_finished
 
 
 @dataclass
@@ -241,8 +242,12 @@ def run_collection(graph: CompiledStateGraph, kind: str, prompts: list[Prompt], 
             config["max_concurrency"] = max_concurrency
         report.chunks += 1
         report.thread_ids.append(thread_id)
-        snapshot = graph.get_state(config)
-        if snapshot.values and not snapshot.next:
+        recorded = finished_result(engine, thread_id) if engine is not None else None
+        snapshot = graph.get_state(config) if recorded is None else None
+        if recorded is not None:  # finished before, checkpoints kept or pruned: the store says so
+            report.skipped_chunks += 1
+            out = {"stored": recorded.get("stored", {}), "reported": 0}
+        elif snapshot.values and not snapshot.next:
             report.skipped_chunks += 1
             out = {"stored": snapshot.values.get("stored", {}), "reported": 0}
         elif snapshot.values:
@@ -251,6 +256,8 @@ def run_collection(graph: CompiledStateGraph, kind: str, prompts: list[Prompt], 
         else:
             out = stream({"items": [{"prompt": p.text, **(teacher.item(p.id) if teacher else {})} for p in chunk],
                           "prompt_ids": [p.id for p in chunk]}, config)
+        if engine is not None and recorded is None:
+            record_finished(engine, thread_id, "collect", {"kind": kind, "stored": out["stored"]})
         for k, v in out["stored"].items():
             report.stored[k] = report.stored.get(k, 0) + v
         if on_chunk:

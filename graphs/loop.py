@@ -13,6 +13,7 @@ resumed loop keeps the settings it started with.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -34,6 +35,7 @@ from promptloop.learners.data import NothingToTrain
 from promptloop.learners.tracking import log_metrics
 from promptloop.learners.trainer import OnStep, TrainResult
 from promptloop.store.models import Prompt, VersionStatus
+from promptloop.store.threads import finished_result, record_finished
 from promptloop.store.versions import ensure_base, get_version, set_status
 
 Log = Callable[[str], None]
@@ -429,8 +431,12 @@ def run_loop(deps: LoopDeps, cfg: LoopConfig, *, log: Log | None = None,
     graph = build_loop_graph(checkpointer=deps.checkpointer)
     context = LoopContext(deps=deps, log=log, progress=progress, train_progress=train_progress)
     config = {"configurable": {"thread_id": cfg.thread_id}, "recursion_limit": 10 + 5 * cfg.rounds}
+    recorded = finished_result(deps.engine, cfg.thread_id)  # finished, its checkpoints kept or pruned
+    if recorded is not None:
+        return LoopRun(recorded, None, already_done=True)
     snap = graph.get_state(config)
     if snap.values and not snap.next:
+        record_finished(deps.engine, cfg.thread_id, "loop", _jsonable(snap.values))
         return LoopRun(dict(snap.values), None, already_done=True)
     if snap.values:
         stored = LoopConfig(**snap.values["config"])
@@ -440,14 +446,29 @@ def run_loop(deps: LoopDeps, cfg: LoopConfig, *, log: Log | None = None,
         if log:
             log(f"resuming loop '{cfg.name}' at round {snap.values.get('round', 0)} stage {stage}")
         values = graph.invoke(None, config, context=context)
+        _record_if_done(deps, graph, config)
         return LoopRun(dict(values), stage)
     values = graph.invoke({"config": asdict(cfg)}, config, context=context)
+    _record_if_done(deps, graph, config)
     return LoopRun(dict(values), None)
 
 
-def loop_state(checkpointer: Any, name: str) -> dict | None:
+def _jsonable(values: Any) -> dict:
+    return json.loads(json.dumps(dict(values), default=str))
+
+
+def _record_if_done(deps: LoopDeps, graph: Any, config: dict) -> None:
+    snap = graph.get_state(config)
+    if snap.values and not snap.next:
+        record_finished(deps.engine, config["configurable"]["thread_id"], "loop", _jsonable(snap.values))
+
+
+def loop_state(checkpointer: Any, name: str, engine: Engine | None = None) -> dict | None:
+    """The loop's state: from its checkpoints, or from the store once it finished and they were pruned."""
     graph = build_loop_graph(checkpointer=checkpointer)
-    snap = graph.get_state({"configurable": {"thread_id": LoopConfig(name=name).thread_id}})
+    thread_id = LoopConfig(name=name).thread_id
+    snap = graph.get_state({"configurable": {"thread_id": thread_id}})
     if not snap.values:
-        return None
+        recorded = finished_result(engine, thread_id) if engine is not None else None
+        return {**recorded, "next": []} if recorded is not None else None
     return {**snap.values, "next": list(snap.next)}

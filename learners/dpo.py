@@ -55,20 +55,23 @@ def train_dpo(engine: Engine, settings: Settings, cfg: LearnerConfig | None = No
     cfg = cfg or load_config("dpo")
     extra: dict[str, Any] = {}  # filled once the data is there and the trainer is built; registered with it
 
-    def build(model: Any, tok: Any, peft_config: Any, dataset: Any, run: dict[str, Any]) -> Any:
-        from trl import DPOTrainer
-
+    def make_args(dataset: Any, run: dict[str, Any]) -> Any:
         ref = reference_version(engine, settings, cfg)
         precompute = cfg.precompute_reference(len(dataset))
         extra["reference"] = {"kind": cfg.reference, "version": ref.name if ref else "base",
                               "precomputed": precompute}
-        args = cfg.training_args(**run, precompute_ref_batch_size=max(8, 2 * cfg.value("per_device_train_batch_size")))
-        args.precompute_ref_log_probs = precompute  # decided above (never with the anchor, even when asked)
+        out = cfg.training_args(**run, precompute_ref_batch_size=max(8, 2 * cfg.value("per_device_train_batch_size")))
+        out.precompute_ref_log_probs = precompute  # decided above (never with the anchor, even when asked)
+        return out
+
+    def build(model: Any, tok: Any, peft_config: Any, dataset: Any, args: Any) -> Any:
+        from trl import DPOTrainer
+
         trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                              peft_config=peft_config)
         if cfg.reference == "anchor":
-            use_reference(trainer.model, ref)
+            use_reference(trainer.model, reference_version(engine, settings, cfg))
         return trainer
 
     return train(engine, settings, cfg, build, build_messages=build_messages, data=data, extra_metrics=extra,
-                 on_step=on_step, callbacks=callbacks)
+                 on_step=on_step, callbacks=callbacks, training_args=make_args)

@@ -23,10 +23,9 @@ def train_sft(engine: Engine, settings: Settings, cfg: LearnerConfig | None = No
               callbacks: Sequence[Any] = ()) -> TrainResult:
     cfg = cfg or load_config("sft")
 
-    def build(model: Any, tok: Any, peft_config: Any, dataset: Any, run: dict[str, Any]) -> Any:
+    def build(model: Any, tok: Any, peft_config: Any, dataset: Any, args: Any) -> Any:
         from trl import SFTTrainer
 
-        args = cfg.training_args(**run)
         return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=peft_config)
 

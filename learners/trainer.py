@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from promptloop.agents.llm.prepare import hub_id
 from promptloop.config import Settings
+from promptloop.errors import PromptloopError
 from promptloop.learners.config import LearnerConfig
 from promptloop.learners.data import TrainingData, load_training_data
 from promptloop.learners.tracking import add_run_folder, check_available, trackers
@@ -31,11 +32,21 @@ from promptloop.store.models import ModelVersion
 from promptloop.store.versions import ensure_base, get_version, next_name, register
 
 
+class LearnerSetupError(PromptloopError, RuntimeError):
+    """A training option this machine cannot run (QLoRA without a GPU or bitsandbytes)."""
+
+
 @dataclass
 class TrainResult:
     version: ModelVersion
     metrics: dict
     reused: bool = False
+    main: bool = True  # False on the other processes of a multi-process (accelerate) run: they print nothing
+
+
+def is_main_process() -> bool:
+    """Rank 0, or a plain single process (accelerate launch sets RANK); what prints and writes."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def use_cuda(settings: Settings) -> bool:
@@ -52,6 +63,16 @@ def policy_dtype(settings: Settings) -> str:
     return "bfloat16" if use_cuda(settings) and torch.cuda.is_bf16_supported() else "float32"
 
 
+def check_quantization(cuda: bool) -> None:
+    """QLoRA needs bitsandbytes' CUDA kernels: say so before any weight loads."""
+    import importlib.util
+
+    if not cuda:
+        raise LearnerSetupError("load_in_4bit / load_in_8bit (QLoRA) needs a CUDA GPU; this run is on the CPU")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise LearnerSetupError("load_in_4bit / load_in_8bit (QLoRA) needs bitsandbytes: pip install bitsandbytes")
+
+
 def load_policy(settings: Settings, parent: ModelVersion, cfg: LearnerConfig) -> tuple[Any, Any, Any]:
     """The base model with the parent's adapter, trainable; a fresh LoRA config when the parent is the base."""
     from peft import PeftModel
@@ -59,11 +80,21 @@ def load_policy(settings: Settings, parent: ModelVersion, cfg: LearnerConfig) ->
 
     from promptloop.agents.llm.prepare import prepare_model
 
+    quantized = cfg.model.load_in_4bit or cfg.model.load_in_8bit
     path = prepare_model(settings.base_model, settings.models_dir).path
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=policy_dtype(settings))
+    if quantized:  # QLoRA: the frozen base in 4 (or 8) bits, the adapter in bf16, as TRL's scripts load it
+        from peft import prepare_model_for_kbit_training
+        from trl import get_kbit_device_map, get_quantization_config
+
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="bfloat16",
+                                                     quantization_config=get_quantization_config(cfg.model),
+                                                     device_map=get_kbit_device_map())
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=policy_dtype(settings))
     if parent.adapter_path:
         return PeftModel.from_pretrained(model, parent.adapter_path, is_trainable=True), tok, None
     return model, tok, cfg.lora_config()
@@ -85,22 +116,27 @@ def summarize_log(log_history: list[dict]) -> dict:
     return out
 
 
-def _save_adapter(trainer: Any, final: Path) -> None:
-    """The trained adapter through ``trainer.save_model`` (which gathers ZeRO-3 / FSDP shards), never TRL's
-    frozen 'ref' copy; into a temp folder, then renamed."""
+def _save_adapter(trainer: Any, final: Path, state: Any) -> None:
+    """The trained adapter through ``trainer.save_model`` (every process calls it: it gathers ZeRO-3 / FSDP
+    shards; only the main one writes), never TRL's frozen 'ref' copy; into a temp folder, renamed by the main
+    process once every process is past the save."""
     from peft import PeftModel
 
     tmp = final.parent / f".{final.name}.tmp"
-    if tmp.exists():
+    if state.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
+    state.wait_for_everyone()
     model = trainer.accelerator.unwrap_model(trainer.model)
     if isinstance(model, PeftModel) and "ref" in model.peft_config:
         model.delete_adapter("ref")  # training is over; the reference is the parent's own folder
     trainer.save_model(str(tmp))
-    os.replace(tmp, final)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        os.replace(tmp, final)
 
 
-BuildTrainer = Callable[[Any, Any, Any, Any, dict[str, Any]], Any]
+BuildTrainer = Callable[[Any, Any, Any, Any, Any], Any]  # (model, tokenizer, peft_config, dataset, args)
+TrainingArgs = Callable[[Any, dict[str, Any]], Any]  # (dataset, run) -> the TRL config
 OnStep = Callable[[int, int, dict], None]  # (optimizer step, total steps, the latest logged values)
 
 
@@ -158,49 +194,65 @@ def plan(engine: Engine, settings: Settings, cfg: LearnerConfig, *, build_messag
 
 def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer: BuildTrainer, *,
           build_messages: BuildMessages, data: TrainingData | None = None, extra_metrics: dict | None = None,
-          on_step: OnStep | None = None, callbacks: Sequence[Any] = ()) -> TrainResult:
+          on_step: OnStep | None = None, callbacks: Sequence[Any] = (),
+          training_args: TrainingArgs | None = None) -> TrainResult:
     """Read the data, train from the parent, save the adapter, register a candidate version.
 
-    ``build_trainer(model, tokenizer, peft_config, dataset, run)`` returns a TRL trainer whose arguments are
-    ``cfg.training_args(**run)`` (output folder, device, trackers, run name).
+    ``training_args(dataset, run)`` makes the TRL config (default ``cfg.training_args(**run)``: output folder,
+    device, trackers, run name), before the model loads, as DeepSpeed ZeRO-3's init needs;
+    ``build_trainer(model, tokenizer, peft_config, dataset, args)`` returns the TRL trainer.
+
+    Under ``accelerate launch`` every process trains; the main one picks the version name (broadcast), writes the
+    adapter, registers the version and cleans up, and the others wait for it (barriers) and return its row.
     ``callbacks`` are transformers ``TrainerCallback``s added to it (what a bench or tracker hooks in).
     With an explicit ``cfg.name`` that is already registered, nothing is trained again (the loop's resume).
     """
+    from accelerate import PartialState
     from transformers.trainer_utils import get_last_checkpoint
 
     from promptloop.learners.data import to_dataset
 
     algo = cfg.algorithm
+    cuda = use_cuda(settings)
+    if cfg.model.load_in_4bit or cfg.model.load_in_8bit:
+        check_quantization(cuda)  # before anything loads or is written
+    state = PartialState(cpu=not cuda)  # the process group under accelerate launch; else this one process
+    main = state.is_main_process
     if cfg.name:
         try:
             existing = get_version(engine, cfg.name)
         except LookupError:
             existing = None
         if existing is not None and existing.adapter_path and Path(existing.adapter_path).is_dir():
-            return TrainResult(existing, existing.metrics, reused=True)
+            return TrainResult(existing, existing.metrics, reused=True, main=main)
     if data is None:  # first: a run with nothing to train writes nothing (not even the base version's row)
         data = load_training_data(engine, algo, build_messages, round_index=cfg.round_index, scope=cfg.data_rounds,
                                   safety_share=settings.collect.safety_share)
-    ensure_base(engine, settings.base_model)
+    with state.main_process_first():  # one process writes the base version's row, the others then read it
+        ensure_base(engine, settings.base_model)
     parent = get_version(engine, cfg.parent)
-    name = cfg.name or next_name(engine, f"r{data.round_index}-{algo}")
+    name = cfg.name or _agreed(state, next_name(engine, f"r{data.round_index}-{algo}") if main else None)
     adapters = settings.adapters_dir
-    adapters.mkdir(parents=True, exist_ok=True)
     work, final = adapters / ".work" / name, adapters / name
     if final.exists():
         raise FileExistsError(f"adapter folder {final} exists but no version '{name}' is registered; "
                               "remove the folder or pick another --name")
+    state.wait_for_everyone()  # every process checked before the main one creates anything
+    if main:
+        adapters.mkdir(parents=True, exist_ok=True)
     report_to = trackers(cfg.training.get("report_to", settings.tracking.report_to))
     check_available(report_to)
     if "trackio" in report_to:
         os.environ.setdefault("TRACKIO_DIR", str(settings.runs_dir / "trackio"))
-    model, tok, peft_config = load_policy(settings, parent, cfg)
-    cuda = use_cuda(settings)
+    dataset = to_dataset(data, algo)
     run = {"output_dir": work, "cuda": cuda, "report_to": report_to or "none", "run_name": name}
-    trainer = build_trainer(model, tok, peft_config, to_dataset(data, algo), run)
-    add_run_folder(trainer, report_to, settings.runs_dir / name)
-    if on_step is not None:
-        report_steps(trainer, on_step)
+    args = (training_args or (lambda _ds, r: cfg.training_args(**r)))(dataset, run)
+    model, tok, peft_config = load_policy(settings, parent, cfg)
+    trainer = build_trainer(model, tok, peft_config, dataset, args)
+    if main:
+        add_run_folder(trainer, report_to, settings.runs_dir / name)
+        if on_step is not None:
+            report_steps(trainer, on_step)
     for callback in callbacks:
         trainer.add_callback(callback)
     t0 = time.perf_counter()
@@ -209,11 +261,27 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
         trainer.train(resume_from_checkpoint=last)
     metrics = {**summarize_log(trainer.state.log_history), "global_step": trainer.state.global_step,
                "wall_s": round(time.perf_counter() - t0, 2), "device": "cuda" if cuda else "cpu",
-               "resumed_from": Path(last).name if last else None, "config": cfg.to_dict(), **(extra_metrics or {})}
-    _save_adapter(trainer, final)
-    version = register(engine, name=name, base_model=settings.base_model, adapter_path=str(final),
-                       parent_id=parent.id, algorithm=algo, round_index=data.round_index, metrics=metrics,
-                       data_provenance={**data.provenance, "parent": parent.name})
-    write_card(final, version_card(engine, version, base_hub_id=hub_id(settings.base_model)))
-    shutil.rmtree(work, ignore_errors=True)
-    return TrainResult(version, metrics)
+               "processes": state.num_processes, "resumed_from": Path(last).name if last else None,
+               "config": cfg.to_dict(), **(extra_metrics or {})}
+    _save_adapter(trainer, final, state)
+    if main:
+        version = register(engine, name=name, base_model=settings.base_model, adapter_path=str(final),
+                           parent_id=parent.id, algorithm=algo, round_index=data.round_index, metrics=metrics,
+                           data_provenance={**data.provenance, "parent": parent.name})
+        write_card(final, version_card(engine, version, base_hub_id=hub_id(settings.base_model)))
+        shutil.rmtree(work, ignore_errors=True)
+    state.wait_for_everyone()
+    if not main:
+        version = get_version(engine, name)
+    return TrainResult(version, metrics, main=main)
+
+
+def _agreed(state: Any, value: Any) -> Any:
+    """The main process's ``value`` on every process."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    box = [value]
+    broadcast_object_list(box, from_process=0)
+    return box[0]

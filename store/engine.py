@@ -19,7 +19,7 @@ def sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, pool_size: int = 8, max_overflow: int = 8) -> Engine:
     """One engine per process and URL; SQLite gets WAL so readers never block the writer."""
     path = sqlite_path(url)
     if path is not None:
@@ -36,7 +36,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True)
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
 
 
 @contextmanager

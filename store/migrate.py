@@ -42,7 +42,7 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
-def open_store(url: str, *, create: bool = True) -> Engine:
+def open_store(url: str, *, create: bool = True, pool_size: int = 8, max_overflow: int = 8) -> Engine:
     """An engine on ``url`` with the schema at head: migrations run once, when the store is opened.
 
     With ``create=False`` a database that does not exist yet (no SQLite file,
@@ -56,7 +56,7 @@ def open_store(url: str, *, create: bool = True) -> Engine:
     path = sqlite_path(url)
     if not create and path is not None and not path.is_file():
         raise PromptloopError(missing)
-    engine = make_engine(url)
+    engine = make_engine(url, pool_size=pool_size, max_overflow=max_overflow)
     if not create and current_revision(engine) is None:
         raise PromptloopError(missing)
     upgrade(engine)

@@ -302,3 +302,18 @@ ALL_TABLES = [
     Prompt, Round, ModelVersion, Candidate, Critique, SafetyVerdict, Video, Reward,
     SFTExample, PreferencePair, HumanRating, TraceEvent, Evaluation, WorkItem, ModelCapability,
 ]
+
+
+class FinishedThread(SQLModel, table=True):
+    """A graph run (LangGraph thread) that finished: a collection chunk, a rewrite, a loop.
+
+    Recorded in the store, not only in the checkpointer, so finished work is skipped on a re-run even after
+    ``promptloop db prune`` deleted the thread's checkpoints (``pruned_at`` says when).
+    """
+
+    __tablename__ = "finished_threads"
+    thread_id: str = Field(primary_key=True, max_length=200)
+    graph: str = Field(index=True, description="collect | rewrite | loop ...")
+    result: dict = _json({})
+    finished_at: datetime = Field(default_factory=utcnow, index=True)
+    pruned_at: datetime | None = None

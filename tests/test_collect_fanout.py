@@ -60,16 +60,18 @@ class Recorder:
         return g.compile(name="recorder")
 
 
-@pytest.fixture
-def store(tmp_path):
-    settings = Settings(home=tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path):
+    """The same store and checkpointer on SQLite and on PostgreSQL (pooled connections)."""
+    url = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    settings = Settings(home=tmp_path, database_url=url)
     engine = make_engine(settings.database_url)
     upgrade(engine)
     with session_scope(engine) as s:
         prompts = [repo.add_prompt(s, f"prompt {i}", split="train", source="test")[0] for i in range(7)]
     saver = make_checkpointer(settings)
-    yield engine, saver, prompts
-    saver.conn.close()
+    yield engine, saver, prompts, settings
+    saver.conn.close()  # the connection, or on PostgreSQL the pool
     engine.dispose()
 
 
@@ -82,9 +84,9 @@ def _graph(engine, saver, pipeline, persisted: list):
     return build_collect_graph("fanout_test", agents, engine, persist, pipeline=pipeline, checkpointer=saver)
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
+@pytest.mark.parametrize("concurrency", [1, 3, 4])
 def test_parts_run_with_bounded_concurrency_and_gather_in_order(store, concurrency):
-    engine, saver, prompts = store
+    engine, saver, prompts, _ = store
     rec, persisted, progress = Recorder(), [], []
     graph = _graph(engine, saver, rec.graph(), persisted)
     report = run_collection(graph, "pairs", prompts, CollectContext(part_size=2), round_index=0, batch_size=7,
@@ -92,6 +94,8 @@ def test_parts_run_with_bounded_concurrency_and_gather_in_order(store, concurren
                             on_chunk=lambda done, stored: progress.append((done, stored)))
     assert sorted(len(c) for c in rec.calls) == [1, 2, 2, 2]  # 7 prompts -> parts of 2, 2, 2, 1
     assert rec.peak == concurrency  # Send fans out; max_concurrency bounds the parts in flight
+    if type(saver.conn).__name__ == "ConnectionPool":  # PostgreSQL: parts check out pooled connections
+        assert saver.conn.max_size >= 4 and saver.conn.get_stats()["requests_num"] >= 4
     # gathered back in prompt order, whatever order the parts finished in
     assert persisted == [[(p.id, p.text.upper()) for p in prompts]]
     assert report.stored == {"stored": 7} and report.chunks == 1
@@ -101,7 +105,7 @@ def test_parts_run_with_bounded_concurrency_and_gather_in_order(store, concurren
 
 
 def test_a_resumed_chunk_reruns_only_the_parts_that_had_not_finished(store):
-    engine, saver, prompts = store
+    engine, saver, prompts, _ = store
     persisted = []
     failing = Recorder(delay=0.05, fail_on="prompt 4")
     graph = _graph(engine, saver, failing.graph(), persisted)
@@ -117,6 +121,36 @@ def test_a_resumed_chunk_reruns_only_the_parts_that_had_not_finished(store):
     assert report.resumed_chunks == 1
     assert healthy.calls == [["prompt 4", "prompt 5"]]  # the three finished parts came from the checkpoint
     assert persisted == [[(p.id, p.text.upper()) for p in prompts]]
+
+
+def test_a_pruned_collection_is_still_skipped_and_its_checkpoints_are_gone(store):
+    from promptloop.graphs.retention import prune
+
+    engine, saver, prompts, settings = store
+    rec, persisted = Recorder(delay=0.01), []
+    graph = _graph(engine, saver, rec.graph(), persisted)
+    kw = dict(round_index=0, batch_size=3, key={"prune": 1}, max_concurrency=2, engine=engine)
+    first = run_collection(graph, "pairs", prompts, CollectContext(part_size=2), **kw)
+    assert (first.chunks, first.skipped_chunks, len(persisted)) == (3, 0, 3)
+
+    def has_checkpoints(thread_id: str) -> bool:
+        return bool(list(saver.list({"configurable": {"thread_id": thread_id}})))
+
+    assert all(has_checkpoints(t) for t in first.thread_ids)
+    assert prune(engine, saver, settings, keep=0, dry_run=True).threads == 3  # counted, nothing deleted
+    assert all(has_checkpoints(t) for t in first.thread_ids)
+    rep = prune(engine, saver, settings, keep=1)  # the newest finished run keeps its checkpoints
+    assert rep.threads == 2 and rep.by_graph == {"collect": 2}
+    assert sum(has_checkpoints(t) for t in first.thread_ids) == 1
+    rep = prune(engine, saver, settings, keep=0)
+    assert rep.threads == 1 and not any(has_checkpoints(t) for t in first.thread_ids)
+    assert rep.bytes_after is not None and rep.bytes_after <= rep.bytes_before
+    # the store remembers: the same collection again runs nothing and stores nothing twice
+    calls = len(rec.calls)
+    again = run_collection(graph, "pairs", prompts, CollectContext(part_size=2), **kw)
+    assert (again.chunks, again.skipped_chunks, len(rec.calls), len(persisted)) == (3, 3, calls, 3)
+    assert again.stored == first.stored
+    assert prune(engine, saver, settings, keep=0).threads == 0
 
 
 def test_fanned_out_collection_on_the_embedded_models(graph_runtime):

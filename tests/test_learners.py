@@ -275,6 +275,10 @@ def test_nothing_to_train_names_the_round(settings, smollm_path):
     ensure_round(rt.engine, 3)
     with pytest.raises(NothingToTrain, match="round 3"):
         rt.train("sft", load_config("sft", max_steps=1, round_index=3))
+    from promptloop.learners.trainer import LearnerSetupError
+
+    with pytest.raises(LearnerSetupError, match="QLoRA\\) needs a CUDA GPU"):  # said before anything loads
+        rt.train("sft", load_config("sft", max_steps=1, load_in_4bit=True))
 
 
 def test_the_demo_dpo_recipe_is_the_dpo_recipe_at_batch_2():

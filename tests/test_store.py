@@ -24,13 +24,13 @@ from promptloop.store.models import (
 
 
 def test_migrations_create_exactly_the_models_schema(engine):
-    assert current_revision(engine) == head_revision() == "0005"
+    assert current_revision(engine) == head_revision() == "0006"
     names = set(inspect(engine).get_table_names())
     assert {t.__tablename__ for t in ALL_TABLES} <= names
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == [], f"models and migrations disagree: {diff}"
-    assert upgrade(engine) == "0005"  # running again is a no-op
+    assert upgrade(engine) == "0006"  # running again is a no-op
 
 
 def test_foreign_keys_enforced_and_sqlite_in_wal(engine):
