@@ -224,6 +224,13 @@ class BackendSettings(BaseModel):
     concurrency: int = Field(8, ge=1, le=512, description="openai: requests in flight at once")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="openai: extra request fields "
                                        "(server-specific, e.g. vLLM's top_k)")
+    adapter_loading: Literal["api", "resolver"] = Field(
+        "api", description="openai (vLLM): how rewriter versions reach the server: api = /v1/load_lora_adapter "
+        "(VLLM_ALLOW_RUNTIME_LORA_UPDATING); resolver = vLLM's lora_filesystem_resolver plugin loads the adapter "
+        "folder named in the request from the shared adapters volume (nothing is loaded or unloaded by workers)")
+    max_loras: int | None = Field(None, ge=1, description="openai (vLLM, api loading): adapters the server may hold "
+                                  "(its --max-cpu-loras); at the limit a worker unloads the least recently used "
+                                  "adapter it loaded itself that no unfinished shared job uses. None: never unload")
 
     def bearer_token(self) -> str | None:
         """The API key to send: this backend's own, else OPENAI_API_KEY (read here, at the one place it is sent)."""

@@ -92,7 +92,12 @@ class Services:
         if key not in self._models:
             from promptloop.agents.llm.factory import build_chat_model
 
-            self._models[key] = build_chat_model(backend, self.settings)
+            model = build_chat_model(backend, self.settings)
+            if hasattr(model, "in_use"):  # a served vLLM keeps the adapters of unfinished shared jobs loaded
+                from promptloop.store.claims import adapters_in_use
+
+                model.in_use = lambda: adapters_in_use(self.engine)
+            self._models[key] = model
         return self._models[key]
 
     @cached_property

@@ -275,7 +275,7 @@ def run_collection(graph: CompiledStateGraph, kind: str, prompts: list[Prompt], 
     if engine is None:
         raise ValueError("a shared collection (worker=...) needs the store's engine")
     job = f"{kind}-r{round_index}-{digest}"
-    claims.enqueue(engine, job, [p.id for p in prompts])
+    claims.enqueue(engine, job, [p.id for p in prompts], adapter=ctx.model_version)
     by_id = {p.id: p for p in prompts}
     report.prompts = 0  # counts what this worker processed
     while True:

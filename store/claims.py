@@ -26,12 +26,15 @@ from promptloop.store.models import WorkItem
 T = WorkItem.__table__
 
 
-def enqueue(engine: Engine, job: str, prompt_ids: Sequence[int]) -> int:
-    """Add the job's prompts (idempotent: every worker may call it with the same list); returns rows added."""
+def enqueue(engine: Engine, job: str, prompt_ids: Sequence[int], *, adapter: str | None = None) -> int:
+    """Add the job's prompts (idempotent: every worker may call it with the same list); returns rows added.
+
+    ``adapter`` names the rewriter version the job samples with (None: the base model)."""
     if not prompt_ids:
         return 0
     insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(T).values([{"job": job, "prompt_id": p, "status": "pending", "attempts": 0} for p in prompt_ids])
+    stmt = insert(T).values([{"job": job, "prompt_id": p, "status": "pending", "attempts": 0, "adapter": adapter}
+                             for p in prompt_ids])
     stmt = stmt.on_conflict_do_nothing(index_elements=["job", "prompt_id"]).returning(T.c.id)
     with engine.begin() as conn:
         return len(conn.execute(stmt).all())
@@ -78,3 +81,10 @@ def done_by_worker(engine: Engine, job: str) -> dict[str, int]:
         rows = conn.execute(select(T.c.worker, func.count()).where(T.c.job == job, T.c.status == "done")
                             .group_by(T.c.worker)).all()
     return {w: n for w, n in rows}
+
+
+def adapters_in_use(engine: Engine) -> set[str]:
+    """Rewriter versions that unfinished shared jobs sample with: what no worker may unload from a served vLLM."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(T.c.adapter).where(T.c.status != "done", T.c.adapter.is_not(None)).distinct())
+        return {r[0] for r in rows}

@@ -274,6 +274,8 @@ class WorkItem(SQLModel, table=True):
     attempts: int = 0
     claimed_at: datetime | None = None
     done_at: datetime | None = None
+    adapter: str | None = Field(default=None, description="the rewriter version the job samples with: a served "
+                                "vLLM keeps it loaded while the job has unfinished items")
 
 
 class ModelCapability(SQLModel, table=True):

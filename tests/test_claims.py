@@ -65,3 +65,15 @@ def test_restarted_worker_gets_its_own_claims_back_and_stale_claims_move(engine)
     with Session(engine) as s:
         attempts = Counter(r.attempts for r in s.exec(select(WorkItem)))
     assert attempts == {2: 6}
+
+
+def test_adapters_of_unfinished_jobs_are_in_use(engine):
+    """What a served vLLM keeps loaded: the versions that unfinished shared jobs sample with."""
+    ids = _prompts(engine, 4)
+    claims.enqueue(engine, "pairs-r1-a", ids[:2], adapter="r1-dpo")
+    claims.enqueue(engine, "pairs-r1-b", ids[2:], adapter="r0-sft")
+    claims.enqueue(engine, "sft-r0-c", ids, adapter=None)  # the base model: nothing to keep loaded
+    assert claims.adapters_in_use(engine) == {"r1-dpo", "r0-sft"}
+    got = claims.claim(engine, "pairs-r1-b", "w1", 10)
+    claims.complete(engine, "pairs-r1-b", "w1", got)
+    assert claims.adapters_in_use(engine) == {"r1-dpo"}  # a finished job frees its adapter

@@ -69,6 +69,13 @@ def test_services_and_their_wiring(compose: dict):
     assert "--enable-lora" in vllm["command"] and vllm["deploy"]["resources"]["reservations"]["devices"]
     assert services["ui"]["ports"] == ["127.0.0.1:8501:8501"]  # loopback on the host
     assert services["collector"]["profiles"] == ["scale"]
+    # the scale profile: two collectors on the loop's one vLLM, which holds as many adapters as they may load
+    collector = services["collector"]
+    assert collector["deploy"]["replicas"] == "2" and "vllm" in collector["depends_on"]
+    assert collector["environment"]["PROMPTLOOP_BACKENDS__REWRITER__BASE_URL"] == "http://vllm:8000/v1"
+    cmd = vllm["command"]
+    assert cmd[cmd.index("--max-cpu-loras") + 1] == collector["environment"]["PROMPTLOOP_BACKENDS__REWRITER__MAX_LORAS"]
+    assert vllm["environment"]["VLLM_LORA_RESOLVER_CACHE_DIR"] == "/data/promptloop/adapters"  # the shared volume
     home_mounts = {name: [v for v in s.get("volumes", []) if v.startswith("promptloop-home:")]
                    for name, s in services.items()}
     assert home_mounts["vllm"] == home_mounts["loop"] == ["promptloop-home:/data/promptloop"]  # same adapter paths
@@ -84,6 +91,7 @@ def test_promptloop_services_use_real_settings(compose: dict, monkeypatch: pytes
         assert s.backend_for("rewriter").bearer_token() == "<VLLM_API_KEY>"  # vLLM only answers with the key
         rewriter = s.backend_for("rewriter")
         assert (rewriter.kind, rewriter.base_url, rewriter.model) == ("openai", "http://vllm:8000/v1", "rewriter")
+        assert (rewriter.max_loras, rewriter.adapter_loading) == (8, "api")
         assert s.backend_for("critic").kind == "transformers"
 
 

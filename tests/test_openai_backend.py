@@ -233,31 +233,129 @@ def test_structured_output_is_sent_and_dropped_when_rejected():
     assert "response_format" not in bodies[2]  # remembered: no second rejected request
 
 
-def test_served_vllm_switches_adapters_by_loading_and_unloading():
-    """vLLM's runtime LoRA API: a new name per version, the old one unloaded, requests name the adapter."""
-    log = []
+class VLLMStub:
+    """One vLLM OpenAI server's LoRA routes and model check, answering as vLLM's source does
+    (entrypoints/openai/serving_models.py and the serving engine's _check_model): 200 with a plain-text
+    "Success: ..." for a load or unload; 400 InvalidUserInput "has already been loaded" for a name it holds;
+    404 NotFoundError "cannot be found" for unloading an unknown name and "The model `x` does not exist." for a
+    request naming one; errors as {"error": {"message", "type", "param", "code"}}."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def __init__(self, base: str = "base"):
+        self.base, self.loras, self.log = base, {}, []
+
+    @staticmethod
+    def error(code: int, message: str, kind: str) -> httpx.Response:
+        return httpx.Response(code, json={"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if request.method == "GET" and path == "/v1/models":
+            cards = [{"id": self.base, "object": "model", "root": self.base, "parent": None}]
+            cards += [{"id": n, "object": "model", "root": p, "parent": self.base} for n, p in self.loras.items()]
+            return httpx.Response(200, json={"object": "list", "data": cards})
         body = json.loads(request.content)
-        log.append((request.url.path, body.get("lora_name") or body.get("model")))
-        if request.url.path.endswith("_lora_adapter"):
-            return httpx.Response(200, text="Success")
+        name = body.get("lora_name") or body.get("model")
+        self.log.append((path.rsplit("/", 1)[-1], name))
+        if path == "/v1/load_lora_adapter":
+            if not body.get("lora_name") or not body.get("lora_path"):
+                return self.error(400, "Both 'lora_name' and 'lora_path' must be provided.", "InvalidUserInput")
+            if name in self.loras:
+                return self.error(400, f"The lora adapter '{name}' has already been loaded.", "InvalidUserInput")
+            self.loras[name] = body["lora_path"]
+            return httpx.Response(200, text=f"Success: LoRA adapter '{name}' added successfully.")
+        if path == "/v1/unload_lora_adapter":
+            if name not in self.loras:
+                return self.error(404, f"The lora adapter '{name}' cannot be found.", "NotFoundError")
+            del self.loras[name]
+            return httpx.Response(200, text=f"Success: LoRA adapter '{name}' removed successfully.")
+        if name != self.base and name not in self.loras:
+            return self.error(404, f"The model `{name}` does not exist.", "NotFoundError")
         return _reply(body)
 
-    remote = OpenAIChatModel("http://srv/v1", "base", transport=httpx.MockTransport(handler))
-    remote.load_adapter("r0-sft", "/adapters/r0-sft")
-    remote.load_adapter("r0-sft", "/adapters/r0-sft")  # idempotent
-    remote.chat(CONVS[0], adapter="r0-sft")
-    remote.load_adapter("r1-dpo", "/adapters/r1-dpo")
-    remote.chat(CONVS[0], adapter="r1-dpo")
-    remote.chat(CONVS[0])
-    assert log == [("/v1/load_lora_adapter", "r0-sft"), ("/v1/chat/completions", "r0-sft"),
-                   ("/v1/load_lora_adapter", "r1-dpo"), ("/v1/unload_lora_adapter", "r0-sft"),
-                   ("/v1/chat/completions", "r1-dpo"), ("/v1/chat/completions", "base")]
-    with pytest.raises(KeyError, match="r0-sft"):
-        remote.chat(CONVS[0], adapter="r0-sft")
+    def client(self, **kw) -> OpenAIChatModel:
+        return OpenAIChatModel("http://vllm:8000/v1", self.base, transport=httpx.MockTransport(self.handler), **kw)
+
+
+def _adapter(root, name: str, weights: bytes):
+    folder = root / name
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text('{"r": 16}')
+    (folder / "adapter_model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_many_workers_share_one_vllm_without_unloading_each_other(tmp_path):
+    from promptloop.agents.llm.openai_backend import served_name
+
+    server = VLLMStub()
+    r0, r1 = _adapter(tmp_path, "r0-sft", b"w0"), _adapter(tmp_path, "r1-dpo", b"w1")
+    a, b = server.client(), server.client()
+    a.load_adapter("r0-sft", r0)
+    b.load_adapter("r0-sft", r0)  # 400 "already loaded": success for b, but not b's to unload
+    served0 = served_name("r0-sft", str(r0))
+    assert served0.startswith("r0-sft-") and list(server.loras) == [served0]
+    assert a.owned == {served0: None} and not b.owned
+    assert b.chat(CONVS[0], adapter="r0-sft") == ["ok 0"]
+    a.load_adapter("r1-dpo", r1)  # switching loads the new one and unloads nothing: b may still use r0
+    assert set(server.loras) == {served0, served_name("r1-dpo", str(r1))}
+    assert not any(op == "unload_lora_adapter" for op, _ in server.log)
+    assert b.chat(CONVS[0], adapter="r0-sft") == ["ok 0"] and a.chat(CONVS[0], adapter="r1-dpo") == ["ok 0"]
+    # a restarted worker asks for the same name (version + weights digest) and finds it loaded
+    c = server.client()
+    c.load_adapter("r0-sft", r0)
+    assert c.served["r0-sft"] == served0 and not c.owned
+    # the same version name with other weights (another store) is another adapter on the server
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    assert served_name("r0-sft", str(_adapter(other, "r0-sft", b"different"))) != served0
     with pytest.raises(ValueError, match="already bound"):
-        remote.load_adapter("r1-dpo", "/adapters/other")
+        a.load_adapter("r1-dpo", tmp_path / "other")
+    with pytest.raises(KeyError, match="r9"):
+        a.chat(CONVS[0], adapter="r9")
+
+
+def test_at_the_lora_limit_a_worker_unloads_its_least_recent_free_adapter(tmp_path, caplog):
+    server = VLLMStub()
+    paths = {n: _adapter(tmp_path, n, n.encode()) for n in ("r0-sft", "r1-dpo", "r2-dpo", "r3-dpo")}
+    busy = {"r0-sft"}  # an unfinished shared job samples with r0
+    a = server.client(max_loras=2, in_use=lambda: busy)
+    a.load_adapter("r0-sft", paths["r0-sft"])
+    a.load_adapter("r1-dpo", paths["r1-dpo"])
+    a.chat(CONVS[0], adapter="r0-sft")  # r1 is now the least recently used
+    a.load_adapter("r2-dpo", paths["r2-dpo"])
+    unloaded = [n for op, n in server.log if op == "unload_lora_adapter"]
+    assert len(unloaded) == 1 and unloaded[0].startswith("r1-dpo-")  # not r0: a job still samples with it
+    assert "r1-dpo" not in a.adapters and {"r0-sft", "r2-dpo"} <= set(a.adapters) and len(server.loras) == 2
+    busy.add("r2-dpo")
+    b = server.client(max_loras=2)  # owns nothing: never unloads another worker's adapter, loads anyway
+    with caplog.at_level("WARNING"):
+        b.load_adapter("r3-dpo", paths["r3-dpo"])
+    assert len(server.loras) == 3 and "none this worker loaded is free to unload" in caplog.text
+    assert [n for op, n in server.log if op == "unload_lora_adapter"] == unloaded
+
+
+def test_an_adapter_unloaded_under_a_worker_is_loaded_again(tmp_path):
+    server = VLLMStub()
+    a = server.client()
+    a.load_adapter("r0-sft", _adapter(tmp_path, "r0-sft", b"w0"))
+    server.loras.clear()  # the server restarted, or an operator unloaded it
+    assert a.chat(CONVS[0], adapter="r0-sft") == ["ok 0"]
+    ops = [op for op, _ in server.log]
+    assert ops == ["load_lora_adapter", "completions", "load_lora_adapter", "completions"]
+    d = server.client()
+    server.base = "another-model"  # a request naming an unknown base model: 404, not retried or reloaded
+    with pytest.raises(ServerError, match="HTTP 404.*The model `base` does not exist"):
+        d.chat(CONVS[0])
+
+
+def test_with_the_filesystem_resolver_workers_load_nothing(tmp_path):
+    server = VLLMStub()
+    r0 = _adapter(tmp_path, "r0-sft", b"w0")
+    a = server.client(adapter_loading="resolver")
+    a.load_adapter("r0-sft", r0)
+    server.loras["r0-sft"] = str(r0)  # vLLM's lora_filesystem_resolver loads the folder the request names
+    assert a.chat(CONVS[0], adapter="r0-sft") == ["ok 0"]
+    assert server.log == [("completions", "r0-sft")]  # no load, no unload: the folder's name is the model
 
 
 def test_vllm_backend_says_what_it_needs_without_vllm(monkeypatch: pytest.MonkeyPatch):

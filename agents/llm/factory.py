@@ -14,7 +14,8 @@ def build_chat_model(backend: BackendSettings, settings: Settings) -> ChatModel:
         return OpenAIChatModel(backend.base_url, backend.model,
                                api_key=backend.bearer_token(), timeout=backend.timeout,
                                max_retries=backend.max_retries, concurrency=backend.concurrency,
-                               extra_body=backend.extra_body)
+                               extra_body=backend.extra_body, adapter_loading=backend.adapter_loading,
+                               max_loras=backend.max_loras)
     from promptloop.agents.llm.prepare import prepare_model
 
     prepared = prepare_model(backend.model, settings.models_dir)

@@ -1,4 +1,5 @@
-"""finished_threads: graph runs that finished, so finished work is skipped after their checkpoints are pruned
+"""finished_threads: graph runs that finished, so finished work is skipped after their checkpoints are pruned;
+work_items.adapter: the rewriter version a shared job samples with
 
 Revision ID: 0006
 Revises: 0005
@@ -30,9 +31,13 @@ def upgrade() -> None:
     with op.batch_alter_table('finished_threads', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_finished_threads_graph'), ['graph'], unique=False)
         batch_op.create_index(batch_op.f('ix_finished_threads_finished_at'), ['finished_at'], unique=False)
+    with op.batch_alter_table('work_items', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('adapter', sqlmodel.sql.sqltypes.AutoString(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('work_items', schema=None) as batch_op:
+        batch_op.drop_column('adapter')
     with op.batch_alter_table('finished_threads', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_finished_threads_finished_at'))
         batch_op.drop_index(batch_op.f('ix_finished_threads_graph'))
