@@ -197,7 +197,13 @@ def train_rwr_cmd(
     rt = services_of(ctx)
     cfg = load_config("rwr", config, name=name, source=source, weighting=weighting, steps=steps,
                                 learning_rate=learning_rate, rank=rank)
-    res = run_rwr(rt.engine, rt.settings, rt.renderer(), cfg)
+    from promptloop.learners.trainer import is_main_process
+
+    with training_progress(f"train rwr {cfg.name or ''}".strip(), enabled=is_main_process()) as on_step:
+        res = run_rwr(rt.engine, rt.settings, rt.renderer(), cfg,
+                      on_step=lambda step, total, loss: on_step(step, total, {"loss": loss}))
+    if not is_main_process():
+        return
     if as_json:
         print_json({k: v for k, v in res.items() if k != "loss_curve"} | {"loss_curve": res["loss_curve"]})
         return

@@ -19,6 +19,14 @@ adapter gives it back) and the saved artifact is the LoRA alone, loadable into
 the same pipeline with ``load_lora_weights``. The VAE and text encoder are
 frozen: latents and prompt embeddings are computed once. The same code runs
 the tiny CPU pipeline in tests and CogVideoX on a GPU (bf16 there).
+
+Training follows diffusers' training scripts on accelerate: gradient
+accumulation (``accelerator.accumulate``), gradient-norm clipping, optional
+gradient checkpointing, bf16 mixed precision on a GPU that has it, a
+checkpoint every ``checkpointing_steps`` (LoRA, optimizer and sampling state
+only, through accelerate's save hooks) that a re-run of the same name resumes,
+and one process (the main one) saving and registering under ``accelerate
+launch``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,12 +70,22 @@ class RWRConfig:
     seed: int = 0
     max_frames: int | None = None  # cap frames read per video (GPU memory)
     target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    max_grad_norm: float = 1.0  # gradient-norm clipping (0 = off)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (GPU memory)
+    mixed_precision: str = "auto"  # auto (bf16 on a GPU that has it, else no) | no | bf16 | fp16
+    checkpointing_steps: int = 25  # a resumable checkpoint every this many optimizer steps (0 = none)
+    checkpoints_total_limit: int = 1  # checkpoints kept
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
             raise PromptloopError(f"unknown weighting '{self.weighting}'; expected one of {', '.join(WEIGHTINGS)}")
         if self.source not in ("ratings", "judge"):
             raise PromptloopError(f"unknown reward source '{self.source}'; expected ratings or judge")
+        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
+            raise PromptloopError(f"mixed_precision must be auto, no, bf16 or fp16, got '{self.mixed_precision}'")
+        for key in ("steps", "batch_size", "gradient_accumulation_steps", "rank"):
+            if getattr(self, key) < 1:
+                raise PromptloopError(f"{key} must be at least 1, got {getattr(self, key)}")
 
 
 def sample_weights(rewards: np.ndarray, weighting: str, temperature: float = 0.2) -> np.ndarray:
@@ -129,7 +148,7 @@ def _latents(pipe: Any, frames: np.ndarray) -> torch.Tensor:
 class RewardWeightedTrainer:
     """Holds the frozen inputs and the LoRA-wrapped transformer; ``loss`` and ``train`` are the whole algorithm."""
 
-    def __init__(self, pipe: Any, data: list[RewardedVideo], cfg: RWRConfig, *, progress: bool = True):
+    def __init__(self, pipe: Any, data: list[RewardedVideo], cfg: RWRConfig):
         import torch
         from peft import LoraConfig
 
@@ -137,7 +156,7 @@ class RewardWeightedTrainer:
 
         if not data:
             raise PromptloopError("no rewarded videos to train on (rate some, or collect pairs --video first)")
-        self.pipe, self.cfg, self.progress = pipe, cfg, progress
+        self.pipe, self.cfg = pipe, cfg
         self.device = pipe.transformer.device
         torch.manual_seed(cfg.seed)
         max_text = getattr(pipe.transformer.config, "max_text_seq_length", 226)
@@ -160,6 +179,8 @@ class RewardWeightedTrainer:
         pipe.transformer.set_adapter(ADAPTER)
         self.params = [p for p in pipe.transformer.parameters() if p.requires_grad]
         self.video_ids = [d.video_id for d in data]
+        self.model = pipe.transformer  # what training calls: accelerate's wrapper (DDP) once prepared
+        self.accelerator: Any = None
 
     def per_sample_loss(self, idx: list[int], generator: torch.Generator) -> torch.Tensor:
         """Diffusion loss of each sample in ``idx`` at a random timestep and noise drawn from ``generator``."""
@@ -172,8 +193,8 @@ class RewardWeightedTrainer:
             t = torch.randint(0, sched.config.num_train_timesteps, (1,), generator=generator).to(self.device)
             noise = torch.randn(z.shape, generator=generator).to(z.device, z.dtype)
             noisy = sched.add_noise(z, noise, t)
-            pred = self.pipe.transformer(hidden_states=noisy, encoder_hidden_states=self.embeds[i], timestep=t,
-                                         return_dict=False)[0]
+            model = self.model if self.model.training else self.pipe.transformer
+            pred = model(hidden_states=noisy, encoder_hidden_states=self.embeds[i], timestep=t, return_dict=False)[0]
             target = sched.get_velocity(z, noise, t) if sched.config.prediction_type == "v_prediction" else noise
             losses.append(torch.mean((pred.float() - target.float()) ** 2))
         return torch.stack(losses)
@@ -189,30 +210,107 @@ class RewardWeightedTrainer:
         with torch.no_grad():
             return float(self.weighted_loss(list(range(len(self.latents))), torch.Generator().manual_seed(seed)))
 
-    def train(self) -> dict:
+    def train(self, work_dir: Path | None = None, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+        """Train ``cfg.steps`` optimizer steps; with ``work_dir``, checkpoint there and resume from the newest
+        checkpoint it holds. ``on_step(step, total, loss)`` after each optimizer step."""
         import torch
-        from tqdm.auto import tqdm
+        from accelerate import Accelerator
 
         cfg = self.cfg
+        cuda = self.device.type == "cuda"
+        mp = cfg.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+        acc = self.accelerator = Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                                             mixed_precision=mp, cpu=not cuda)
+        self._register_state_hooks(acc)
+        if cfg.gradient_checkpointing and hasattr(self.pipe.transformer, "enable_gradient_checkpointing"):
+            self.pipe.transformer.enable_gradient_checkpointing()
         opt = torch.optim.AdamW(self.params, lr=cfg.learning_rate)
-        gen = torch.Generator().manual_seed(cfg.seed)
+        self.model, opt = acc.prepare(self.pipe.transformer, opt)
+        gen = torch.Generator().manual_seed(cfg.seed + acc.process_index)  # each process its own batches
         n = len(self.latents)
         before = self.fixed_eval_loss()
-        curve, t0 = [], time.perf_counter()
-        self.pipe.transformer.train()
-        for _step in tqdm(range(cfg.steps), desc="rwr", unit="step", disable=not self.progress, leave=False):
-            idx = torch.randperm(n, generator=gen)[:min(cfg.batch_size, n)].tolist()
-            loss = self.weighted_loss(idx, gen)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            curve.append(round(loss.item(), 6))
-        self.pipe.transformer.eval()
+        start, curve, norms = 0, [], []
+        latest = _latest_checkpoint(work_dir) if work_dir is not None else None
+        if latest is not None:
+            acc.load_state(str(latest))
+            saved = torch.load(latest / f"rwr_state_{acc.process_index}.pt", weights_only=False)
+            gen.set_state(saved["generator"])
+            start, curve, norms = saved["step"], saved["loss_curve"], saved["grad_norms"]
+        t0 = time.perf_counter()
+        self.model.train()
+        for step in range(start, cfg.steps):
+            micro = []
+            for _ in range(cfg.gradient_accumulation_steps):
+                with acc.accumulate(self.model):
+                    idx = torch.randperm(n, generator=gen)[:min(cfg.batch_size, n)].tolist()
+                    loss = self.weighted_loss(idx, gen)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm > 0:
+                        norms.append(round(float(acc.clip_grad_norm_(self.params, cfg.max_grad_norm)), 6))
+                    opt.step()  # accelerate skips it (and zero_grad) until the last micro-batch
+                    opt.zero_grad()
+                micro.append(loss.detach())
+            step_loss = float(acc.gather(torch.stack(micro).mean()[None]).mean())
+            curve.append(round(step_loss, 6))
+            if on_step is not None and acc.is_main_process:
+                on_step(step + 1, cfg.steps, step_loss)
+            if work_dir is not None and cfg.checkpointing_steps and (step + 1) % cfg.checkpointing_steps == 0 \
+                    and step + 1 < cfg.steps:
+                self._checkpoint(acc, work_dir / f"checkpoint-{step + 1}", gen, step + 1, curve, norms)
+        self.model.eval()
         after = self.fixed_eval_loss()
         return {"eval_loss_before": round(before, 6), "eval_loss_after": round(after, 6), "loss_curve": curve,
-                "steps": cfg.steps, "wall_s": round(time.perf_counter() - t0, 2), "samples": n,
+                "grad_norms": norms, "steps": cfg.steps, "resumed_from_step": start,
+                "micro_batches": (cfg.steps - start) * cfg.gradient_accumulation_steps,
+                "processes": acc.num_processes, "mixed_precision": mp,
+                "wall_s": round(time.perf_counter() - t0, 2), "samples": n,
                 "weights": [round(float(w), 4) for w in self.weights], "rewards": [round(float(r), 4)
                                                                                    for r in self.rewards]}
+
+    def _checkpoint(self, acc: Any, folder: Path, gen: Any, step: int, curve: list, norms: list) -> None:
+        """accelerate's state (the LoRA and the optimizer, through the hooks) plus this process's sampling state;
+        older checkpoints beyond ``checkpoints_total_limit`` go."""
+        import shutil
+
+        import torch
+
+        acc.save_state(str(folder))
+        torch.save({"generator": gen.get_state(), "step": step, "loss_curve": list(curve), "grad_norms": list(norms)},
+                   folder / f"rwr_state_{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            kept = sorted(folder.parent.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            for old in kept[:-max(1, self.cfg.checkpoints_total_limit)]:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _register_state_hooks(self, acc: Any) -> None:
+        """Checkpoints hold the LoRA only, not the whole transformer (diffusers' LoRA training scripts do the same)."""
+        from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+        pipe_type = type(self.pipe)
+
+        def save_hook(models: list, weights: list, output_dir: str) -> None:
+            if acc.is_main_process:
+                for m in models:
+                    pipe_type.save_lora_weights(output_dir, transformer_lora_layers=get_peft_model_state_dict(
+                        acc.unwrap_model(m), adapter_name=ADAPTER))
+            while weights:
+                weights.pop()
+
+        def load_hook(models: list, input_dir: str) -> None:
+            from diffusers.utils import convert_unet_state_dict_to_peft
+
+            state = pipe_type.lora_state_dict(input_dir)
+            state = state[0] if isinstance(state, tuple) else state
+            lora = convert_unet_state_dict_to_peft({k.removeprefix("transformer."): v for k, v in state.items()
+                                                    if k.startswith("transformer.")})
+            while models:
+                set_peft_model_state_dict(acc.unwrap_model(models.pop()), lora, adapter_name=ADAPTER)
+
+        acc.register_save_state_pre_hook(save_hook)
+        acc.register_load_state_pre_hook(load_hook)
 
     def save(self, out_dir: Path) -> Path:
         from peft.utils import get_peft_model_state_dict
@@ -230,25 +328,40 @@ class RewardWeightedTrainer:
             self.pipe.transformer.delete_adapters(ADAPTER)
 
 
+def _latest_checkpoint(work_dir: Path) -> Path | None:
+    found = [p for p in work_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()] if work_dir.is_dir() else []
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
 def run_rwr(engine: Engine, settings: Settings, renderer: DiffusersRenderer, cfg: RWRConfig, *,
-            pipeline: Any = None, progress: bool = True) -> dict:
-    """Train a LoRA on the configured video model from the store's rewarded videos and register it (algorithm 'rwr')."""
+            pipeline: Any = None, on_step: Callable[[int, int, float], None] | None = None) -> dict:
+    """Train a LoRA on the configured video model from the store's rewarded videos and register it (algorithm
+    'rwr'). A killed run of the same name resumes from its last checkpoint (``video_loras/.work/<name>``)."""
+    import shutil
+
     from promptloop.store.versions import next_name, register
 
     data = rewarded_videos(engine, cfg.source)
     pipe = pipeline if pipeline is not None else renderer.pipeline
     name = cfg.name or next_name(engine, "rwr")
     out = settings.home / "video_loras" / name
+    work = settings.home / "video_loras" / ".work" / name
     if out.exists():
         raise PromptloopError(f"{out} exists; video LoRAs are never overwritten")
-    trainer = RewardWeightedTrainer(pipe, data, cfg, progress=progress)
+    trainer = RewardWeightedTrainer(pipe, data, cfg)
     try:
-        metrics = trainer.train()
-        trainer.save(out)
+        metrics = trainer.train(work, on_step=on_step)
+        acc = trainer.accelerator
+        if acc.is_main_process:
+            trainer.save(out)
+        acc.wait_for_everyone()
     finally:
         trainer.close()  # the renderer shares this pipeline: it must not keep rendering with the training LoRA
+    if not acc.is_main_process:
+        return {"name": name, "path": str(out), **metrics}
     (out / "rwr.json").write_text(json.dumps({"config": asdict(cfg), "metrics": metrics,
                                               "video_ids": trainer.video_ids}, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
     register(engine, name=name, base_model=renderer.model_id, adapter_path=str(out), parent_id=None,
              algorithm="rwr", round_index=-1, metrics={k: v for k, v in metrics.items() if k != "loss_curve"}
              | {"first_loss": metrics["loss_curve"][0], "last_loss": metrics["loss_curve"][-1]},

@@ -74,3 +74,44 @@ def test_dpo_under_accelerate_registers_one_version_from_two_processes(tmp_path:
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 8
+
+
+@pytest.mark.slow  # two processes build the tiny video pipeline and run 2 DDP steps (~1 min)
+def test_rwr_under_accelerate_saves_and_registers_once(tmp_path: Path):
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from promptloop.agents.renderer import RenderRequest
+    from promptloop.store.models import HumanRating, Video
+
+    home = tmp_path / "home"
+    rt = Services(Settings(home=home, device="cpu"))
+    prompts = ["a red fox in snow", "waves at dusk", "a lantern in fog", "a tram climbing a hill"]
+    videos = rt.render_cache.render_many([RenderRequest(prompt=p, seed=i) for i, p in enumerate(prompts)])
+    with session_scope(rt.engine) as s:
+        prompt, _ = repo.add_prompt(s, "anything")
+        for v, text, score in zip(videos, prompts, (5, 1, 4, 2), strict=True):
+            c, _ = repo.add_candidate(s, prompt.id, text)
+            row = s.get(Video, v.video_id)
+            row.candidate_id = c.id
+            s.add(row)
+            s.add(HumanRating(video_id=v.video_id, rater="ana", dimension="video_fidelity", score=score,
+                              rationale="synthetic"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
+    env.update(PROMPTLOOP_HOME=str(home), PROMPTLOOP_DEVICE="cpu", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    accelerate = Path(sys.executable).parent / "accelerate"
+    proc = subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "promptloop", "train", "rwr", "--name",
+         "rwr-ddp", "--steps", "2", "--json"],
+        capture_output=True, text=True, timeout=1500, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout)  # one JSON document: the main process's
+    assert summary["name"] == "rwr-ddp" and summary["processes"] == 2 and len(summary["loss_curve"]) == 2
+    with Session(rt.engine) as s:
+        rows = s.exec(select(ModelVersion).where(ModelVersion.algorithm == "rwr")).all()
+    assert [v.name for v in rows] == ["rwr-ddp"]
+    lora = load_file(str(home / "video_loras" / "rwr-ddp" / "pytorch_lora_weights.safetensors"))
+    assert lora and any(float(np.abs(t.numpy()).sum()) > 0 for k, t in lora.items() if "lora_B" in k)
+    loras = sorted(p.name for p in (home / "video_loras").iterdir() if not p.name.startswith("."))
+    assert loras == ["rwr-ddp"] and not (home / "video_loras" / ".work" / "rwr-ddp").exists()

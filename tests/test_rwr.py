@@ -54,7 +54,7 @@ def test_training_changes_the_lora_weights_more_for_high_rewards_and_loads_back(
     assert [d.prompt for d in data] == PROMPTS and [d.reward for d in data] == [1.0, 0.0, 0.75, 0.25]
     pipe = build_tiny_cogvideox()
     cfg = RWRConfig(steps=30, learning_rate=5e-3, batch_size=2, weighting="lift")
-    trainer = RewardWeightedTrainer(pipe, data, cfg, progress=False)
+    trainer = RewardWeightedTrainer(pipe, data, cfg)
     assert trainer.weights.tolist() == pytest.approx([0.9, 0.05, 0.9, 0.05])
     lora_b = [p for n, p in pipe.transformer.named_parameters() if "lora_B" in n]
     assert lora_b and all(float(p.abs().sum()) == 0 for p in lora_b)  # LoRA starts as the base model
@@ -83,7 +83,7 @@ def test_training_changes_the_lora_weights_more_for_high_rewards_and_loads_back(
 
 def test_run_rwr_registers_a_version_the_renderer_can_use(rated_tiny):
     rt = rated_tiny
-    res = run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-test", steps=3, weighting="normalized"), progress=False)
+    res = run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-test", steps=3, weighting="normalized"))
     assert res["steps"] == 3 and len(res["loss_curve"]) == 3
     with Session(rt.engine) as s:
         v = s.exec(select(ModelVersion).where(ModelVersion.name == "rwr-test")).one()
@@ -91,8 +91,47 @@ def test_run_rwr_registers_a_version_the_renderer_can_use(rated_tiny):
         assert v.data_provenance["weighting"] == "normalized" and len(v.data_provenance["video_ids"]) == 4
     # the shared pipeline is the base model again, and a second run in the same process works
     assert not getattr(rt.renderer().pipeline.transformer, "peft_config", None)
-    assert run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-again", steps=1), progress=False)["steps"] == 1
+    assert run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-again", steps=1))["steps"] == 1
     rt.settings.video.lora = "rwr-test"
     assert rt.renderer().model_id == "tiny-random-cogvideox+lora:rwr-test"
     with pytest.raises(PromptloopError, match="never overwritten"):
-        run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-test", steps=1), progress=False)
+        run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-test", steps=1))
+
+
+def _lora(out) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "pytorch_lora_weights.safetensors"))
+
+
+def test_accumulation_clipping_and_a_killed_run_resumes_to_the_same_lora(rated_tiny):
+    """diffusers' training conventions on accelerate: micro-batches per optimizer step, clipped gradient norms,
+    and a run killed after its step-2 checkpoint that, started again, ends with the uninterrupted run's LoRA."""
+    rt = rated_tiny
+    cfg = dict(steps=4, batch_size=2, gradient_accumulation_steps=2, max_grad_norm=0.5, learning_rate=5e-3,
+               checkpointing_steps=2, weighting="lift")
+    whole = run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-whole", **cfg))
+    assert (whole["steps"], whole["micro_batches"], len(whole["loss_curve"])) == (4, 8, 4)
+    assert len(whole["grad_norms"]) == 4 and all(n > 0 for n in whole["grad_norms"])  # one clip per step
+    assert whole["resumed_from_step"] == 0 and whole["processes"] == 1 and whole["mixed_precision"] == "no"
+    assert not (rt.settings.home / "video_loras" / ".work" / "rwr-whole").exists()  # cleaned up when done
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(step: int, total: int, loss: float) -> None:
+        if step == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-killed", **cfg), on_step=kill_at_3)
+    work = rt.settings.home / "video_loras" / ".work" / "rwr-killed"
+    assert sorted(p.name for p in work.iterdir()) == ["checkpoint-2"]
+    assert (work / "checkpoint-2" / "pytorch_lora_weights.safetensors").is_file()  # the LoRA, not the model
+    assert not list((work / "checkpoint-2").glob("model*.safetensors"))
+    resumed = run_rwr(rt.engine, rt.settings, rt.renderer(), RWRConfig(name="rwr-killed", **cfg))
+    assert resumed["resumed_from_step"] == 2 and resumed["micro_batches"] == 4
+    assert resumed["loss_curve"] == pytest.approx(whole["loss_curve"], abs=1e-5)
+    a = _lora(rt.settings.home / "video_loras" / "rwr-whole")
+    b = _lora(rt.settings.home / "video_loras" / "rwr-killed")
+    assert set(a) == set(b) and max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
