@@ -67,17 +67,15 @@ def _classes(algorithm: str) -> tuple[type, type, type]:
     return DPOPromptloopArguments, DPOConfig, ModelConfig
 
 
-class _Parser:
+def _parser(types: tuple[type, ...]) -> Any:
     """TrlParser whose errors are ConfigErrors naming the key (argparse would print its usage and exit)."""
+    from trl import TrlParser
 
-    def __new__(cls, types: tuple[type, ...]) -> Any:
-        from trl import TrlParser
+    class Parser(TrlParser):
+        def error(self, message: str) -> NoReturn:
+            raise ConfigError(message)
 
-        class Parser(TrlParser):
-            def error(self, message: str) -> NoReturn:
-                raise ConfigError(message)
-
-        return Parser(types)
+    return Parser(types)
 
 
 @dataclass
@@ -156,8 +154,8 @@ class LearnerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """What a version records of its training config (and its model card shows)."""
-        lora = {f.name: getattr(self.model, f.name) for f in fields(self.model)
-                if f.name.startswith(("lora_", "use_", "load_in_")) and getattr(self.model, f.name)}
+        lora = {f.name: v for f in fields(self.model) if f.name.startswith(("lora_", "use_", "load_in_"))
+                and (v := getattr(self.model, f.name)) is not None and v is not False}
         return {"algorithm": self.algorithm, **dataclasses.asdict(self.run), **_jsonable(self.training), **lora}
 
 
@@ -208,7 +206,7 @@ def _rewriter_config(algorithm: str, recipe: dict[str, Any], overrides: dict[str
                      args: list[str]) -> LearnerConfig:
     """Defaults < promptloop's defaults < recipe < keyword overrides < ``--key value`` args, through TrlParser."""
     types = _classes(algorithm)
-    parser = _Parser(types)
+    parser = _parser(types)
     layered = {**LEARNER_DEFAULTS[algorithm], **recipe, **overrides}
     # No activation (gradient) checkpointing by default: TRL turns it on, and on a 135M model it only costs time.
     # Under the current name where transformers has it (the old one warns), unless the recipe or a flag set either.

@@ -165,15 +165,21 @@ def report_steps(trainer: Any, on_step: OnStep) -> None:
     trainer.add_callback(StepReporter())
 
 
+def _trained(engine: Engine, name: str | None) -> ModelVersion | None:
+    """The version ``name`` when it is registered with its adapter on disk: trained already (the loop's resume)."""
+    if not name:
+        return None
+    try:
+        existing = get_version(engine, name)
+    except LookupError:
+        return None
+    return existing if existing.adapter_path and Path(existing.adapter_path).is_dir() else None
+
+
 def plan(engine: Engine, settings: Settings, cfg: LearnerConfig, *, build_messages: BuildMessages) -> dict[str, Any]:
     """What ``train`` would do for ``cfg``, writing nothing (``--dry-run``): data, parent, name, optimizer steps."""
-    if cfg.name:
-        try:
-            existing = get_version(engine, cfg.name)
-        except LookupError:
-            existing = None
-        if existing is not None and existing.adapter_path and Path(existing.adapter_path).is_dir():
-            return {"algorithm": cfg.algorithm, "name": cfg.name, "reused": True}
+    if _trained(engine, cfg.name) is not None:
+        return {"algorithm": cfg.algorithm, "name": cfg.name, "reused": True}
     data = load_training_data(engine, cfg.algorithm, build_messages, round_index=cfg.round_index,
                               scope=cfg.data_rounds, safety_share=settings.collect.safety_share)
     try:
@@ -218,13 +224,9 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
         check_quantization(cuda)  # before anything loads or is written
     state = PartialState(cpu=not cuda)  # the process group under accelerate launch; else this one process
     main = state.is_main_process
-    if cfg.name:
-        try:
-            existing = get_version(engine, cfg.name)
-        except LookupError:
-            existing = None
-        if existing is not None and existing.adapter_path and Path(existing.adapter_path).is_dir():
-            return TrainResult(existing, existing.metrics, reused=True, main=main)
+    existing = _trained(engine, cfg.name)
+    if existing is not None:
+        return TrainResult(existing, existing.metrics, reused=True, main=main)
     if data is None:  # first: a run with nothing to train writes nothing (not even the base version's row)
         data = load_training_data(engine, algo, build_messages, round_index=cfg.round_index, scope=cfg.data_rounds,
                                   safety_share=settings.collect.safety_share)

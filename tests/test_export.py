@@ -15,6 +15,10 @@ BUILD = Rewriter(model=None).messages_for  # template only; no model needed
 
 @pytest.fixture
 def filled(engine):
+    return _fill(engine)
+
+
+def _fill(engine):
     with session_scope(engine) as s:
         for i, (user, good, bad) in enumerate([
             ("a cat playing piano", "A ginger cat presses the keys of a grand piano, warm lamp light, close-up.",
@@ -72,13 +76,20 @@ def _tiny_model(tokenizer):
     return LlamaForCausalLM(cfg)
 
 
-def test_trl_cli_trains_two_steps_on_the_export(filled, tmp_path: Path, smollm_path: Path):
+def test_trl_cli_trains_two_steps_on_the_export(tmp_path: Path, smollm_path: Path):
     """TRL's own command line (`trl dpo`) trains on `data export --format hf` as it is, nothing converted."""
     import os
     import subprocess
     import sys
 
     from transformers import AutoTokenizer
+
+    from promptloop.store.engine import make_engine
+    from promptloop.store.migrate import upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")  # one store is enough: TRL reads the files
+    upgrade(engine)
+    filled = _fill(engine)
 
     export(filled, "dpo", tmp_path / "pairs", BUILD, fmt="hf")
     tok = AutoTokenizer.from_pretrained(smollm_path)

@@ -248,7 +248,8 @@ def test_collect_and_evaluate_stages_fill_the_round_row(tmp_path, smollm_path):
     from promptloop.store.shipped import import_shipped
 
     services = Services(Settings(home=tmp_path / "home", base_model=str(smollm_path), device="cpu",
-                                 generation={"max_new_tokens": 16}, critic={"use_llm": False}))
+                                 generation={"max_new_tokens": 16}, critic={"use_llm": False},
+                                 tracking={"report_to": ["tensorboard"]}))
     import_shipped(services.engine)
     said: list[str] = []
     rt = Runtime(context=loop.LoopContext(services, said.append))
@@ -267,6 +268,14 @@ def test_collect_and_evaluate_stages_fill_the_round_row(tmp_path, smollm_path):
     assert list(row["eval"]) == ["base"] and 0 < row["eval"]["base"]["judge_total"] <= 1
     assert row["eval"]["base"]["intent_recall_at_1"] is not None and row["eval"]["base"]["fluency"] < 0
     assert Path(row["eval_outputs"]["base"]).is_file()
+    # the round's held-out metrics went to the tracker too, at step = the round, in the loop's own run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(services.settings.runs_dir / "t"))
+    acc.Reload()
+    [point] = acc.Scalars("eval/base/judge_total")
+    assert point.step == 0 and point.value == pytest.approx(row["eval"]["base"]["judge_total"], abs=1e-6)
+    assert said[-1] == "  eval metrics logged to tensorboard"
 
 
 def test_train_stage_without_data_gives_no_candidate(loop_services):
