@@ -36,6 +36,8 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 8, max_overflo
             cur.close()
 
         return engine
+    if make_url(url).get_backend_name() == "sqlite":  # in memory: SQLAlchemy's single-connection pool, unsized
+        return create_engine(url, echo=echo, pool_pre_ping=True)
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
 
 
