@@ -88,9 +88,15 @@ def upload(plan: PushPlan, *, token: str | None, private: bool, endpoint: str | 
                         "--dry-run / --local-dir")
     from huggingface_hub import HfApi
 
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError
+
     api = HfApi(token=token, endpoint=endpoint)
-    api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=private, exist_ok=True)
     what = f"version {plan.version.name}" if plan.version else f"{plan.kind} {plan.folder.name}"
-    info = api.upload_folder(folder_path=str(plan.folder), repo_id=plan.repo_id, repo_type=plan.repo_type,
-                             commit_message=f"promptloop: push {what}", ignore_patterns=[".*", "**/.*"])
+    try:
+        api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=str(plan.folder), repo_id=plan.repo_id, repo_type=plan.repo_type,
+                                 commit_message=f"promptloop: push {what}", ignore_patterns=[".*", "**/.*"])
+    except (HfHubHTTPError, httpx.HTTPError, OSError) as exc:  # refused, offline, unreachable endpoint
+        raise PushError(f"push to {plan.repo_id} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     return str(getattr(info, "commit_url", info))

@@ -59,7 +59,7 @@ def test_push_dry_run_and_local_folder_carry_the_model_card(home: Path, tmp_path
     assert not (tmp_path / "hub" / "me" / "promptloop-r0" / ".partial").exists()
 
 
-def test_push_errors_come_before_any_upload(home: Path):
+def test_push_errors_come_before_any_upload(home: Path, monkeypatch: pytest.MonkeyPatch):
     code, _, err = invoke_cli("push", "r0-sft", "--repo", "me/promptloop-r0")
     assert code == 2 and "no Hugging Face write token is configured (HF_TOKEN, or hub.token in settings)" in err
     code, _, err = invoke_cli("push", "r0-sft", "--repo", "not a repo!")
@@ -68,6 +68,10 @@ def test_push_errors_come_before_any_upload(home: Path):
     assert code == 2 and "nothing to push under 'r9-dpo'" in err
     code, _, err = invoke_cli("push", "base", "--repo", "me/x", "--dry-run")
     assert code == 2 and "has no adapter folder" in err
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")  # a token, but the Hub is out of reach (offline)
+    code, _, err = invoke_cli("push", "r0-sft", "--repo", "me/promptloop-r0")
+    assert code == 2 and "push to me/promptloop-r0 failed" in err and "hf_not_a_real_token" not in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_push_a_dataset_export(home: Path, tmp_path: Path):
