@@ -86,9 +86,8 @@ def upload(plan: PushPlan, *, token: str | None, private: bool, endpoint: str | 
     if not token:
         raise PushError("no Hugging Face write token is configured (HF_TOKEN, or hub.token in settings); use "
                         "--dry-run / --local-dir")
-    from huggingface_hub import HfApi
-
     import httpx
+    from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     api = HfApi(token=token, endpoint=endpoint)
