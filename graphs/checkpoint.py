@@ -9,6 +9,7 @@ ORM needs; both are sized by ``postgres.pool_size``.
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import TYPE_CHECKING
 
 from promptloop.config import Settings
@@ -28,9 +29,14 @@ def make_checkpointer(settings: Settings) -> BaseCheckpointSaver:
         pool = ConnectionPool(conninfo, min_size=1, max_size=settings.postgres.pool_size, open=True,
                               kwargs={"autocommit": True, "prepare_threshold": 0},
                               name="promptloop-checkpoints")
-        # setup() is not safe to run concurrently: workers starting together take turns.
+        # setup() is not safe to run concurrently: workers starting together take turns. The turn is polled
+        # (pg_try_advisory_lock), never waited for in a statement: setup's CREATE INDEX CONCURRENTLY waits for
+        # every running transaction, and a worker blocked in pg_advisory_lock is one, holding the turn's owner
+        # back while it waits for the owner (a deadlock PostgreSQL reports on one of them).
         with pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(hashtext('promptloop-checkpointer-setup'))")
+            while not conn.execute("SELECT pg_try_advisory_lock(hashtext('promptloop-checkpointer-setup'))"
+                                   ).fetchone()[0]:
+                time.sleep(0.2)
             try:
                 PostgresSaver(conn).setup()
             finally:

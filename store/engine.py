@@ -36,9 +36,36 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = 8, max_overflo
             cur.close()
 
         return engine
-    if make_url(url).get_backend_name() == "sqlite":  # in memory: SQLAlchemy's single-connection pool, unsized
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":  # in memory: SQLAlchemy's single-connection pool, unsized
         return create_engine(url, echo=echo, pool_pre_ping=True)
+    if u.get_backend_name() == "postgresql" and u.get_driver_name() == "psycopg":
+        return _on_psycopg_pool(url, echo=echo, size=pool_size + max_overflow)
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
+
+
+def _on_psycopg_pool(url: str, *, echo: bool, size: int) -> Engine:
+    """The store on a ``psycopg_pool.ConnectionPool``, as the checkpointer, the way psycopg documents it for
+    SQLAlchemy: every checkout borrows a pooled connection (``NullPool`` + ``creator``) and SQLAlchemy's close
+    hands it back (``close_returns``). A plain connection is tried first, so an unreachable server fails at once
+    with the driver's message instead of after the pool's timeout."""
+    from psycopg_pool import ConnectionPool
+    from sqlalchemy.pool import NullPool
+
+    with create_engine(url, poolclass=NullPool).connect():
+        pass
+    conninfo = _conninfo(url)
+    pool = ConnectionPool(conninfo, min_size=1, max_size=size, open=True, close_returns=True,
+                          check=ConnectionPool.check_connection, name="promptloop-store")
+    engine = create_engine("postgresql+psycopg://", creator=pool.getconn, poolclass=NullPool, echo=echo)
+    engine.psycopg_pool = pool  # type: ignore[attr-defined]
+    event.listen(engine, "engine_disposed", lambda _engine: pool.close())
+    return engine
+
+
+def _conninfo(url: str) -> str:
+    """A SQLAlchemy psycopg URL as libpq's connection string."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextmanager

@@ -96,6 +96,8 @@ def test_parts_run_with_bounded_concurrency_and_gather_in_order(store, concurren
     assert rec.peak == concurrency  # Send fans out; max_concurrency bounds the parts in flight
     if type(saver.conn).__name__ == "ConnectionPool":  # PostgreSQL: parts check out pooled connections
         assert saver.conn.max_size >= 4 and saver.conn.get_stats()["requests_num"] >= 4
+        # and the store's rows go through psycopg_pool too (SQLAlchemy borrows per checkout: NullPool)
+        assert type(engine.pool).__name__ == "NullPool" and engine.psycopg_pool.get_stats()["requests_num"] >= 1
     # gathered back in prompt order, whatever order the parts finished in
     assert persisted == [[(p.id, p.text.upper()) for p in prompts]]
     assert report.stored == {"stored": 7} and report.chunks == 1
