@@ -84,12 +84,11 @@ def rewrite_many(prompts: Sequence[str], *, services: Services | None = None, mo
 
 
 def _finished(rt: Services, config: dict) -> None:
-    """A run that reached its end is recorded in the store: `db prune` may then drop its checkpoints (its trace
-    events stay)."""
+    """A run that returned reached its end (the rewrite graph has no interrupts; a failure raises): recorded in the
+    store, so `db prune` may drop its checkpoints (its trace events stay)."""
     from promptloop.store.threads import record_finished
 
-    if not rt.rewrite_graph.get_state(config).next:
-        record_finished(rt.engine, config["configurable"]["thread_id"], "rewrite")
+    record_finished(rt.engine, config["configurable"]["thread_id"], "rewrite")
 
 
 def rewrite(prompt: str, **kwargs: Any) -> RewriteOutput:

@@ -25,11 +25,11 @@ def show_cmd(
 
     rows = settings_sources(services_of(ctx).settings, ctx.meta.get("promptloop.flags", {}))
     if section:
+        every = rows
         rows = [r for r in rows if r[0] == section or r[0].startswith(section.rstrip(".") + ".")]
         if not rows:
             raise UserError(f"no setting '{section}'; sections: "
-                            + ", ".join(sorted({k.split('.')[0] for k, _, _ in settings_sources(
-                                services_of(ctx).settings, {})})))
+                            + ", ".join(sorted({k.split(".")[0] for k, _, _ in every})))
     if as_json:
         print_json([{"key": k, "value": v, "source": src} for k, v, src in rows])
         return

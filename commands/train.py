@@ -47,8 +47,9 @@ def _train(ctx: typer.Context, algorithm: str, config: Path | None, as_json: boo
 
     main = is_main_process()  # under accelerate launch only rank 0 talks
     if main:
-        console.print(f"training {algorithm} from [bold]{cfg.parent}[/] on round "
-                      f"{cfg.round_index if cfg.round_index is not None else '(latest)'} ({cfg.data_rounds})")
+        run = cfg.run
+        console.print(f"training {algorithm} from [bold]{run.parent}[/] on round "
+                      f"{run.round_index if run.round_index is not None else '(latest)'} ({run.data_rounds})")
     with training_progress(f"train {algorithm}", enabled=main) as on_step:
         res = rt.train(algorithm, cfg, on_step=on_step)
     if not res.main:

@@ -285,7 +285,7 @@ def train_stage(state: LoopState, runtime: Runtime[LoopContext], cfg: LoopConfig
                        parent=state["champion"], name=f"{cfg.name}-r{r}-{algo}", max_steps=cfg.max_steps,
                        data_rounds="current")
     try:
-        with runtime.context.training(f"train {tcfg.name}") as on_step:
+        with runtime.context.training(f"train {tcfg.run.name}") as on_step:
             res = _deps(runtime).train(algo, tcfg, on_step=on_step)
     except NothingToTrain as exc:
         runtime.context.say(f"  nothing to train: {exc}")
@@ -446,21 +446,15 @@ def run_loop(deps: LoopDeps, cfg: LoopConfig, *, log: Log | None = None,
         if log:
             log(f"resuming loop '{cfg.name}' at round {snap.values.get('round', 0)} stage {stage}")
         values = graph.invoke(None, config, context=context)
-        _record_if_done(deps, graph, config)
+        record_finished(deps.engine, cfg.thread_id, "loop", _jsonable(values))  # returned: at its end
         return LoopRun(dict(values), stage)
     values = graph.invoke({"config": asdict(cfg)}, config, context=context)
-    _record_if_done(deps, graph, config)
+    record_finished(deps.engine, cfg.thread_id, "loop", _jsonable(values))
     return LoopRun(dict(values), None)
 
 
 def _jsonable(values: Any) -> dict:
     return json.loads(json.dumps(dict(values), default=str))
-
-
-def _record_if_done(deps: LoopDeps, graph: Any, config: dict) -> None:
-    snap = graph.get_state(config)
-    if snap.values and not snap.next:
-        record_finished(deps.engine, config["configurable"]["thread_id"], "loop", _jsonable(snap.values))
 
 
 def loop_state(checkpointer: Any, name: str, engine: Engine | None = None) -> dict | None:

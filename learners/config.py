@@ -88,23 +88,8 @@ class LearnerConfig:
     model: Any  # trl.ModelConfig
 
     @property
-    def name(self) -> str | None:
-        return self.run.name
-
-    @property
-    def parent(self) -> str:
-        return self.run.parent
-
-    @property
-    def round_index(self) -> int | None:
-        return self.run.round_index
-
-    @property
-    def data_rounds(self) -> str:
-        return self.run.data_rounds
-
-    @property
     def reference(self) -> str:
+        """DPO's reference; SFT's arguments have none (its value would be the parent)."""
         return getattr(self.run, "reference", "parent")
 
     def value(self, key: str) -> Any:
@@ -164,8 +149,8 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate(cfg: LearnerConfig) -> None:
-    if cfg.data_rounds not in ("current", "all"):
-        raise ConfigError(f"data_rounds must be 'current' or 'all', got {cfg.data_rounds!r}")
+    if cfg.run.data_rounds not in ("current", "all"):
+        raise ConfigError(f"data_rounds must be 'current' or 'all', got {cfg.run.data_rounds!r}")
     if cfg.reference not in ("parent", "anchor"):
         raise ConfigError(f"reference must be 'parent' or 'anchor', got {cfg.reference!r}")
     t = cfg.training

@@ -30,7 +30,7 @@ from promptloop.store.versions import anchor, ensure_base, get_version
 def reference_version(engine: Engine, settings: Settings, cfg: LearnerConfig) -> ModelVersion | None:
     """The version whose weights the DPO loss compares against; None = the bare base model."""
     ensure_base(engine, settings.base_model)
-    parent = get_version(engine, cfg.parent)
+    parent = get_version(engine, cfg.run.parent)
     if cfg.reference == "anchor":
         return anchor(engine, parent)
     return parent if parent.adapter_path else None

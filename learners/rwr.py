@@ -232,7 +232,12 @@ class RewardWeightedTrainer:
         n = len(self.latents)
         before = self.fixed_eval_loss()
         start, curve, norms = 0, [], []
-        latest = _latest_checkpoint(work_dir) if work_dir is not None else None
+        from transformers.trainer_utils import (
+            get_last_checkpoint,  # the text learners' resume finds theirs so
+        )
+
+        found = get_last_checkpoint(str(work_dir)) if work_dir is not None and work_dir.is_dir() else None
+        latest = Path(found) if found else None
         if latest is not None:
             acc.load_state(str(latest))
             saved = torch.load(latest / f"rwr_state_{acc.process_index}.pt", weights_only=False)
@@ -326,11 +331,6 @@ class RewardWeightedTrainer:
         """Take the training adapter off the pipeline, so the process renders with the base model again."""
         if ADAPTER in (getattr(self.pipe.transformer, "peft_config", None) or {}):
             self.pipe.transformer.delete_adapters(ADAPTER)
-
-
-def _latest_checkpoint(work_dir: Path) -> Path | None:
-    found = [p for p in work_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()] if work_dir.is_dir() else []
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
 def run_rwr(engine: Engine, settings: Settings, renderer: DiffusersRenderer, cfg: RWRConfig, *,

@@ -30,12 +30,16 @@ def trackers(report_to: str | Sequence[str] | None) -> list[str]:
     return [n for n in names if n and n != "none"]
 
 
-def check_available(names: Sequence[str]) -> None:
+def prepare(names: Sequence[str], runs_dir: Path) -> None:
+    """Before any run: every named tracker installed (else one line naming the package), trackio's files under
+    ``runs_dir`` like TensorBoard's."""
     for name in names:
         package = PACKAGES.get(name, name)
         if importlib.util.find_spec(package) is None:
             raise TrackerUnavailable(f"report_to {name} needs the {package} package: pip install {package} "
                                      f"(or the promptloop[track] extra for tensorboard)")
+    if "trackio" in names:
+        os.environ.setdefault("TRACKIO_DIR", str(runs_dir / "trackio"))
 
 
 def add_run_folder(trainer: Any, names: Sequence[str], run_dir: Path) -> None:
@@ -56,7 +60,7 @@ def log_metrics(names: Sequence[str], *, runs_dir: Path, project: str, run: str,
     values = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if not values or not names:
         return []
-    check_available(names)
+    prepare(names, runs_dir)
     done: list[str] = []
     for name in names:
         if name == "tensorboard":
@@ -68,7 +72,6 @@ def log_metrics(names: Sequence[str], *, runs_dir: Path, project: str, run: str,
         elif name == "trackio":
             import trackio
 
-            os.environ.setdefault("TRACKIO_DIR", str(runs_dir / "trackio"))
             trackio.init(project=project, name=run, resume="allow")
             trackio.log(values, step=step)
             trackio.finish()

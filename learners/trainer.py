@@ -25,7 +25,8 @@ from promptloop.config import Settings
 from promptloop.errors import PromptloopError
 from promptloop.learners.config import LearnerConfig
 from promptloop.learners.data import TrainingData, load_training_data
-from promptloop.learners.tracking import add_run_folder, check_available, trackers
+from promptloop.learners.tracking import add_run_folder, trackers
+from promptloop.learners.tracking import prepare as prepare_trackers
 from promptloop.store.cards import version_card, write_card
 from promptloop.store.exporter import BuildMessages
 from promptloop.store.models import ModelVersion
@@ -176,24 +177,30 @@ def _trained(engine: Engine, name: str | None) -> ModelVersion | None:
     return existing if existing.adapter_path and Path(existing.adapter_path).is_dir() else None
 
 
+def _training_data(engine: Engine, settings: Settings, cfg: LearnerConfig, build_messages: BuildMessages
+                   ) -> TrainingData:
+    return load_training_data(engine, cfg.algorithm, build_messages, round_index=cfg.run.round_index,
+                              scope=cfg.run.data_rounds, safety_share=settings.collect.safety_share)
+
+
 def plan(engine: Engine, settings: Settings, cfg: LearnerConfig, *, build_messages: BuildMessages) -> dict[str, Any]:
     """What ``train`` would do for ``cfg``, writing nothing (``--dry-run``): data, parent, name, optimizer steps."""
-    if _trained(engine, cfg.name) is not None:
-        return {"algorithm": cfg.algorithm, "name": cfg.name, "reused": True}
-    data = load_training_data(engine, cfg.algorithm, build_messages, round_index=cfg.round_index,
-                              scope=cfg.data_rounds, safety_share=settings.collect.safety_share)
+    if _trained(engine, cfg.run.name) is not None:
+        return {"algorithm": cfg.algorithm, "name": cfg.run.name, "reused": True}
+    data = _training_data(engine, settings, cfg, build_messages)
     try:
-        parent = get_version(engine, cfg.parent).name
+        parent = get_version(engine, cfg.run.parent).name
     except LookupError:
-        if cfg.parent not in ("base", "champion"):
+        if cfg.run.parent not in ("base", "champion"):
             raise
         parent = "base"  # registered on the first real run
     rows = len(data.rows)
     per_step = cfg.value("per_device_train_batch_size") * cfg.value("gradient_accumulation_steps")
     steps = cfg.value("max_steps") if cfg.value("max_steps") > 0 else math.ceil(
         math.ceil(rows / per_step) * cfg.value("num_train_epochs"))
-    return {"algorithm": cfg.algorithm, "name": cfg.name or next_name(engine, f"r{data.round_index}-{cfg.algorithm}"),
-            "parent": parent, "round": data.round_index, "data_rounds": cfg.data_rounds, "rows": rows,
+    return {"algorithm": cfg.algorithm,
+            "name": cfg.run.name or next_name(engine, f"r{data.round_index}-{cfg.algorithm}"),
+            "parent": parent, "round": data.round_index, "data_rounds": cfg.run.data_rounds, "rows": rows,
             "steps": steps, "device": "cuda" if use_cuda(settings) else "cpu", "provenance": data.provenance,
             "config": cfg.to_dict(), "reused": False}
 
@@ -211,7 +218,7 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
     Under ``accelerate launch`` every process trains; the main one picks the version name (broadcast), writes the
     adapter, registers the version and cleans up, and the others wait for it (barriers) and return its row.
     ``callbacks`` are transformers ``TrainerCallback``s added to it (what a bench or tracker hooks in).
-    With an explicit ``cfg.name`` that is already registered, nothing is trained again (the loop's resume).
+    With an explicit ``cfg.run.name`` that is already registered, nothing is trained again (the loop's resume).
     """
     from accelerate import PartialState
     from transformers.trainer_utils import get_last_checkpoint
@@ -224,16 +231,15 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
         check_quantization(cuda)  # before anything loads or is written
     state = PartialState(cpu=not cuda)  # the process group under accelerate launch; else this one process
     main = state.is_main_process
-    existing = _trained(engine, cfg.name)
+    existing = _trained(engine, cfg.run.name)
     if existing is not None:
         return TrainResult(existing, existing.metrics, reused=True, main=main)
     if data is None:  # first: a run with nothing to train writes nothing (not even the base version's row)
-        data = load_training_data(engine, algo, build_messages, round_index=cfg.round_index, scope=cfg.data_rounds,
-                                  safety_share=settings.collect.safety_share)
+        data = _training_data(engine, settings, cfg, build_messages)
     with state.main_process_first():  # one process writes the base version's row, the others then read it
         ensure_base(engine, settings.base_model)
-    parent = get_version(engine, cfg.parent)
-    name = cfg.name or _agreed(state, next_name(engine, f"r{data.round_index}-{algo}") if main else None)
+    parent = get_version(engine, cfg.run.parent)
+    name = cfg.run.name or _agreed(state, next_name(engine, f"r{data.round_index}-{algo}") if main else None)
     adapters = settings.adapters_dir
     work, final = adapters / ".work" / name, adapters / name
     if final.exists():
@@ -243,9 +249,7 @@ def train(engine: Engine, settings: Settings, cfg: LearnerConfig, build_trainer:
     if main:
         adapters.mkdir(parents=True, exist_ok=True)
     report_to = trackers(cfg.training.get("report_to", settings.tracking.report_to))
-    check_available(report_to)
-    if "trackio" in report_to:
-        os.environ.setdefault("TRACKIO_DIR", str(settings.runs_dir / "trackio"))
+    prepare_trackers(report_to, settings.runs_dir)
     dataset = to_dataset(data, algo)
     run = {"output_dir": work, "cuda": cuda, "report_to": report_to or "none", "run_name": name}
     args = (training_args or (lambda _ds, r: cfg.training_args(**r)))(dataset, run)

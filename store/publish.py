@@ -24,14 +24,10 @@ class PushError(PromptloopError, ValueError):
 
 @dataclass
 class PushPlan:
-    kind: str  # model | dataset
+    kind: str  # model | dataset: also the Hub's repo_type
     folder: Path
     repo_id: str
     version: ModelVersion | None = None
-
-    @property
-    def repo_type(self) -> str:
-        return self.kind
 
     def files(self) -> list[tuple[str, int]]:
         """(path in the repository, bytes) of every file that goes up; hidden files and folders stay."""
@@ -93,8 +89,8 @@ def upload(plan: PushPlan, *, token: str | None, private: bool, endpoint: str | 
     api = HfApi(token=token, endpoint=endpoint)
     what = f"version {plan.version.name}" if plan.version else f"{plan.kind} {plan.folder.name}"
     try:
-        api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=private, exist_ok=True)
-        info = api.upload_folder(folder_path=str(plan.folder), repo_id=plan.repo_id, repo_type=plan.repo_type,
+        api.create_repo(plan.repo_id, repo_type=plan.kind, private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=str(plan.folder), repo_id=plan.repo_id, repo_type=plan.kind,
                                  commit_message=f"promptloop: push {what}", ignore_patterns=[".*", "**/.*"])
     except (HfHubHTTPError, httpx.HTTPError, OSError) as exc:  # refused, offline, unreachable endpoint
         raise PushError(f"push to {plan.repo_id} failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None

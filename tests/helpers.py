@@ -60,3 +60,26 @@ def invoke_cli(*args: str) -> tuple[int, str, str]:
             return (exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)), out.getvalue(), \
                 err.getvalue()
     return 0, out.getvalue(), err.getvalue()
+
+
+RATED_PROMPTS = ["a red fox in snow", "waves at dusk", "a lantern in fog", "a tram climbing a hill"]
+
+
+def rate_tiny_videos(rt, prompts: list[str] = RATED_PROMPTS, scores: tuple[int, ...] = (5, 1, 4, 2)) -> None:
+    """Render each prompt with the configured (tiny) video model and rate it as ana would: the store a
+    reward-weighted video run trains on (videos of candidates, one video_fidelity rating each)."""
+    from promptloop.agents.renderer import RenderRequest
+    from promptloop.store import repository as repo
+    from promptloop.store.engine import session_scope
+    from promptloop.store.models import HumanRating, Video
+
+    videos = rt.render_cache.render_many([RenderRequest(prompt=p, seed=i) for i, p in enumerate(prompts)])
+    with session_scope(rt.engine) as s:
+        prompt, _ = repo.add_prompt(s, "anything")
+        for v, text, score in zip(videos, prompts, scores, strict=True):
+            c, _ = repo.add_candidate(s, prompt.id, text)
+            row = s.get(Video, v.video_id)
+            row.candidate_id = c.id
+            s.add(row)
+            s.add(HumanRating(video_id=v.video_id, rater="ana", dimension="video_fidelity", score=score,
+                              rationale="synthetic"))

@@ -79,24 +79,12 @@ def test_dpo_under_accelerate_registers_one_version_from_two_processes(tmp_path:
 @pytest.mark.slow  # two processes build the tiny video pipeline and run 2 DDP steps (~1 min)
 def test_rwr_under_accelerate_saves_and_registers_once(tmp_path: Path):
     import numpy as np
+    from helpers import rate_tiny_videos
     from safetensors.torch import load_file
-
-    from promptloop.agents.renderer import RenderRequest
-    from promptloop.store.models import HumanRating, Video
 
     home = tmp_path / "home"
     rt = Services(Settings(home=home, device="cpu"))
-    prompts = ["a red fox in snow", "waves at dusk", "a lantern in fog", "a tram climbing a hill"]
-    videos = rt.render_cache.render_many([RenderRequest(prompt=p, seed=i) for i, p in enumerate(prompts)])
-    with session_scope(rt.engine) as s:
-        prompt, _ = repo.add_prompt(s, "anything")
-        for v, text, score in zip(videos, prompts, (5, 1, 4, 2), strict=True):
-            c, _ = repo.add_candidate(s, prompt.id, text)
-            row = s.get(Video, v.video_id)
-            row.candidate_id = c.id
-            s.add(row)
-            s.add(HumanRating(video_id=v.video_id, rater="ana", dimension="video_fidelity", score=score,
-                              rationale="synthetic"))
+    rate_tiny_videos(rt)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTLOOP_")}
     env.update(PROMPTLOOP_HOME=str(home), PROMPTLOOP_DEVICE="cpu", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     accelerate = Path(sys.executable).parent / "accelerate"

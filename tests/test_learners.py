@@ -225,7 +225,7 @@ def test_recipes_are_trl_configs_any_trl_key_works_and_errors_name_the_key(tmp_p
                  "lora_r: 8\nreference: anchor\nenv:\n  PROMPTLOOP_TEST_RECIPE_ENV: 'on'\n")
     # defaults < recipe < keyword overrides < --key value flags (TRL's spelling or with dashes)
     cfg = load_config("dpo", f, args=["--max-steps", "4", "--weight_decay", "0.01"], max_steps=3, parent=None)
-    assert (cfg.value("beta"), cfg.value("learning_rate"), cfg.value("max_steps"), cfg.parent, cfg.reference) == (
+    assert (cfg.value("beta"), cfg.value("learning_rate"), cfg.value("max_steps"), cfg.run.parent, cfg.reference) == (
         0.3, 1e-5, 4, "champion", "anchor")
     assert os.environ.pop("PROMPTLOOP_TEST_RECIPE_ENV") == "on"  # TrlParser's env block
     args = cfg.training_args(tmp_path / "out", cuda=False)

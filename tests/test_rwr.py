@@ -4,6 +4,8 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
+from helpers import RATED_PROMPTS as PROMPTS
+from helpers import rate_tiny_videos
 from sqlmodel import Session, select
 
 from promptloop.agents.renderer import RenderRequest
@@ -13,11 +15,7 @@ from promptloop.config import Settings
 from promptloop.errors import PromptloopError
 from promptloop.learners.rwr import RewardWeightedTrainer, RWRConfig, rewarded_videos, run_rwr, sample_weights
 from promptloop.services import Services
-from promptloop.store import repository as repo
-from promptloop.store.engine import session_scope
-from promptloop.store.models import HumanRating, ModelVersion, Video
-
-PROMPTS = ["a red fox in snow", "waves at dusk", "a lantern in fog", "a tram climbing a hill"]
+from promptloop.store.models import ModelVersion
 
 
 def test_weights_favour_high_rewards():
@@ -35,16 +33,7 @@ def test_weights_favour_high_rewards():
 @pytest.fixture
 def rated_tiny(tmp_path):
     rt = Services(Settings(home=tmp_path / "home", device="cpu"))
-    cache_videos = rt.render_cache.render_many([RenderRequest(prompt=p, seed=i) for i, p in enumerate(PROMPTS)])
-    with session_scope(rt.engine) as s:
-        prompt, _ = repo.add_prompt(s, "anything")
-        for v, text, score in zip(cache_videos, PROMPTS, (5, 1, 4, 2), strict=True):
-            c, _ = repo.add_candidate(s, prompt.id, text)
-            row = s.get(Video, v.video_id)
-            row.candidate_id = c.id
-            s.add(row)
-            s.add(HumanRating(video_id=v.video_id, rater="ana", dimension="video_fidelity", score=score,
-                              rationale="synthetic"))
+    rate_tiny_videos(rt, PROMPTS)
     return rt
 
 
