@@ -409,6 +409,10 @@ class Settings(BaseSettings):
     embedder_model: str = Field("all-minilm-l6-v2", description="embedded name, hub id or local folder")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    quantize: Literal["auto", "none", "int8"] = Field(
+        "auto", description="in-process decoding weights: int8 = weight-only int8 linear layers with the rewriter "
+        "version merged in (about 3x faster decode steps on CPU, per-token KL to fp32 ~0.006); auto = int8 for fp32 "
+        "on an AVX512 CPU, none elsewhere. Training and log-prob scoring always use full precision")
     seed: int = 0
     max_prompt_chars: int = Field(1000, ge=1, description="longer user prompts are rejected on import")
     record_traffic: bool = Field(True, description="store prompts sent through the rewrite graph as source "

@@ -2,7 +2,7 @@
 
     python bench/generation.py [--prompts 16] [--n 4] [--max-new-tokens 64] [--arms own,generate,generate_batch,single]
 
-All arms use one model instance (the embedded rewriter, fp32 on CPU), the
+All arms use one model instance (the embedded rewriter, fp32 on CPU unless the arm says int8), the
 rewriter's conversations for the same eval prompts and the same sampling
 (temperature 0.8, top-p 0.95, the rewriter's repetition penalty, n samples
 per prompt):
@@ -13,6 +13,8 @@ per prompt):
   ``--batch-size`` prompts with ``num_return_sequences=n``;
 - ``generate_batch``: transformers' continuous batching
   (``model.generate_batch``, paged KV cache);
+- ``own_int8``: the own loop on the weight-only int8 copy (``quantize``,
+  the CPU default; agents/llm/quantize.py);
 - ``single``: the own loop called once per prompt (what batching buys).
 
 Rows end at different lengths in each arm, so the comparison is generated
@@ -58,6 +60,14 @@ def arm_own(model: TransformersChatModel, convs, params, tok) -> int:
     return sum(len(tok(text, add_special_tokens=False)["input_ids"]) for row in outs for text in row)
 
 
+def arm_own_int8(model: TransformersChatModel, convs, params, tok) -> int:
+    model.quantize = "int8"
+    try:
+        return arm_own(model, convs, params, tok)
+    finally:
+        model.quantize = "none"
+
+
 def arm_single(model: TransformersChatModel, convs, params, tok) -> int:
     return sum(arm_own(model, [c], params, tok) for c in convs)
 
@@ -93,13 +103,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16, help="prompts per call (own loop and generate)")
-    ap.add_argument("--arms", default="own,generate,generate_batch")
+    ap.add_argument("--arms", default="own,own_int8,generate,generate_batch")
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    if set(arms) - {"own", "generate", "generate_batch", "single"}:
-        ap.error(f"unknown arm(s): {sorted(set(arms) - {'own', 'generate', 'generate_batch', 'single'})}")
+    known = {"own", "own_int8", "generate", "generate_batch", "single"}
+    if set(arms) - known:
+        ap.error(f"unknown arm(s): {sorted(set(arms) - known)}")
 
-    settings = Settings(generation={"batch_size": args.batch_size})
+    settings = Settings(generation={"batch_size": args.batch_size}, quantize="none")
     rt = Services(settings)
     prompts = shipped_prompts("eval")[: args.prompts]
     model = rt.chat_model
@@ -111,6 +122,7 @@ def main() -> None:
     gen_cfg = generation_config(model, args, params.repetition_penalty)
     tok = model.tokenizer
     runs = {"own": lambda: arm_own(model, convs, params, tok),
+            "own_int8": lambda: arm_own_int8(model, convs, params, tok),
             "single": lambda: arm_single(model, convs, params, tok),
             "generate": lambda: arm_generate(model, convs, gen_cfg, args.batch_size),
             "generate_batch": lambda: arm_generate_batch(model, convs, gen_cfg)}

@@ -57,6 +57,7 @@ def main() -> None:
         "n": args.n or rt.settings.generation.n,
         "max_new_tokens": args.max_new_tokens or rt.settings.generation.max_new_tokens,
         "max_refine_steps": rt.settings.critic.max_refine_steps,
+        "quantize": getattr(rt.chat_model, "quantize", "served"),
         "cold_first_rewrite_s": round(cold, 2), "cold_refine_steps": first.refine_steps,
         "warm_s": {"median": round(statistics.median(totals), 2), "p95": round(percentile(totals, 95), 2),
                    "max": round(max(totals), 2)},

@@ -109,6 +109,8 @@ def run_arm(arm: str, services: Services, args: argparse.Namespace) -> dict:
                  "name": f"bench-{arm}"}
     if algorithm == "dpo":
         overrides["precompute_ref_log_probs"] = arm == "dpo-precompute"
+    if args.attn:
+        overrides["attn_implementation"] = args.attn
     cfg = load_config(algorithm, **overrides)
     count = max(1, round(args.steps * args.batch_size / args.passes))
     data = shipped_rows(algorithm, count, services.rewriter(with_model=False).messages_for)
@@ -118,7 +120,7 @@ def run_arm(arm: str, services: Services, args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - t0
     s_per_step = statistics.median(clock.times) if clock.times else float("nan")
     return {"arm": arm, "steps": res.metrics["global_step"], "batch_size": args.batch_size, "rows": count,
-            "max_length": args.max_length, "gflop_per_step": round(clock.flops / 1e9, 1),
+            "max_length": args.max_length, "attn_implementation": args.attn or "default", "gflop_per_step": round(clock.flops / 1e9, 1),
             "s_per_step": round(s_per_step, 2), "achieved_gflops": round(clock.flops / s_per_step / 1e9, 1),
             "timed_steps": len(clock.times), "wall_s": round(wall, 1), "last_loss": res.metrics.get("last_loss")}
 
@@ -129,6 +131,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="optimizer steps per arm (>= 4: warm-up, counted, timed)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--max-length", type=int, default=512)
+    ap.add_argument("--attn", choices=["eager", "sdpa"], default=None,
+                    help="attention kernel for training (ModelConfig.attn_implementation; default: transformers')")
     ap.add_argument("--passes", type=float, default=2.0, help="times each row is seen (rows = steps x batch / passes)")
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]

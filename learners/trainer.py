@@ -82,6 +82,8 @@ def load_policy(settings: Settings, parent: ModelVersion, cfg: LearnerConfig) ->
     from promptloop.agents.llm.prepare import prepare_model
 
     quantized = cfg.model.load_in_4bit or cfg.model.load_in_8bit
+    # ModelConfig's attn_implementation (recipe key or --attn_implementation): None keeps transformers' choice
+    attn = {"attn_implementation": cfg.model.attn_implementation} if cfg.model.attn_implementation else {}
     path = prepare_model(settings.base_model, settings.models_dir).path
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
@@ -92,10 +94,10 @@ def load_policy(settings: Settings, parent: ModelVersion, cfg: LearnerConfig) ->
 
         model = AutoModelForCausalLM.from_pretrained(path, dtype="bfloat16",
                                                      quantization_config=get_quantization_config(cfg.model),
-                                                     device_map=get_kbit_device_map())
+                                                     device_map=get_kbit_device_map(), **attn)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=policy_dtype(settings))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=policy_dtype(settings), **attn)
     if parent.adapter_path:
         return PeftModel.from_pretrained(model, parent.adapter_path, is_trainable=True), tok, None
     return model, tok, cfg.lora_config()

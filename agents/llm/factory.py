@@ -27,4 +27,5 @@ def build_chat_model(backend: BackendSettings, settings: Settings) -> ChatModel:
     from promptloop.agents.llm.transformers_backend import TransformersChatModel
 
     return TransformersChatModel(prepared.path, device=settings.device, dtype=settings.dtype,
-                                 batch_size=settings.generation.batch_size, name=backend.model)
+                                 batch_size=settings.generation.batch_size, name=backend.model,
+                                 quantize=settings.quantize)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,16 @@ from transformers import DynamicCache
 from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams, cut_at_stop
 from promptloop.agents.llm.device import pick_device, pick_dtype
 from promptloop.agents.llm.kv_cache import reserved_cache
+from promptloop.agents.llm.quantize import Quantize, int8_copy, resolve
 from promptloop.agents.llm.sampling import next_tokens, penalties
+
+# int8 copies kept at once: the base and the versions a loop compares (champion, candidate, parent) fit
+INT8_COPIES = 4
 
 
 class TransformersChatModel(ChatModel):
     def __init__(self, model_path: str | Path, *, device: str = "auto", dtype: str = "auto",
-                 batch_size: int = 16, name: str | None = None):
+                 batch_size: int = 16, name: str | None = None, quantize: Quantize = "none"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.path = str(model_path)
@@ -39,6 +44,10 @@ class TransformersChatModel(ChatModel):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype).to(self.device)
         self.model.eval()
+        self.quantize = resolve(quantize, self.device, self.dtype)
+        # int8 copies per adapter (None = the bare base), most recently used last; each is a merged, quantised
+        # copy (~250 MB for the 135M model), so only a few are kept
+        self._int8: dict[str | None, torch.nn.Module] = {}
         eos = self.model.generation_config.eos_token_id
         self.stop_ids = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos]),
                                              self.tokenizer.eos_token_id} - {None}))
@@ -85,18 +94,19 @@ class TransformersChatModel(ChatModel):
                 if params.seed is not None:
                     generator = torch.Generator(device=self.device).manual_seed(params.seed + start)
                 rows = self.tokenizer(texts[start:start + self.batch_size], add_special_tokens=False)["input_ids"]
-                tokens = self._run(adapter, self._sample, rows, params, generator)
+                with self._decoding(adapter) as model:
+                    tokens = self._sample(model, rows, params, generator)
                 decoded = [cut_at_stop(d, params.stop)
                            for d in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
                 n = params.n
                 results.extend([d.strip() for d in decoded[i * n:(i + 1) * n]] for i in range(len(rows)))
         return results
 
-    def _sample(self, rows: list[list[int]], params: SamplingParams,
+    def _sample(self, model: torch.nn.Module, rows: list[list[int]], params: SamplingParams,
                 generator: torch.Generator | None) -> list[list[int]]:
-        return self._decode(*self._prefill(rows, params), params, generator)
+        return self._decode(model, *self._prefill(model, rows, params), params, generator)
 
-    def _prefill(self, rows: list[list[int]], params: SamplingParams
+    def _prefill(self, model: torch.nn.Module, rows: list[list[int]], params: SamplingParams
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache]:
         """Prefill what the prompts share once, each prompt's own tail once, and copy the cache for n samples.
 
@@ -125,11 +135,11 @@ class TransformersChatModel(ChatModel):
         cache = reserved_cache(self.model.config, shared + width + params.max_new_tokens)
         if shared:
             prefix = torch.tensor([rows[0][:shared]], device=self.device)
-            self.model(input_ids=prefix, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
+            model(input_ids=prefix, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
             if len(rows) > 1:
                 cache.batch_repeat_interleave(len(rows))
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        logits = self.model(input_ids=tail_ids, attention_mask=mask, position_ids=position_ids,
+        logits = model(input_ids=tail_ids, attention_mask=mask, position_ids=position_ids,
                             **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
         positions = mask.sum(-1)
         if params.n > 1:
@@ -137,7 +147,7 @@ class TransformersChatModel(ChatModel):
             logits, mask, positions = (t.repeat_interleave(params.n, dim=0) for t in (logits, mask, positions))
         return logits, mask, positions, cache
 
-    def _decode(self, logits: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache,
+    def _decode(self, model: torch.nn.Module, logits: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache,
                 params: SamplingParams, generator: torch.Generator | None) -> list[list[int]]:
         """Sample up to max_new_tokens per row, dropping rows that ended from the batch as they accumulate.
 
@@ -178,7 +188,7 @@ class TransformersChatModel(ChatModel):
                 cache.batch_select_indices(keep)
                 tokens, mask, positions, history = tokens[keep], mask[keep], positions[keep], history[keep]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            logits = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
+            logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
                                 **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
             positions = positions + 1
         return out
@@ -194,12 +204,23 @@ class TransformersChatModel(ChatModel):
             self._stoppers[key] = StopStringCriteria(self.tokenizer, list(key))
         return self._stoppers[key]
 
-    def _run(self, adapter: str | None, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call ``fn(*args)`` with the requested adapter active (None = the bare base model)."""
-        if not self.adapters:
-            return fn(*args)
-        if adapter is None:
+    @contextmanager
+    def _decoding(self, adapter: str | None) -> Iterator[torch.nn.Module]:
+        """The module that decodes for ``adapter`` (None = the bare base): its int8 copy, or the shared model with
+        that adapter active (or all adapters disabled) for the duration."""
+        if self.quantize == "int8":
+            model = self._int8.pop(adapter, None)
+            if model is None:
+                model = int8_copy(self.model, adapter if self.adapters else None)
+                while len(self._int8) >= INT8_COPIES:
+                    self._int8.pop(next(iter(self._int8)))
+            self._int8[adapter] = model
+            yield model
+        elif not self.adapters:
+            yield self.model
+        elif adapter is None:
             with self.model.disable_adapter():
-                return fn(*args)
-        self.model.set_adapter(adapter)
-        return fn(*args)
+                yield self.model
+        else:
+            self.model.set_adapter(adapter)
+            yield self.model
