@@ -22,8 +22,11 @@ precomputed reference is used twice; ``wall_s`` includes that precompute.
 FLOPs are counted, not derived from a formula: one step (the second) of each
 arm runs under ``torch.utils.flop_counter.FlopCounterMode``, which counts
 every matmul, convolution and attention kernel the step dispatches, forward
-and backward (it has no rule for the CPU flash-attention kernel, so attention
-is left out: the ratio errs low). That step is not timed; the first step is
+and backward. torch has no rule for the CPU flash-attention kernels
+(``_scaled_dot_product_flash_attention_for_cpu`` and its backward), which
+the other sdpa kernels' rules fit (same leading arguments); they are given
+those rules here, halved where the kernel runs causal (it skips the masked
+half; with a padding mask it computes every block). That step is not timed; the first step is
 warm-up and not timed either. The matmul rate is a 2048x2048 fp32 matmul at
 the same thread count, measured before and after the arms; the ratio is
 achieved FLOP/s over the better of the two. Writes one JSON line per arm to
@@ -64,6 +67,24 @@ def matmul_flops(n: int = 2048, repeats: int = 8, device: str = "cpu", dtype: to
     return 2 * n**3 / best
 
 
+def cpu_attention_rules() -> dict:
+    """FLOP rules for the CPU flash-attention kernels, which torch's counter does not know (it would count 0)."""
+    import torch
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def forward(query, key, value, dropout_p=0.0, is_causal=False, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value) // (2 if is_causal else 1)
+
+    def backward(grad_out, query, key, value, out, logsumexp, dropout_p=0.0, is_causal=False, *args,
+                 out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, query, key, value) // (2 if is_causal else 1)
+
+    return {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+
+
 class StepClock(TrainerCallback):
     """Wall time of every optimizer step; the FLOPs of step ``count_step`` (that one is not timed)."""
 
@@ -71,7 +92,7 @@ class StepClock(TrainerCallback):
         from torch.utils.flop_counter import FlopCounterMode
 
         self.count_step = count_step
-        self.counter = FlopCounterMode(display=False)
+        self.counter = FlopCounterMode(display=False, custom_mapping=cpu_attention_rules())
         self.times: list[float] = []
         self.flops = 0
         self._t0 = 0.0

@@ -118,6 +118,32 @@ def test_lora_adapter_swaps_without_reloading_base(chat_model, tmp_path: Path):
         chat_model.generate(conv, params, adapter="unknown")
 
 
+def test_a_later_call_starts_from_the_instruction_prefix_an_earlier_one_ran(chat_model):
+    """The shared prefix of the last call (the agent's instruction) is copied, not recomputed: same logits, same
+    greedy text as a cold start, and the copied part stops where the two requests differ."""
+    system = {"role": "system", "content": "You write one vivid sentence for a video generator. Name the subject, "
+                                           "the setting, the light, the camera and the motion. Never add a preface."}
+    first, second = ([system, {"role": "user", "content": f"Request: {x}"}] for x in ("a cat", "a red car at dusk"))
+    params = SamplingParams(n=2, max_new_tokens=12, temperature=0.0)
+    key = (None, chat_model.quantize)
+    tok = chat_model.tokenizer
+    rows = [tok(chat_model.render(second), add_special_tokens=False)["input_ids"]]
+    common = next(i for i, (a, b) in enumerate(zip(tok(chat_model.render(first), add_special_tokens=False)
+                                                   ["input_ids"], rows[0], strict=False)) if a != b)
+    chat_model._prefixes.clear()
+    cold_text = chat_model.generate([second], params)
+    assert chat_model.prefix_reused == 0
+    with torch.inference_mode(), chat_model._decoding(None) as model:
+        cold = chat_model._prefill(model, rows, params)[0]
+        chat_model.generate([first], params)
+        warm = chat_model._prefill(model, rows, params, key)[0]
+    assert chat_model.prefix_reused == common > 40
+    assert torch.allclose(warm, cold, atol=1e-4)
+    chat_model.generate([first], params)
+    assert chat_model.generate([second], params) == cold_text
+    assert chat_model.prefix_reused == common
+
+
 def test_embedder_ranks_kitten_near_cat(embedder):
     sims = embedder.similarity(["a kitten"], ["a cat", "a truck"])[0]
     assert sims[0] > sims[1] + 0.2

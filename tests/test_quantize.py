@@ -114,3 +114,17 @@ def test_chat_model_decodes_int8_close_to_fp32_and_keeps_one_copy_per_version(ch
         q.load_adapter(f"x{i}", tmp_path / "adapter")
         q.generate([conv], SamplingParams(n=1, max_new_tokens=1, temperature=0.0), adapter=f"x{i}")
     assert len(q._int8) == INT8_COPIES and None not in q._int8 and f"x{INT8_COPIES}" in q._int8
+
+
+def test_the_setting_reaches_the_in_process_backend(graph_runtime, smollm_path: Path):
+    """``quantize`` is read once, from Settings: auto resolves by the machine, none keeps fp32 decoding."""
+    from promptloop.agents.llm.factory import build_chat_model
+    from promptloop.config import BackendSettings
+
+    assert graph_runtime.settings.quantize == "auto"
+    assert graph_runtime.chat_model.quantize == resolve("auto", "cpu", torch.float32)
+    fp32 = build_chat_model(BackendSettings(model=str(smollm_path)),
+                            graph_runtime.settings.model_copy(update={"quantize": "none"}))
+    assert fp32.quantize == "none"
+    fp32.generate([[{"role": "user", "content": "a cat"}]], SamplingParams(n=1, max_new_tokens=2, temperature=0.0))
+    assert fp32._int8 == {}

@@ -20,12 +20,14 @@ from transformers import DynamicCache
 
 from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams, cut_at_stop
 from promptloop.agents.llm.device import pick_device, pick_dtype
-from promptloop.agents.llm.kv_cache import reserved_cache
+from promptloop.agents.llm.kv_cache import ReservedLayer, reserved_cache
 from promptloop.agents.llm.quantize import Quantize, int8_copy, resolve
 from promptloop.agents.llm.sampling import next_tokens, penalties
 
 # int8 copies kept at once: the base and the versions a loop compares (champion, candidate, parent) fit
 INT8_COPIES = 4
+# a common prefix shorter than this is run again rather than copied (the copy is not worth its bookkeeping)
+MIN_REUSED_PREFIX = 16
 
 
 class TransformersChatModel(ChatModel):
@@ -48,6 +50,10 @@ class TransformersChatModel(ChatModel):
         # int8 copies per adapter (None = the bare base), most recently used last; each is a merged, quantised
         # copy (~250 MB for the 135M model), so only a few are kept
         self._int8: dict[str | None, torch.nn.Module] = {}
+        # the last shared prefix each decoding module ran, with its keys and values: the next call's prefix
+        # (the same instruction, another request) starts from the longest part they agree on
+        self._prefixes: dict[tuple[str | None, str], tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+        self.prefix_reused = 0  # tokens of the last call's prefix read from an earlier call (benches, tests)
         eos = self.model.generation_config.eos_token_id
         self.stop_ids = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos]),
                                              self.tokenizer.eos_token_id} - {None}))
@@ -95,18 +101,16 @@ class TransformersChatModel(ChatModel):
                     generator = torch.Generator(device=self.device).manual_seed(params.seed + start)
                 rows = self.tokenizer(texts[start:start + self.batch_size], add_special_tokens=False)["input_ids"]
                 with self._decoding(adapter) as model:
-                    tokens = self._sample(model, rows, params, generator)
+                    key = (adapter if self.adapters else None, self.quantize)
+                    tokens = self._decode(model, *self._prefill(model, rows, params, key), params, generator)
                 decoded = [cut_at_stop(d, params.stop)
                            for d in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
                 n = params.n
                 results.extend([d.strip() for d in decoded[i * n:(i + 1) * n]] for i in range(len(rows)))
         return results
 
-    def _sample(self, model: torch.nn.Module, rows: list[list[int]], params: SamplingParams,
-                generator: torch.Generator | None) -> list[list[int]]:
-        return self._decode(model, *self._prefill(model, rows, params), params, generator)
-
-    def _prefill(self, model: torch.nn.Module, rows: list[list[int]], params: SamplingParams
+    def _prefill(self, model: torch.nn.Module, rows: list[list[int]], params: SamplingParams,
+                 key: tuple[str | None, str] | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DynamicCache]:
         """Prefill what the prompts share once, each prompt's own tail once, and copy the cache for n samples.
 
@@ -119,6 +123,12 @@ class TransformersChatModel(ChatModel):
         redo the whole prompt for every row and sample. Layout per row: shared
         prefix, padding, own tail; position ids follow the attention mask, as
         ``generate`` derives them.
+        The shared prefix itself is mostly the agent's instruction, the same
+        from one call to the next, so the keys and values of the last prefix
+        run under ``key`` (decoding module) are kept and the part a new prefix
+        agrees on is copied in rather than recomputed: prefill is compute-bound
+        on CPU (~2 ms a token here), and the rewriter's instruction is ~200
+        tokens of a one-prompt rewrite.
         Returns the last-token logits, attention mask, next position id per
         row, and the cache.
         """
@@ -134,21 +144,23 @@ class TransformersChatModel(ChatModel):
         mask = torch.cat([torch.ones(len(rows), shared, dtype=torch.long), tail_mask], dim=1).to(self.device)
         cache = reserved_cache(self.model.config, shared + width + params.max_new_tokens)
         if shared:
-            prefix = torch.tensor([rows[0][:shared]], device=self.device)
+            reused = self._reuse_prefix(key, rows[0][:shared], cache)
+            prefix = torch.tensor([rows[0][reused:shared]], device=self.device)
             model(input_ids=prefix, **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1)
+            self._keep_prefix(key, rows[0][:shared], cache)
             if len(rows) > 1:
                 cache.batch_repeat_interleave(len(rows))
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         logits = model(input_ids=tail_ids, attention_mask=mask, position_ids=position_ids,
-                            **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
+                       **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
         positions = mask.sum(-1)
         if params.n > 1:
             cache.batch_repeat_interleave(params.n)
             logits, mask, positions = (t.repeat_interleave(params.n, dim=0) for t in (logits, mask, positions))
         return logits, mask, positions, cache
 
-    def _decode(self, model: torch.nn.Module, logits: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache,
-                params: SamplingParams, generator: torch.Generator | None) -> list[list[int]]:
+    def _decode(self, model: torch.nn.Module, logits: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                cache: DynamicCache, params: SamplingParams, generator: torch.Generator | None) -> list[list[int]]:
         """Sample up to max_new_tokens per row, dropping rows that ended from the batch as they accumulate.
 
         ``generate`` keeps decoding a row after its end token until the
@@ -189,9 +201,41 @@ class TransformersChatModel(ChatModel):
                 tokens, mask, positions, history = tokens[keep], mask[keep], positions[keep], history[keep]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                                **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
+                           **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
             positions = positions + 1
         return out
+
+    def _reuse_prefix(self, key: tuple[str | None, str] | None, prefix: list[int], cache: DynamicCache) -> int:
+        """Copy into ``cache`` the keys and values of the longest start of ``prefix`` an earlier call computed.
+
+        Keys and values at a position depend only on the tokens up to it
+        (causal attention), so any common start of two prefixes has the same
+        cache. At least one token is left to run, for the logits' sake.
+        Returns the number of tokens copied.
+        """
+        self.prefix_reused = 0
+        kept = self._prefixes.get(key) if key is not None else None
+        if kept is None or not all(isinstance(layer, ReservedLayer) for layer in cache.layers):
+            return 0
+        tokens, kv = kept
+        common = 0
+        limit = min(len(tokens), len(prefix) - 1)
+        while common < limit and tokens[common] == prefix[common]:
+            common += 1
+        if common < MIN_REUSED_PREFIX:
+            return 0
+        for i, (k, v) in enumerate(kv):
+            cache.update(k[:, :, :common], v[:, :, :common], i)
+        self.prefix_reused = common
+        return common
+
+    def _keep_prefix(self, key: tuple[str | None, str] | None, prefix: list[int], cache: DynamicCache) -> None:
+        if key is None or not all(isinstance(layer, ReservedLayer) for layer in cache.layers):
+            return
+        self._prefixes.pop(key, None)
+        while len(self._prefixes) >= INT8_COPIES + 1:  # one per decoding module kept (int8 copies, fp32 model)
+            self._prefixes.pop(next(iter(self._prefixes)))
+        self._prefixes[key] = (list(prefix), [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers])
 
     def _stopper(self, stop: list[str]) -> Any:
         """transformers' ``StopStringCriteria`` for these strings (built once per list); None without any."""
