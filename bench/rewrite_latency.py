@@ -30,6 +30,13 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
 
 
+def _group(totals: list[float], steps: list[int]) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = defaultdict(list)
+    for t, k in zip(totals, steps, strict=True):
+        out[k].append(t)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prompts", type=int, default=8, help="warm rewrites timed (one eval prompt each)")
@@ -62,6 +69,10 @@ def main() -> None:
         "warm_s": {"median": round(statistics.median(totals), 2), "p95": round(percentile(totals, 95), 2),
                    "max": round(max(totals), 2)},
         "refine_steps_mean": round(statistics.mean(steps), 2),
+        # the split that decides the median: rewrites whose best candidate passed, and those that refined
+        "warm_by_refine_steps": {k: {"rewrites": len(v), "min": round(min(v), 2), "median": round(statistics.median(v), 2),
+                                     "max": round(max(v), 2)}
+                                 for k, v in sorted(_group(totals, steps).items())},
         "per_node_s": {k: {"calls": len(v), "median": round(statistics.median(v), 2), "max": round(max(v), 2)}
                        for k, v in per_node.items()},
         "critic_llm": {"asked": rt.critic.llm is not None and rt.critic.llm_weight > 0,
