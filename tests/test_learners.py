@@ -288,3 +288,18 @@ def test_the_demo_dpo_recipe_is_the_dpo_recipe_at_batch_2():
     assert demo.value("per_device_train_batch_size") == 2 and full.value("per_device_train_batch_size") == 4
     assert {k: v for k, v in demo.to_dict().items() if k != "per_device_train_batch_size"} == {
         k: v for k, v in full.to_dict().items() if k != "per_device_train_batch_size"}
+
+
+def test_the_policy_loads_with_the_recipes_attention_kernel(smollm_path, tmp_path):
+    """ModelConfig's attn_implementation (a recipe key or --attn_implementation flag) reaches from_pretrained;
+    unset, transformers picks (sdpa)."""
+    from promptloop.learners.trainer import load_policy
+    from promptloop.store.models import ModelVersion
+
+    settings = Settings(home=tmp_path / "home", base_model=str(smollm_path))
+    base = ModelVersion(name="base", base_model=str(smollm_path))
+    eager, _, _ = load_policy(settings, base, load_config("dpo", args=["--attn_implementation", "eager"]))
+    default, _, lora = load_policy(settings, base, load_config("dpo"))
+    assert eager.config._attn_implementation == "eager"
+    assert default.config._attn_implementation == "sdpa"
+    assert lora is not None and lora.r == load_config("dpo").model.lora_r
