@@ -3,7 +3,10 @@
 The base model is loaded once per instance (and a process keeps one instance
 in its Runtime); LoRA adapters of rewriter versions are attached to that same
 base by name and switched per call, so moving between versions never
-reloads the base weights.
+reloads the base weights. With ``quantize`` resolved to int8 (CPU), each
+version decodes on its own merged weight-only int8 copy instead
+(``quantize.py``), and the fp32 model with its adapters stays the source
+of those copies.
 """
 
 from __future__ import annotations
