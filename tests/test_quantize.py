@@ -69,6 +69,8 @@ def test_int8_copy_merges_only_the_asked_adapter_and_leaves_the_model_alone():
     assert rel(got["va"], want_b) > 5 * rel(got["va"], want_a)  # the adapters differ, and the right one was merged
     for m in copies.values():
         assert not isinstance(m, PeftModel)
+        # the input embeddings are shared with the source, not copied (the source's logits below are unchanged)
+        assert m.get_input_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
         assert not [n for n, mod in m.named_modules() if isinstance(mod, torch.nn.Linear)]
     # the source keeps both adapters, its active one and its fp32 layers
     assert set(model.peft_config) == {"va", "vb"} and model.active_adapter == "vb"

@@ -18,7 +18,10 @@ quality, on train-split prompts):
 
 LoRA adapters are merged into a copy of the base before it is quantised,
 one copy per rewriter version, so the int8 path serves the weights a
-version was trained to. Embeddings, norms and attention stay fp32.
+version was trained to. Norms and attention stay fp32, and the input
+embeddings are the source model's own tensor, shared rather than copied: a
+copy holds 129 MB of tensors for the 135M model, against 237 MB with its own
+embeddings.
 """
 
 from __future__ import annotations
@@ -91,7 +94,10 @@ def int8_copy(model: torch.nn.Module, adapter: str | None = None) -> torch.nn.Mo
     The copy is taken before merging, so the caller's model keeps its adapters
     and full-precision weights (training and new adapters still attach to it).
     """
-    work = copy.deepcopy(model)
+    # the input embeddings are read, never merged into or quantised: the copy shares them with the source
+    # (113 MB for the 135M model's 49k x 576 table, per copy)
+    embeddings = model.get_input_embeddings().weight
+    work = copy.deepcopy(model, memo={id(embeddings): embeddings})
     if hasattr(work, "peft_config"):
         if adapter is None:
             work = work.unload()
