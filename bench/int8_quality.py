@@ -20,7 +20,6 @@ import time
 
 import torch
 
-from promptloop.agents.llm.quantize import int8_copy
 from promptloop.agents.llm.transformers_backend import TransformersChatModel
 from promptloop.config import Settings
 from promptloop.services import Services
@@ -74,7 +73,7 @@ def main() -> None:
     sampled = [row[0] for row in model.generate(convs, rt.sampling(n=1, max_new_tokens=args.max_new_tokens, seed=0),
                                                 adapter=adapter)]
 
-    quantized = int8_copy(model.model, adapter if model.adapters else None)
+    quantized = model._int8[adapter]  # the copy the int8 generations above decoded on
     with model._decoding(adapter) as full:
         kls, agree, tokens = [], 0, 0
         for conv, text in zip(convs, fp32, strict=True):

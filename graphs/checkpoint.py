@@ -24,9 +24,9 @@ def make_checkpointer(settings: Settings) -> BaseCheckpointSaver:
         from langgraph.checkpoint.postgres import PostgresSaver
         from psycopg_pool import ConnectionPool
 
-        conninfo = url.replace("postgresql+psycopg://", "postgresql://").replace("postgresql+psycopg2://",
-                                                                                  "postgresql://")
-        pool = ConnectionPool(conninfo, min_size=1, max_size=settings.postgres.pool_size, open=True,
+        from promptloop.store.engine import conninfo
+
+        pool = ConnectionPool(conninfo(url), min_size=1, max_size=settings.postgres.pool_size, open=True,
                               kwargs={"autocommit": True, "prepare_threshold": 0},
                               name="promptloop-checkpoints")
         # setup() is not safe to run concurrently: workers starting together take turns. The turn is polled

@@ -54,8 +54,7 @@ def _on_psycopg_pool(url: str, *, echo: bool, size: int) -> Engine:
 
     with create_engine(url, poolclass=NullPool).connect():
         pass
-    conninfo = _conninfo(url)
-    pool = ConnectionPool(conninfo, min_size=1, max_size=size, open=True, close_returns=True,
+    pool = ConnectionPool(conninfo(url), min_size=1, max_size=size, open=True, close_returns=True,
                           check=ConnectionPool.check_connection, name="promptloop-store")
     engine = create_engine("postgresql+psycopg://", creator=pool.getconn, poolclass=NullPool, echo=echo)
     engine.psycopg_pool = pool  # type: ignore[attr-defined]
@@ -63,8 +62,9 @@ def _on_psycopg_pool(url: str, *, echo: bool, size: int) -> Engine:
     return engine
 
 
-def _conninfo(url: str) -> str:
-    """A SQLAlchemy psycopg URL as libpq's connection string."""
+def conninfo(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL (any driver) as libpq's connection string (the store's and the checkpointer's
+    pools)."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 

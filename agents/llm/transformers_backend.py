@@ -33,6 +33,11 @@ INT8_COPIES = 4
 MIN_REUSED_PREFIX = 16
 
 
+def _in_place(cache: DynamicCache) -> bool:
+    """Every layer of ``cache`` is a ReservedLayer (what prefix reuse reads from and writes into)."""
+    return all(isinstance(layer, ReservedLayer) for layer in cache.layers)
+
+
 class TransformersChatModel(ChatModel):
     def __init__(self, model_path: str | Path, *, device: str = "auto", dtype: str = "auto",
                  batch_size: int = 16, name: str | None = None, quantize: Quantize = "none"):
@@ -218,7 +223,7 @@ class TransformersChatModel(ChatModel):
         """
         self.prefix_reused = 0
         kept = self._prefixes.get(key) if key is not None else None
-        if kept is None or not all(isinstance(layer, ReservedLayer) for layer in cache.layers):
+        if kept is None or not _in_place(cache):
             return 0
         tokens, kv = kept
         common = 0
@@ -233,9 +238,12 @@ class TransformersChatModel(ChatModel):
         return common
 
     def _keep_prefix(self, key: tuple[str | None, str] | None, prefix: list[int], cache: DynamicCache) -> None:
-        if key is None or not all(isinstance(layer, ReservedLayer) for layer in cache.layers):
+        if key is None or not _in_place(cache):
             return
-        self._prefixes.pop(key, None)
+        kept = self._prefixes.pop(key, None)
+        if kept is not None and kept[0] == prefix:  # the same prefix again (one instruction, many batches)
+            self._prefixes[key] = kept
+            return
         while len(self._prefixes) >= INT8_COPIES + 1:  # one per decoding module kept (int8 copies, fp32 model)
             self._prefixes.pop(next(iter(self._prefixes)))
         self._prefixes[key] = (list(prefix), [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers])
