@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from promptloop.agents import text_checks as tc
 from promptloop.agents.llm.base import ChatModel, SamplingParams
-from promptloop.agents.rewriter import clean_rewrite, template
+from promptloop.agents.rewriter import clean_rewrite, rewrite_complete, template
 from promptloop.agents.safety.guard import SafetyGuard, Verdict, parse_json_model
 from promptloop.config import CriticSettings, RewriteSettings, SamplingControls, default_of
 
@@ -196,6 +196,15 @@ class TextCritic:
         return (self.breaker_window > 0 and len(self.recent) == self.breaker_window
                 and sum(self.recent) / self.breaker_window < self.breaker_min_valid)
 
+    @property
+    def probing(self) -> bool:
+        """The next LLM critiques still measure whether the model can critique: asked, with no verdict yet
+        (none remembered in the store, the breaker window not yet full)."""
+        if self.llm is None or self.llm_weight <= 0 or self.breaker_window <= 0:
+            return False
+        self._recall()
+        return len(self.recent) < self.breaker_window
+
     def _llm_critiques(self, pairs: list[tuple[str, str]]) -> list[LLMCritique | None]:
         """Ask the LLM for every pair, probing with a breaker window's worth first while the breaker has no verdict.
 
@@ -282,7 +291,7 @@ class TextCritic:
         # The rewriter version's adapter applies only where the critic shares the rewriter's model.
         if adapter is not None and adapter not in getattr(llm, "adapters", {}):
             adapter = None
-        outs = llm.generate(convs, params.model_copy(update={"n": 1}), adapter=adapter)
+        outs = llm.generate(convs, params.model_copy(update={"n": 1, "until": rewrite_complete}), adapter=adapter)
         return [clean_rewrite(o[0]) or c for o, (_, c, _) in zip(outs, items, strict=True)]
 
 

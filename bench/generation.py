@@ -14,7 +14,10 @@ per prompt):
 - ``generate_batch``: transformers' continuous batching
   (``model.generate_batch``, paged KV cache);
 - ``own_int8``: the own loop on the weight-only int8 copy (``quantize``,
-  the CPU default; agents/llm/quantize.py);
+  the CPU default; agents/llm/quantize.py), decode steps through the fused
+  int8 step (agents/llm/decode_step.py);
+- ``own_int8_forward``: the same with every decode step through the int8
+  copy's transformers forward (what the fused step has to beat);
 - ``single``: the own loop called once per prompt (what batching buys).
 
 Rows end at different lengths in each arm, so the comparison is generated
@@ -60,12 +63,12 @@ def arm_own(model: TransformersChatModel, convs, params, tok) -> int:
     return sum(len(tok(text, add_special_tokens=False)["input_ids"]) for row in outs for text in row)
 
 
-def arm_own_int8(model: TransformersChatModel, convs, params, tok) -> int:
-    model.quantize = "int8"
+def arm_own_int8(model: TransformersChatModel, convs, params, tok, *, fused: bool = True) -> int:
+    model.quantize, model.fused_step = "int8", fused
     try:
         return arm_own(model, convs, params, tok)
     finally:
-        model.quantize = "none"
+        model.quantize, model.fused_step = "none", True
 
 
 def arm_single(model: TransformersChatModel, convs, params, tok) -> int:
@@ -103,10 +106,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16, help="prompts per call (own loop and generate)")
-    ap.add_argument("--arms", default="own,own_int8,generate,generate_batch")
+    ap.add_argument("--arms", default="own,own_int8,own_int8_forward,generate,generate_batch")
     args = ap.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    known = {"own", "own_int8", "generate", "generate_batch", "single"}
+    known = {"own", "own_int8", "own_int8_forward", "generate", "generate_batch", "single"}
     if set(arms) - known:
         ap.error(f"unknown arm(s): {sorted(set(arms) - known)}")
 
@@ -123,6 +126,7 @@ def main() -> None:
     tok = model.tokenizer
     runs = {"own": lambda: arm_own(model, convs, params, tok),
             "own_int8": lambda: arm_own_int8(model, convs, params, tok),
+            "own_int8_forward": lambda: arm_own_int8(model, convs, params, tok, fused=False),
             "single": lambda: arm_single(model, convs, params, tok),
             "generate": lambda: arm_generate(model, convs, gen_cfg, args.batch_size),
             "generate_batch": lambda: arm_generate_batch(model, convs, gen_cfg)}
@@ -146,6 +150,9 @@ def main() -> None:
                if "tokens_per_s" in result["arms"].get(a, {})]
     if "tokens_per_s" in result["arms"].get("own", {}) and library:
         result["own_vs_best_library"] = round(result["arms"]["own"]["tokens_per_s"] / max(library), 2)
+    if all("tokens_per_s" in result["arms"].get(a, {}) for a in ("own_int8", "own_int8_forward")):
+        result["fused_step_gain"] = round(result["arms"]["own_int8"]["tokens_per_s"]
+                                          / result["arms"]["own_int8_forward"]["tokens_per_s"], 2)
     settings.append_report("bench_generation", result)
     print(json.dumps(result, indent=2))
     print(f"\n{'arm':15} {'s':>8} {'tokens':>7} {'tokens/s':>9}")
@@ -156,6 +163,8 @@ def main() -> None:
             print(f"{arm:15} {r['s']:8.1f} {r['tokens']:7d} {r['tokens_per_s']:9.1f}")
     if "own_vs_best_library" in result:
         print(f"own loop vs the faster library arm: {result['own_vs_best_library']:.2f}x tokens/s")
+    if "fused_step_gain" in result:
+        print(f"fused int8 step vs the int8 copy's transformers forward: {result['fused_step_gain']:.2f}x tokens/s")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from langgraph.runtime import Runtime
 from sqlalchemy.engine import Engine
 
 from promptloop.agents.judge import JudgeInput
-from promptloop.agents.rewriter import clean_rewrite, template
+from promptloop.agents.rewriter import clean_rewrite, rewrite_complete, template
 from promptloop.agents.safety.sanitizer import screen
 from promptloop.graphs.collection import CollectContext, CollectState, build_collect_graph
 from promptloop.graphs.persist import store_input_verdict, store_scores
@@ -119,7 +119,8 @@ def breed(state: CollectState, runtime: Runtime[EvolveContext]) -> dict:
                                              max_words=crit.max_words)
                 jobs.append((it, [elites[0]["text"]], content))
     if jobs:
-        params = ctx.sampling(n=1).model_copy(update={"seed": (ctx.seed or 0) + 1000 * (items[0]["generation"] + 1)})
+        params = ctx.sampling(n=1).model_copy(update={"seed": (ctx.seed or 0) + 1000 * (items[0]["generation"] + 1),
+                                                      "until": rewrite_complete})
         outs = a.rewriter.model.generate([[{"role": "user", "content": c}] for _, _, c in jobs], params,
                                          adapter=ctx.model_version)
         gen = items[0]["generation"] + 1

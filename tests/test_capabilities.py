@@ -19,15 +19,18 @@ def test_a_failed_probe_is_remembered_and_the_next_process_asks_nothing(embedder
     memory = CapabilityRecord(engine, "transformers:garbage", "json_critique", "probe-a")
     assert memory.verdict() is None
     first = GarbageModel()
-    TextCritic(embedder, guard, first, llm_retries=1, breaker_window=5, memory=memory).critique_many(
-        [("a cat", FAITHFUL)] * 20)
-    assert first.sizes == [5, 5]  # the probe and its re-ask
+    critic = TextCritic(embedder, guard, first, llm_retries=1, breaker_window=5, memory=memory)
+    critic.critique_many([("a cat", FAITHFUL)] * 3)
+    assert critic.probing and first.sizes == [3, 3]  # 3 of the window's 5 answers seen: no verdict yet
+    critic.critique_many([("a cat", FAITHFUL)] * 20)
+    assert not critic.probing and first.sizes == [3, 3, 2, 2]  # the probe's rest and its re-ask
     [row] = list_capabilities(engine)
     assert (row.model, row.capable, row.asked, row.valid) == ("transformers:garbage", False, 5, 0)
 
     later = GarbageModel()  # a new process: a new critic on the same store
-    out = TextCritic(embedder, guard, later, llm_retries=1, breaker_window=5, memory=memory).critique_many(
-        [("a cat", FAITHFUL)] * 20)
+    critic = TextCritic(embedder, guard, later, llm_retries=1, breaker_window=5, memory=memory)
+    assert not critic.probing  # the store's verdict is read: nothing left to measure
+    out = critic.critique_many([("a cat", FAITHFUL)] * 20)
     assert later.calls == 0 and all(k.fallback and "LLM critic off" in k.issues[-1] for k in out)
 
     other = GarbageModel()  # another template or budget is another probe: measured again

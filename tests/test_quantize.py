@@ -130,3 +130,72 @@ def test_the_setting_reaches_the_in_process_backend(graph_runtime, smollm_path: 
     assert fp32.quantize == "none"
     fp32.generate([[{"role": "user", "content": "a cat"}]], SamplingParams(n=1, max_new_tokens=2, temperature=0.0))
     assert fp32._int8 == {}
+
+
+def test_fused_step_matches_the_int8_copys_transformers_forward():
+    """The fused decode step is the copy's own arithmetic: next-token logits equal its transformers forward's
+    bit for bit, padded rows included, and the fused q/k/v and gate/up buffers are the copy's weights, not new
+    bytes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from promptloop.agents.llm.decode_step import LlamaInt8Step, decode_step, supports
+    from promptloop.agents.llm.kv_cache import reserved_cache
+
+    torch.manual_seed(0)  # SmolLM2-135M's attention shape (9 heads on 3 kv heads of 64), two layers
+    source = LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=576, intermediate_size=1536,
+                                          num_hidden_layers=2, num_attention_heads=9, num_key_value_heads=3,
+                                          tie_word_embeddings=True)).eval()
+    assert not supports(source)  # fp32 linears: the transformers forward stays
+    model = int8_copy(source)
+    attn = model.model.layers[0].self_attn
+    x = torch.randn(3, 576)
+    before = attn.k_proj(x)
+    assert supports(model)
+    step = decode_step(model, "cache")
+    assert isinstance(step, LlamaInt8Step) and decode_step(model, "cache") is step  # built once
+    qkv_weight = step.layers[0][2][0]
+    assert attn.q_proj.weight_int8.data_ptr() == qkv_weight.data_ptr()
+    assert attn.k_proj.weight_int8.data_ptr() == qkv_weight[attn.q_proj.weight_int8.shape[0]:].data_ptr()
+    assert torch.equal(attn.k_proj(x), before)
+    assert not isinstance(decode_step(model, "cache", fused=False), LlamaInt8Step)
+
+    torch.manual_seed(1)
+    prompt = torch.randint(1, 128, (3, 207))
+    tokens = torch.randint(1, 128, (3,))
+    padded = torch.ones(3, 208, dtype=torch.long)
+    padded[1, :7] = 0  # a left-padded row: the step gets a mask
+    for mask in (padded, torch.ones(3, 208, dtype=torch.long)):  # and without padding, no mask
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = {}
+        with torch.inference_mode():
+            for fused in (True, False):
+                cache = reserved_cache(model.config, 216)
+                model(input_ids=prompt, attention_mask=mask[:, :207], position_ids=positions[:, :207],
+                      cache=cache, use_cache=True)
+                one = decode_step(model, "cache", fused=fused)
+                first = one(tokens, mask, positions[:, 207], cache)
+                # and a second step on the cache the first one wrote
+                logits[fused] = first, one(first.argmax(-1), torch.cat([mask, mask[:, :1]], 1),
+                                           positions[:, 207] + 1, cache)
+        for got, want in zip(logits[True], logits[False], strict=True):
+            assert got.shape == (3, 128) and got.dtype == torch.float32
+            assert torch.equal(got, want), (got - want).abs().max()
+
+
+def test_fused_step_leaves_sampled_text_unchanged_on_the_real_model(chat_model):
+    """On SmolLM2's int8 copy the fused step samples the same text as the transformers forward, for one prompt
+    x 4 samples (no mask) and two prompts of different lengths (a padded row)."""
+    from promptloop.agents.llm.transformers_backend import TransformersChatModel
+
+    q = TransformersChatModel(chat_model.path, device="cpu", quantize="int8")
+    convs = [[{"role": "user", "content": "Rewrite as a video prompt: a red car on a mountain road"}],
+             [{"role": "user", "content": "Rewrite as a video prompt: fog"}]]
+    params = SamplingParams(n=4, max_new_tokens=40, temperature=0.8, top_p=0.95, seed=3)
+    for batch in (convs[:1], convs):
+        q.generate(batch, params.model_copy(update={"max_new_tokens": 1}))  # both runs below reuse its prefix
+        texts = {}
+        for fused in (True, False):
+            q.fused_step = fused
+            texts[fused] = q.generate(batch, params)
+        assert texts[True] == texts[False]
+        assert len({t for row in texts[True] for t in row}) > 1  # sampled: the rows differ from each other

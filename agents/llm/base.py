@@ -8,7 +8,7 @@ scheduler or an HTTP connection pool instead of being called in a loop.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypedDict
 
 from pydantic import Field
@@ -34,6 +34,10 @@ class SamplingParams(SamplingControls):
     seed: int | None = None
     json_schema: dict | None = Field(None, description="ask for JSON of this schema where the backend can "
                                      "enforce it (OpenAI-compatible response_format); a hint, never a guarantee")
+    until: Callable[[str], bool] | None = Field(None, exclude=True, description="the caller's test that a "
+                                                "completion's text so far is all of it the caller will use: the "
+                                                "in-process backend ends the row there (checked at line breaks); "
+                                                "served backends decode on, and the caller cuts the text anyway")
 
     @classmethod
     def of(cls, controls: SamplingControls | None, **call: Any) -> SamplingParams:

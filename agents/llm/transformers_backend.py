@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import torch
 from transformers import DynamicCache
 
 from promptloop.agents.llm.base import ChatModel, Conversation, SamplingParams, cut_at_stop
+from promptloop.agents.llm.decode_step import decode_step
 from promptloop.agents.llm.device import pick_device, pick_dtype
 from promptloop.agents.llm.kv_cache import ReservedLayer, reserved_cache
 from promptloop.agents.llm.quantize import Quantize, int8_copy, resolve
@@ -62,6 +63,9 @@ class TransformersChatModel(ChatModel):
         # (the same instruction, another request) starts from the longest part they agree on
         self._prefixes: dict[tuple[str | None, str], tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
         self.prefix_reused = 0  # tokens of the last call's prefix read from an earlier call (benches, tests)
+        # decode steps of a Llama int8 copy run decode_step's fused step (False: the transformers forward, for
+        # the bench that compares them)
+        self.fused_step = True
         eos = self.model.generation_config.eos_token_id
         self.stop_ids = torch.tensor(sorted({*(eos if isinstance(eos, list) else [eos]),
                                              self.tokenizer.eos_token_id} - {None}))
@@ -71,6 +75,7 @@ class TransformersChatModel(ChatModel):
         self.adapters: dict[str, str] = {}
         self._lock = threading.Lock()  # adapter switching and generate share one model
         self._stoppers: dict[tuple[str, ...], Any] = {}  # StopStringCriteria per stop list (its tables cost)
+        self._line_breaks: dict[int, bool] = {}  # whether a token's text holds a line break (SamplingParams.until)
 
     # --- adapters -----------------------------------------------------------------
     def load_adapter(self, name: str, path: str | Path) -> None:
@@ -182,6 +187,7 @@ class TransformersChatModel(ChatModel):
         live = torch.arange(logits.shape[0])  # the output row each batch row writes to
         ended = torch.zeros(logits.shape[0], dtype=torch.bool)
         penalise, stopper = penalties(params), self._stopper(params.stop)
+        one_token = decode_step(model, self._cache_kw, fused=self.fused_step)
         # the tokens generated so far (penalties and stop strings look at these, never at the prompt)
         history = torch.empty(logits.shape[0], 0, dtype=torch.long, device=self.device)
         for step in range(params.max_new_tokens):
@@ -197,6 +203,8 @@ class TransformersChatModel(ChatModel):
                 if not quiet:
                     out[row].append(token)
             ended |= stop
+            if params.until is not None:
+                ended |= self._text_done(params.until, out, live, host, ended)
             if stopper is not None:
                 ended |= stopper(history, None).cpu()
             if ended.all() or step == params.max_new_tokens - 1:
@@ -208,10 +216,22 @@ class TransformersChatModel(ChatModel):
                 cache.batch_select_indices(keep)
                 tokens, mask, positions, history = tokens[keep], mask[keep], positions[keep], history[keep]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions[:, None],
-                           **{self._cache_kw: cache}, use_cache=True, logits_to_keep=1).logits[:, -1]
+            logits = one_token(tokens, mask, positions, cache)
             positions = positions + 1
         return out
+
+    def _text_done(self, until: Callable[[str], bool], out: list[list[int]], live: torch.Tensor, host: torch.Tensor,
+                   ended: torch.Tensor) -> torch.Tensor:
+        """Rows whose text ``until`` says the caller has all it will use of, asked when a row's new token
+        carries a line break (a paragraph can only end there)."""
+        done = torch.zeros_like(ended)
+        for i, (row, token, over) in enumerate(zip(live.tolist(), host.tolist(), ended.tolist(), strict=True)):
+            breaks = self._line_breaks.get(token)
+            if breaks is None:  # learnt per token as met (~3 us a decode; the whole vocabulary takes 0.6 s)
+                breaks = self._line_breaks[token] = "\n" in self.tokenizer.decode([token])
+            if breaks and not over:
+                done[i] = until(self.tokenizer.decode(out[row], skip_special_tokens=True))
+        return done
 
     def _reuse_prefix(self, key: tuple[str | None, str] | None, prefix: list[int], cache: DynamicCache) -> int:
         """Copy into ``cache`` the keys and values of the longest start of ``prefix`` an earlier call computed.
