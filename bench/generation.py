@@ -155,12 +155,12 @@ def main() -> None:
                                           / result["arms"]["own_int8_forward"]["tokens_per_s"], 2)
     settings.append_report("bench_generation", result)
     print(json.dumps(result, indent=2))
-    print(f"\n{'arm':15} {'s':>8} {'tokens':>7} {'tokens/s':>9}")
+    print(f"\n{'arm':17} {'s':>8} {'tokens':>7} {'tokens/s':>9}")
     for arm, r in result["arms"].items():
         if "error" in r:
-            print(f"{arm:15} unavailable: {r['error']}")
+            print(f"{arm:17} unavailable: {r['error']}")
         else:
-            print(f"{arm:15} {r['s']:8.1f} {r['tokens']:7d} {r['tokens_per_s']:9.1f}")
+            print(f"{arm:17} {r['s']:8.1f} {r['tokens']:7d} {r['tokens_per_s']:9.1f}")
     if "own_vs_best_library" in result:
         print(f"own loop vs the faster library arm: {result['own_vs_best_library']:.2f}x tokens/s")
     if "fused_step_gain" in result:
