@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from promptloop.agents.llm.quantize import Int8Linear
 
@@ -84,13 +85,12 @@ class LlamaInt8Step:
         rows = tokens.shape[0]
         h = self.embed(tokens)
         cos, sin = self.rotary(h[:, None], positions[:, None])  # rows x 1 x head_dim
-        cos, sin = cos[:, None], sin[:, None]
         attend = None if bool(mask.all()) else mask[:, None, None, :].bool()
         hq, hk = self.heads, self.kv_heads
         for i, norm1, qkv, o_proj, norm2, gate_up, down, d, scaling in self.layers:
             x = self._mm(self._rms(h, norm1), *qkv).float()
-            q = _rotate(x[:, :hq * d].view(rows, hq, 1, d), cos, sin)
-            k = _rotate(x[:, hq * d:(hq + hk) * d].view(rows, hk, 1, d), cos, sin)
+            q, k = apply_rotary_pos_emb(x[:, :hq * d].view(rows, hq, 1, d),
+                                        x[:, hq * d:(hq + hk) * d].view(rows, hk, 1, d), cos, sin)
             v = x[:, (hq + hk) * d:].reshape(rows, hk, 1, d)
             k, v = cache.update(k, v, i)
             # grouped-query attention the way transformers' sdpa_attention_forward runs one token on CPU, so the
@@ -108,19 +108,13 @@ class LlamaInt8Step:
         return self._mm(self._rms(h, self.norm), self.head.weight_int8, self.head.scale).float()
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
-
-
 def decode_step(model: torch.nn.Module, cache_kw: str, *, fused: bool = True) -> Step:
-    """The step for ``model``: the fused int8 step where ``supports`` it (built once per model), else the
-    transformers forward."""
-    if fused and supports(model):
-        step = getattr(model, "_promptloop_step", None)
-        if step is None:
-            step = LlamaInt8Step(model)
-            model._promptloop_step = step
+    """The step for ``model``: the fused int8 step where ``supports`` it (checked and built once per model),
+    else the transformers forward."""
+    step = getattr(model, "_promptloop_step", None) if fused else None
+    if step is None and fused and supports(model):
+        step = model._promptloop_step = LlamaInt8Step(model)
+    if step is not None:
         return step
 
     def forward(tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> torch.Tensor:
