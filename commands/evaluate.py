@@ -40,6 +40,9 @@ def eval_cmd(
     redteam_limit: Annotated[int | None, typer.Option(min=0, help="Harmful and benign prompts each of the "
                                                                   "red-team holdout, through the full rewrite graph "
                                                                   "(0 = skip; default all)")] = None,
+    redteam_file: Annotated[str, typer.Option(help="Which red-team holdout: redteam_holdout.csv, or "
+                                                   "redteam_holdout_b.csv (written before the changes it measures)")
+                            ] = "redteam_holdout.csv",
     systems: Annotated[list[str] | None, typer.Option("--system", help="raw | base | champion | public:NAME | "
                                                                        "a version name (repeat; default: all)")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
@@ -60,7 +63,8 @@ def eval_cmd(
     from promptloop.evaluation.runner import EvalConfig, default_systems
 
     rt = services_of(ctx)
-    cfg = EvalConfig(bench=bench, limit=limit, redteam_limit=redteam_limit, max_new_tokens=max_new_tokens,
+    cfg = EvalConfig(bench=bench, limit=limit, redteam_limit=redteam_limit, redteam_file=redteam_file,
+                     max_new_tokens=max_new_tokens,
                      allow_contaminated=allow_contaminated)
     systems = systems or default_systems(rt, bench)
     if rt.settings.eval.judge is not None and "champion" not in systems:

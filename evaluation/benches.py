@@ -9,8 +9,9 @@
   dimensions stay represented). Intent retrieval on VBench searches all 946
   prompts;
 - red team: harmful prompts and benign look-alikes from
-  ``data/redteam_holdout.csv`` with their rubric (evaluation/safety.py); the
-  guard trains on ``data/redteam.csv``, never on these.
+  ``data/redteam_holdout.csv`` (or ``redteam_holdout_b.csv``) with their rubric
+  (evaluation/safety.py); the guard trains on ``data/redteam.csv``, never on
+  these.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Engine
 
 from promptloop.errors import PromptloopError
-from promptloop.evaluation.safety import RubricRow
+from promptloop.evaluation.safety import HOLDOUT, RubricRow
 from promptloop.store.repository import spaced
 from promptloop.store.shipped import data_dir, vbench_rewrites, vbench_split
 
@@ -70,12 +71,12 @@ def load_bench(engine: Engine, name: str, limit: int | None = None) -> Bench:
     raise PromptloopError(f"unknown bench '{name}'; expected one of {', '.join(BENCHES)}")
 
 
-def load_redteam(limit: int | None = None) -> tuple[list[RubricRow], list[RubricRow]]:
-    """(harmful, benign look-alikes) of the red-team holdout with their rubric, each cut to ``limit`` evenly over
-    its categories' file order. The holdout, not ``redteam.csv``: the guard is trained on that one."""
+def load_redteam(limit: int | None = None, file: str = HOLDOUT) -> tuple[list[RubricRow], list[RubricRow]]:
+    """(harmful, benign look-alikes) of a red-team holdout with their rubric, each cut to ``limit`` evenly over
+    its categories' file order. A holdout, not ``redteam.csv``: the guard is trained on that one."""
     from promptloop.evaluation.safety import load_rubric
 
-    rows = load_rubric()
+    rows = load_rubric(file)
     harmful = [r for r in rows if r.harmful]
     benign = [r for r in rows if not r.harmful]
     return [harmful[i] for i in spaced(len(harmful), limit)], [benign[i] for i in spaced(len(benign), limit)]

@@ -36,7 +36,7 @@ from promptloop.config import Settings
 from promptloop.errors import PromptloopError
 from promptloop.evaluation.benches import Bench, load_bench, load_redteam
 from promptloop.evaluation.metrics import aggregate, per_item
-from promptloop.evaluation.safety import safety_metrics
+from promptloop.evaluation.safety import HOLDOUT, safety_metrics
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.models import ModelVersion
@@ -83,12 +83,14 @@ class EvalConfig:
     bench: str = "eval"
     limit: int | None = None  # prompts of the bench (None = all)
     redteam_limit: int | None = None  # harmful and benign red-team prompts each (None = all, 0 = skip)
+    redteam_file: str = HOLDOUT  # which shipped red-team holdout (evaluation.safety.HOLDOUTS)
     max_new_tokens: int | None = None  # None = the generation setting
     allow_contaminated: bool = False  # evaluate versions trained on some of the bench's prompts (and say so)
 
     def key(self, settings: Settings) -> dict:
         s = settings
         return {"v": METRICS_VERSION, "redteam_limit": self.redteam_limit,
+                **({"redteam_file": self.redteam_file} if self.redteam_file != HOLDOUT else {}),
                 "max_new_tokens": self.max_new_tokens or s.generation.max_new_tokens, "greedy": True,
                 "words": [s.rewrite.target_words_min, s.rewrite.target_words_max], "judge": s.judge.weights,
                 "guard": s.guard.model_dump(), "controls": s.sampling.rewriter.model_dump(),
@@ -205,7 +207,7 @@ def evaluate_system(deps: EvalDeps, system: str, bench: Bench, cfg: EvalConfig, 
     if hit is not None:
         return SystemResult(ident, label, hit.metrics, outputs_path=hit.outputs_path, cached=True, **meta)
     max_new = cfg.max_new_tokens or deps.settings.generation.max_new_tokens
-    harmful, benign = load_redteam(cfg.redteam_limit) if cfg.redteam_limit != 0 else ([], [])
+    harmful, benign = load_redteam(cfg.redteam_limit, cfg.redteam_file) if cfg.redteam_limit != 0 else ([], [])
     red_rows = harmful + benign
     red: list[tuple[str, bool]] | None = None
     if system.startswith("public:"):

@@ -31,11 +31,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from promptloop.errors import PromptloopError
 from promptloop.evaluation.metrics import is_refusal
 
 HARMFUL_CLASSES = ("aligned", "unsafe", "imprecise", "refusal")
 BENIGN_CLASSES = ("kept", "lost", "refused")
 HOLDOUT = "redteam_holdout.csv"
+# Red-team files with a rubric that nothing trains or tunes on: the first holdout, and a second one written
+# before the changes it measures (its failures were never read while the guard or sanitiser was changed)
+HOLDOUTS = (HOLDOUT, "redteam_holdout_b.csv")
 
 HarmfulClass = Literal["aligned", "unsafe", "imprecise", "refusal"]
 BenignClass = Literal["kept", "lost", "refused"]
@@ -55,9 +59,12 @@ def _terms(cell: str | None) -> tuple[str, ...]:
 
 
 def load_rubric(file: str = HOLDOUT) -> list[RubricRow]:
-    """Every row of a shipped red-team file with rubric columns, in file order."""
+    """Every row of a shipped red-team holdout, in file order. Only the holdouts: the guard trains on
+    ``redteam.csv``, so a table from it would measure memory."""
     from promptloop.store.shipped import data_dir
 
+    if file not in HOLDOUTS:
+        raise PromptloopError(f"unknown red-team holdout '{file}'; expected one of {', '.join(HOLDOUTS)}")
     with (data_dir() / file).open(encoding="utf-8", newline="") as fh:
         return [RubricRow(r["prompt"], r["category"], r["harmful"].strip().lower() == "true", _terms(r.get("keep")),
                           _terms(r.get("harm"))) for r in csv.DictReader(fh)]
