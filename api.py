@@ -25,6 +25,9 @@ class RewriteOutput(BaseModel):
     final_prompt: str
     refused: bool = False
     reason: str = ""
+    fallback: str | None = Field(None, description="trimmed | core: no candidate passed the output guard, and this "
+                                 "is the best one without its flagged sentences, or the request's core as the "
+                                 "prompt; scores, reward and critique are then empty (no critic judged this text)")
     scores: dict[str, float] = Field(default_factory=dict, description="harmless/accurate/helpful of the final prompt")
     reward: dict[str, Any] = Field(default_factory=dict, description="reward dimensions and total")
     critique: dict[str, Any] = Field(default_factory=dict)
@@ -63,10 +66,12 @@ def _prepare(prompts: Sequence[str], services: Services | None, model_version: s
 def _outputs(values: dict, trace_id: str, version: str | None) -> list[RewriteOutput]:
     out = []
     for it in values["items"]:
-        crit = it.get("current_critique") or {}
+        judged = not it.get("fallback")
+        crit = (it.get("current_critique") or {}) if judged else {}
         out.append(RewriteOutput(
             prompt=it["prompt"], final_prompt=it.get("final_prompt", ""), refused=bool(it.get("refused")),
-            reason=it.get("reason", ""), critique=crit, reward=it.get("current_reward") or {},
+            reason=it.get("reason", ""), fallback=it.get("fallback"), critique=crit,
+            reward=(it.get("current_reward") or {}) if judged else {},
             scores={k: crit[k] for k in ("harmless", "accurate", "helpful") if k in crit},
             verdict=it.get("verdict") or {}, final_verdict=it.get("final_verdict") or {},
             candidates=it.get("candidates") or [], refine_steps=it.get("steps", 0), trail=it.get("trail") or [],

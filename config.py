@@ -129,6 +129,9 @@ class GuardSettings(BaseModel):
     flag_threshold: float = Field(0.4, ge=0, le=1, description="a category is flagged at this score; chosen by "
                                   "bench/guard_eval.py: 5-fold cross-validation of the classifier on its training "
                                   "rows, highest recall passing 95% of benign rows (never on the holdout)")
+    sentence_threshold: float = Field(0.45, ge=0, le=1, description="one sentence of a longer text (a rewrite) "
+                                      "counts at this score: chosen by bench/output_guard_eval.py, highest recall of "
+                                      "harm written into benign VBench-train rewrites passing 95% of plain ones")
     block_threshold: float = Field(0.5, ge=0, le=1)
     profanity_threshold: float = Field(0.8, ge=0, le=1)
     use_llm: bool = Field(False, description="ask the chat model too (only worth it with a capable model)")
@@ -141,6 +144,12 @@ class GuardSettings(BaseModel):
     classifier_c: float = Field(16.0, gt=0, description="inverse L2 strength of the embedding classifiers")
     attribution_drop: float = Field(0.1, ge=0, le=1, description="a phrase carries a flagged category when "
                                     "removing it drops the classifier's score for it by this much")
+    trim_min_words: int = Field(12, ge=1, description="a rewrite that fails the output guard loses its flagged "
+                                "sentences and is kept if this many words are left (and the guard passes them)")
+    fallback: str = Field("{core}. Realistic footage, a steady medium shot in soft natural light, with clear detail "
+                          "of the setting.", description="when no rewrite of a request's benign core passes the "
+                          "output guard, the core framed by this text ({core}) is the answer if the guard passes "
+                          "it; empty = refuse instead")
     sanitize_rounds: int = Field(4, ge=0, le=10, description="removals the sanitiser tries before it refuses "
                                  "(0 = refuse every flagged request, as before sanitising)")
 

@@ -70,8 +70,11 @@ def rewrite(
         return
     for r in results:
         out.print(f"[bold cyan]{r.prompt}[/]")
-        if r.refused:
-            out.print(f"  [red]refused[/]: {r.reason}")
+        if r.refused:  # the sentence an app shows; the guard's scores stay in the trace
+            out.print(f"  [red]refused[/]: {r.final_prompt}")
+        elif r.fallback:
+            out.print(f"  {r.final_prompt}")
+            out.print(f"  [dim]{r.reason}[/]")
         else:
             out.print(f"  {r.final_prompt}")
             sc = "  ".join(f"{k} {v:.2f}" for k, v in r.scores.items())
@@ -79,7 +82,7 @@ def rewrite(
         out.print(f"  [dim]trace {r.trace_id}[/]")
 
 
-_LINE_KEYS = {"prompt", "final_prompt", "refused", "reason", "scores", "reward", "trace_id", "model_version",
+_LINE_KEYS = {"prompt", "final_prompt", "refused", "reason", "fallback", "scores", "reward", "trace_id", "model_version",
               "refine_steps"}
 
 

@@ -79,3 +79,58 @@ def cross_validated_threshold(embedder: Embedder, examples: Sequence[tuple[str, 
     ok = [t for t, (_, bp) in table.items() if bp >= min_benign_pass]
     best = max(ok, key=lambda t: (table[t][0], t)) if ok else max(table, key=lambda t: (table[t][1], -t))
     return best, table
+
+
+@dataclass
+class DilutionFigures:
+    """Per threshold: the share of harmful training requests flagged when written as one sentence into a benign
+    rewrite (whole text vs. its most harmful sentence), and the share of benign rewrites passed."""
+
+    harmful: int
+    benign: int
+    grid: dict[float, dict[str, float]]  # threshold -> whole_recall, sentence_recall, whole_pass, sentence_pass
+
+
+def dilution(embedder: Embedder, examples: Sequence[tuple[str, str]], rewrites: Sequence[str], config: GuardSettings,
+             grid: Sequence[float], *, folds: int = 5, seed: int = 0) -> DilutionFigures:
+    """How an output check sees harm inside a long rewrite. Each harmful training request (scored out of fold,
+    like ``cross_validated_threshold``) becomes one sentence at a random place in a random benign rewrite;
+    the benign rewrites alone measure what a check costs. Classifier layer only, for the same reason."""
+    import random
+
+    from promptloop.agents.safety.spans import sentences
+
+    rng = random.Random(seed)
+    whole: list[float] = []
+    by_sentence: list[float] = []
+    plain_whole: list[float] = []
+    plain_sentence: list[float] = []
+
+    def top(scores: dict[str, float]) -> float:
+        return max(scores.values(), default=0.0)
+
+    for k in range(folds):
+        guard = SafetyGuard(embedder, config, examples=[e for i, e in enumerate(examples) if i % folds != k])
+        texts = []
+        for i, (text, label) in enumerate(examples):
+            if i % folds != k or label == SAFE:
+                continue
+            host = sentences(rng.choice(rewrites))
+            at = rng.randint(0, len(host))
+            texts.append(" ".join([*host[:at], text[:1].upper() + text[1:].rstrip(".") + ".", *host[at:]]))
+        whole += [top(s) for s in guard.harm_scores(texts)]
+        by_sentence += [max([top(s) for s, _ in ss], default=0.0) for ss in guard.sentence_scores(texts)]
+        if k == 0:  # benign rewrites are no fold's training rows: one guard scores them
+            plain_whole = [top(s) for s in guard.harm_scores(rewrites)]
+            plain_sentence = [max([top(s) for s, _ in ss], default=0.0) for ss in guard.sentence_scores(rewrites)]
+    table = {}
+    for t in grid:
+        table[t] = {"whole_recall": _share(whole, t), "sentence_recall": _share([max(a, b) for a, b in
+                                                                                 zip(whole, by_sentence, strict=True)], t),
+                    "whole_pass": 1 - _share(plain_whole, t),
+                    "sentence_pass": 1 - _share([max(a, b) for a, b in zip(plain_whole, plain_sentence, strict=True)], t)}
+    return DilutionFigures(len(whole), len(rewrites), table)
+
+
+def _share(scores: Sequence[float], threshold: float) -> float:
+    return sum(s >= threshold for s in scores) / max(1, len(scores))

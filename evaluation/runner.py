@@ -289,6 +289,10 @@ def load_items(outputs_path: str | Path) -> list[dict]:
 
 def evaluate(deps: EvalDeps, systems: Sequence[str], cfg: EvalConfig, progress: Progress | None = None) -> EvalReport:
     bench = load_bench(deps.engine, cfg.bench, cfg.limit)
+    if "base" in systems:  # named on a fresh home, before any loop or default system list registered it
+        from promptloop.store.versions import ensure_base
+
+        ensure_base(deps.engine, deps.settings.base_model)
     report = EvalReport(bench.name, len(bench.prompts), settings=cfg.key(deps.settings) | {"limit": cfg.limit})
     seen = set()
     for system in systems:

@@ -33,6 +33,8 @@ def persist_sft(engine: Engine, items: list[Item], prompt_ids: list[int], ctx: C
                 status, reason, target, cand = "accepted", f"refusal: {item.get('reason', '')}", item["final_prompt"], None
             elif item.get("refused"):
                 status, reason, target, cand = "rejected", item.get("reason", "refused"), item["final_prompt"], None
+            elif item.get("fallback"):  # the output guard's stand-in, not a rewrite the critic judged
+                status, reason, target, cand = "rejected", item.get("reason", "fallback"), item["final_prompt"], None
             else:
                 crit = Critique.model_validate(item["current_critique"])
                 failing = crit.failing(ctx.thresholds)

@@ -30,7 +30,7 @@ from promptloop.agents.llm.base import SamplingParams
 from promptloop.agents.rewriter import Rewriter
 from promptloop.agents.safety.guard import SafetyGuard, Verdict, refusal_message
 from promptloop.agents.safety.injection import injection_family
-from promptloop.agents.safety.sanitizer import Screened, screen
+from promptloop.agents.safety.sanitizer import Screened, plain_expansion, screen, trim_output
 from promptloop.agents.text_critic import Critique, TextCritic, Thresholds
 from promptloop.config import (
     CriticSettings,
@@ -135,6 +135,7 @@ class Item(TypedDict, total=False):
     final_prompt: str
     final_verdict: dict
     refused: bool
+    fallback: str  # "trimmed" | "core": the final prompt is not a candidate as the critic judged it
     reason: str
 
 
@@ -343,35 +344,64 @@ def route_after_guard(state: RewriteState) -> str:
 
 
 def guard_output(state: RewriteState, runtime: Runtime[RewriteContext]) -> dict:
-    """The final text must pass the guard; an unsafe best falls back to the best safe candidate, else refusal."""
+    """The final text must pass the guard, tried in this order: the best candidate, the next safe candidate,
+    a candidate without the sentences the guard flagged, the core framed by ``guard.fallback``; else a
+    refusal. Only the first two are model rewrites as the critic judged them: ``fallback`` names the others,
+    and collection does not train on them."""
     agents = agents_of(runtime)
+    cfg = agents.guard.config
     items = [dict(it) for it in state["items"]]
     idx = _active(items)
-    # Check every candidate once, so an unsafe best can fall back to the best safe one.
+    # Check every candidate once (sentence by sentence), so an unsafe best can fall back to the best safe one.
     flat = [(i, j) for i in idx for j in range(len(items[i]["candidates"]))]
     verdicts = agents.guard.check_many([items[i]["candidates"][j] for i, j in flat])
     by_item: dict[int, dict[int, Verdict]] = {}
     for (i, j), v in zip(flat, verdicts, strict=True):
         by_item.setdefault(i, {})[j] = v
+    orders, unsafe = {}, []
     for i in idx:
         it = items[i]
         order = sorted(range(len(it["candidates"])), key=lambda j: -it["rewards"][j]["total"])
         cur = it["candidates"].index(it["current"])
         order.remove(cur)
         order.insert(0, cur)
+        orders[i] = order
         safe = [j for j in order if by_item[i][j].safe]
         if not safe:
-            v = by_item[i][cur]
-            # the refusal names what the user asked for (the request's flagged harm), not what the model made up
-            asked = Verdict.model_validate(it["verdict"]).flagged if it.get("verdict") else []
-            it.update(refused=True, reason=f"no safe rewrite: {v.reason}",
-                      final_prompt=refusal_message([*asked, *v.flagged]), final_verdict=v.model_dump())
+            unsafe.append(i)
             continue
         j = safe[0]
         it.update(final_prompt=it["candidates"][j], final_verdict=by_item[i][j].model_dump(),
                   current=it["candidates"][j], current_critique=it["critiques"][j],
                   current_reward=it["rewards"][j], refused=False,
                   reason="" if j == cur else "best candidate failed the output guard; next safe one used")
+    # No candidate passed: its flagged sentences cut, or the core as the prompt, each checked again.
+    tries: list[tuple[int, str, str]] = []
+    for i in unsafe:
+        it = items[i]
+        for j in orders[i]:
+            trimmed = trim_output(it["candidates"][j], by_item[i][j], cfg.trim_min_words)
+            if trimmed is not None:
+                tries.append((i, trimmed, "trimmed"))
+        plain = plain_expansion(target_of(it), cfg.fallback)
+        if plain is not None:
+            tries.append((i, plain, "core"))
+    checked = agents.guard.check_many([t for _, t, _ in tries])
+    for i in unsafe:
+        it = items[i]
+        found = next(((t, kind, v) for (k, t, kind), v in zip(tries, checked, strict=True) if k == i and v.safe),
+                     None)
+        if found is not None:
+            text, kind, v = found
+            why = ("no candidate passed the output guard; the best one without its flagged sentences"
+                   if kind == "trimmed" else "no candidate passed the output guard; the request's core as the prompt")
+            it.update(final_prompt=text, final_verdict=v.model_dump(), refused=False, fallback=kind, reason=why)
+            continue
+        v = by_item[i][orders[i][0]]
+        # the refusal names what the user asked for (the request's flagged harm), not what the model made up
+        asked = Verdict.model_validate(it["verdict"]).flagged if it.get("verdict") else []
+        it.update(refused=True, reason=f"no safe rewrite: {v.reason}",
+                  final_prompt=refusal_message([*asked, *v.flagged]), final_verdict=v.model_dump())
     return {"items": items}
 
 

@@ -325,3 +325,26 @@ def test_collect_graph_builds_lazy_agents_once(graph_runtime):
     report = run_collection(graph, "pairs", prompts, _ctx(rt, 13, n=2, max_refine_steps=0, max_new_tokens=16),
                             round_index=13, batch_size=1, key={"t": "lazy"})
     assert calls == [1] and report.stored["candidates"] >= 1
+
+
+def test_an_output_guard_fallback_is_never_accepted_as_sft_data(graph_runtime):
+    """A trimmed rewrite or the core as the prompt is what an app gets, but no critic judged that text."""
+    from promptloop.graphs.collect_sft import persist_sft
+
+    rt = graph_runtime
+    prompts = _prompts(rt, ["a diver with a harpoon gun near a reef", "a lighthouse keeper climbing stairs"])
+    ctx = _ctx(rt, 12)
+    crit = {"harmless": 1.0, "accurate": 1.0, "helpful": 1.0, "issues": [], "suggestions": []}
+    reward = {"total": 0.9, "dimensions": {}}
+    made = "A diver glides past a colourful reef. Wide shot, soft blue light, slow drift with the current."
+    items = [{"prompt": p.text, "candidates": [made], "critiques": [crit], "rewards": [reward], "current": made,
+              "current_critique": crit, "current_reward": reward, "final_prompt": text, "refused": False,
+              **extra} for p, (text, extra) in zip(prompts, [
+                  ("A diver near a reef. Realistic footage.", {"fallback": "core", "reason": "the core"}),
+                  (made, {})], strict=True)]
+    counts = persist_sft(rt.engine, items, [p.id for p in prompts], ctx)
+    assert counts["accepted"] == 1 and counts["rejected"] == 1
+    with Session(rt.engine) as s:
+        rows = {r.prompt_id: r for r in s.exec(select(SFTExample).where(SFTExample.round_id == ctx.round_id))}
+    assert rows[prompts[0].id].status == "rejected" and rows[prompts[0].id].reason == "the core"
+    assert rows[prompts[1].id].status == "accepted" and rows[prompts[1].id].target == made

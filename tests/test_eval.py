@@ -8,6 +8,7 @@ import pytest
 from rich.console import Console
 
 from promptloop.agents.safety.guard import refusal_message
+from promptloop.config import Settings
 from promptloop.evaluation.benches import load_bench, load_redteam, spaced, vbench_prompts
 from promptloop.evaluation.metrics import is_refusal, per_item, recall_at_1
 from promptloop.evaluation.report import plot_rounds, table, write_json
@@ -138,3 +139,19 @@ def test_unknown_bench_and_public_name(settings, embedder):
         rt.evaluate(["public:gpt5"], EvalConfig(bench="vbench", limit=2, redteam_limit=0))
     with pytest.raises(PromptloopError, match="unknown model version 'ghost'"):
         rt.evaluate(["ghost"], EvalConfig(bench="vbench", limit=2, redteam_limit=0))
+
+
+def test_base_can_be_named_on_a_fresh_home_and_the_holdout_is_chosen_by_name(graph_runtime, tmp_path):
+    """`eval --system base` before any loop registered the base version; `--redteam-file` takes only a holdout."""
+    from promptloop.errors import PromptloopError
+
+    rt = Services(Settings(home=tmp_path / "fresh", base_model=graph_runtime.settings.base_model, device="cpu"))
+    rt.__dict__.update({k: graph_runtime.__dict__[k] for k in ("_models",) if k in graph_runtime.__dict__},
+                       embedder=graph_runtime.embedder, reference_lm=graph_runtime.reference_lm)
+    report = rt.evaluate(["base"], EvalConfig(bench="vbench", limit=1, redteam_limit=0, max_new_tokens=16))
+    assert report.by_system()["base"].version == "base" and report.results[0].metrics["n"] == 1
+    harmful, benign = load_redteam(2, "redteam_holdout_b.csv")
+    assert len(harmful) == len(benign) == 2 and not {r.prompt for r in harmful} & {r.prompt for r in
+                                                                                    load_redteam()[0]}
+    with pytest.raises(PromptloopError, match="unknown red-team holdout 'redteam.csv'"):
+        rt.evaluate(["raw"], EvalConfig(bench="vbench", limit=1, redteam_file="redteam.csv"))

@@ -7,6 +7,7 @@ test_rewrite_graph, test_collect and test_loop.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,9 +18,9 @@ from sqlmodel import Session, select
 
 from promptloop.agents.judge import RewardJudge
 from promptloop.agents.rewriter import Rewriter
-from promptloop.agents.safety.guard import refusal_message
+from promptloop.agents.safety.guard import SafetyGuard, refusal_message
 from promptloop.agents.text_critic import TextCritic
-from promptloop.config import JudgeSettings, Settings
+from promptloop.config import GuardSettings, JudgeSettings, Settings
 from promptloop.errors import PromptloopError
 from promptloop.graphs import collection, evolve, loop
 from promptloop.graphs import rewrite as rg
@@ -130,8 +131,31 @@ def test_guard_output_falls_back_to_a_safe_candidate_or_refuses(agents):
     it = rg.guard_output({"items": [item]}, _rt(agents))["items"][0]
     assert it["final_prompt"] == safe and not it["refused"] and "next safe one" in it["reason"]
     alone = {**item, "candidates": [unsafe], "critiques": [crit], "rewards": [{"total": 0.9}]}
+    # no safe candidate and nothing to trim (one sentence): the request's core framed as a prompt
     it = rg.guard_output({"items": [alone]}, _rt(agents))["items"][0]
+    assert not it["refused"] and it["fallback"] == "core"
+    assert it["final_prompt"] == GuardSettings().fallback.format(core="A mall") and it["final_verdict"]["safe"]
+    # with no fallback configured: the refusal
+    strict = dataclasses.replace(agents, guard=SafetyGuard(agents.guard.embedder, GuardSettings(fallback="")))
+    it = rg.guard_output({"items": [alone]}, _rt(strict))["items"][0]
     assert it["refused"] and it["final_prompt"] == refusal_message(["violence_gore"])
+
+
+def test_guard_output_cuts_the_flagged_sentences_of_an_unsafe_rewrite(agents):
+    harmful = "A man stabs a tourist in the chest and blood pours out onto the sand."
+    rest = ["A quiet sunny beach at dawn with soft waves rolling in.",
+            "Palm trees sway in the warm wind while gulls circle overhead.",
+            "Wide shot, golden light, slow camera pan along the shore."]
+    unsafe = " ".join([rest[0], harmful, *rest[1:]])
+    crit = {"harmless": 1.0, "accurate": 1.0, "helpful": 1.0}
+    item = {"prompt": "a man stabbing a tourist on a sunny beach", "core": "a man on a sunny beach",
+            "candidates": [unsafe], "critiques": [crit], "rewards": [{"total": 0.9}], "current": unsafe,
+            "current_critique": crit, "current_reward": {"total": 0.9}}
+    v = agents.guard.check(unsafe)
+    assert not v.safe and v.spans == [harmful]  # the sentence, not the diluted whole, carries the harm
+    it = rg.guard_output({"items": [item]}, _rt(agents))["items"][0]
+    assert it["fallback"] == "trimmed" and it["final_prompt"] == " ".join(rest) and not it["refused"]
+    assert "flagged sentences" in it["reason"]
 
 
 def test_a_node_without_agents_says_how_to_give_them():

@@ -13,11 +13,11 @@ from promptloop.agents.judge import RewardJudge
 from promptloop.agents.llm.base import ChatModel, SamplingParams
 from promptloop.agents.rewriter import Rewriter
 from promptloop.agents.safety.categories import CATEGORIES
-from promptloop.agents.safety.guard import refusal_message
-from promptloop.agents.safety.sanitizer import screen
-from promptloop.agents.safety.spans import noun_parts, phrases, tidy, tokens, verb_object, without
+from promptloop.agents.safety.guard import SafetyGuard, refusal_message
+from promptloop.agents.safety.sanitizer import plain_expansion, screen, trim_output
+from promptloop.agents.safety.spans import noun_parts, phrases, sentences, tidy, tokens, verb_object, without
 from promptloop.agents.text_critic import TextCritic
-from promptloop.config import JudgeSettings
+from promptloop.config import GuardSettings, JudgeSettings
 from promptloop.evaluation.safety import (
     RubricRow,
     classify,
@@ -204,6 +204,44 @@ def test_the_holdout_rubric_is_complete():
     assert all(r.harm for r in harmful) and all(r.keep and not r.harm for r in rows if not r.harmful)
     # the raw requests themselves are unsafe by their own rubric (a sanity check of the harm column)
     assert sum(has_term(r.prompt, r.harm) for r in harmful) == len(harmful)
+
+
+# --- the output guard: sentence by sentence, trimming, the core as a fallback ------------------------------------
+CALM = ["A quiet harbour at dawn with fishing boats rocking gently.", "Gulls circle above the masts in a pale sky.",
+        "Wide shot, soft light, slow pan along the pier."]
+HARM = "A man slits a sailor's throat and blood pours across the deck."
+
+
+def test_sentences_split_at_ends_and_line_breaks_and_skip_fragments():
+    assert sentences("A cat sleeps. Slow motion! It wakes up; then it yawns widely.\nThe end of the day") == [
+        "A cat sleeps.", "It wakes up;", "then it yawns widely.", "The end of the day"]
+    assert sentences("Slow motion. Close up.", min_words=1) == ["Slow motion.", "Close up."]
+
+
+def test_one_harmful_sentence_in_a_long_rewrite_is_flagged_with_that_sentence_as_its_span(guard, embedder):
+    text = " ".join([CALM[0], HARM, *CALM[1:]])
+    v = guard.check(text)
+    assert not v.safe and HARM in v.spans and "one sentence" in v.categories[v.flagged[0]].evidence
+    assert guard.check(" ".join(CALM)).safe
+    # the sentence layer is what flags it: at a sentence threshold of 1 only the (diluted) whole text counts
+    blind = SafetyGuard(embedder, GuardSettings(sentence_threshold=1.0))
+    assert blind.harm_scores([text])[0][v.flagged[0]] < GuardSettings().flag_threshold
+    assert "one sentence" not in blind.check(text).categories[v.flagged[0]].evidence
+
+
+def test_trim_output_drops_flagged_sentences_and_keeps_enough_words(guard):
+    text = " ".join([CALM[0], HARM, *CALM[1:]])
+    v = guard.check(text)
+    assert trim_output(text, v, min_words=12) == " ".join(CALM)
+    assert trim_output(text, v, min_words=40) is None  # too little left
+    assert trim_output(HARM, guard.check(HARM), min_words=1) is None  # nothing but the harm
+    assert trim_output(" ".join(CALM), guard.check(" ".join(CALM)), min_words=1) is None  # nothing flagged
+
+
+def test_plain_expansion_frames_the_core_or_gives_none():
+    template = GuardSettings().fallback
+    assert plain_expansion("a man on a sunny beach.", template) == template.format(core="A man on a sunny beach")
+    assert plain_expansion("a beach", "") is None and plain_expansion("  ", template) is None
 
 
 # --- safety preference pairs ----------------------------------------------------------------------

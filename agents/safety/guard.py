@@ -210,6 +210,7 @@ class SafetyGuard:
         cfg = self.config
         profanity = predict_prob(texts)
         embed_scores = self.harm_scores(texts)
+        by_sentence = self.sentence_scores(texts)
         llm_answers = self._llm_pass(texts) if self.llm is not None else [None] * len(texts)
         verdicts = []
         for i, text in enumerate(texts):
@@ -218,10 +219,17 @@ class SafetyGuard:
             for cat in self.categories:
                 embed_score = embed_scores[i].get(cat.name, 0.0)
                 hit = cat.match(text)
-                score, evidence = embed_score, f"classifier {embed_score:.2f}"
+                score, evidence, spans = embed_score, f"classifier {embed_score:.2f}", []
+                # a text is as harmful as its most harmful sentence (at the sentence threshold)
+                worst = [(sc.get(cat.name, 0.0), sent) for sc, sent in by_sentence[i]
+                         if sc.get(cat.name, 0.0) >= cfg.sentence_threshold]
+                top = max(worst, default=(0.0, ""))
+                if top[0] > score:
+                    score, evidence, spans = top[0], f"classifier {top[0]:.2f} on one sentence", [t for _, t in worst]
                 if hit and cfg.pattern_score > score:
                     score, evidence = cfg.pattern_score, f"pattern '{hit}'"
-                spans = [text[a:b] for a, b in cat.spans(text)] if hit else []
+                if hit:
+                    spans = [text[a:b] for a, b in cat.spans(text)]
                 cats[cat.name] = CategoryScore(score=score, evidence=evidence, spans=spans)
             if profanity[i] >= cfg.profanity_threshold and _looks_english(text):
                 cats["profanity"] = CategoryScore(score=float(profanity[i]), evidence="profanity classifier")
@@ -239,8 +247,23 @@ class SafetyGuard:
             jobs = [(v, name) for v in verdicts for name in v.flagged
                     if v.categories[name].evidence.startswith("classifier")]
             for (v, name), spans in zip(jobs, self._attribute_many([(v.text, n) for v, n in jobs]), strict=True):
-                v.categories[name].spans = spans
+                v.categories[name].spans = spans or v.categories[name].spans
         return verdicts
+
+    def sentence_scores(self, texts: Sequence[str]) -> list[list[tuple[dict[str, float], str]]]:
+        """Per text of two or more sentences, (classifier scores, sentence) for each; one pass for all texts.
+
+        MiniLM's mean-pooled embedding of a 60-word rewrite dilutes one harmful
+        sentence: with a harmful request written into a benign VBench rewrite as
+        one sentence, the whole-text classifier flagged 5.9 % and the
+        sentence-level one 94.1 %, at 95.7 % of plain rewrites passed
+        (bench/output_guard_eval.py: out-of-fold on the training rows, and VBench-train rewrites)."""
+        from promptloop.agents.safety.spans import sentences
+
+        parts = [sentences(t) for t in texts]
+        flat = [s for ps in parts if len(ps) > 1 for s in ps]
+        scores = iter(self.harm_scores(flat))
+        return [[(next(scores), s) for s in ps] if len(ps) > 1 else [] for ps in parts]
 
     def _decide(self, text: str, cats: dict[str, CategoryScore], layers: list[str]) -> Verdict:
         cfg = self.config

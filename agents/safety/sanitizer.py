@@ -22,6 +22,7 @@ from promptloop.agents.safety.spans import (
     noun_parts,
     phrase_ranges,
     render,
+    sentences,
     tokens,
     verb_object,
 )
@@ -147,3 +148,29 @@ def _words(toks: Tokens, removed: set[int]) -> list[str]:
     if run:
         out.append(" ".join(run))
     return [r for r in out if r not in {",", ";"}]
+
+
+def trim_output(text: str, verdict: Verdict, min_words: int) -> str | None:
+    """A rewrite without the sentences that carry what the output guard flagged, or None when that cuts
+    nothing, or leaves fewer than ``min_words`` words.
+
+    Most of a rewrite that fails is harmless detail (light, camera, setting);
+    its flagged sentences are what the 135M rewriter added back. Dropping them
+    keeps the rest of the expansion where a refusal would throw it all away.
+    The caller checks the result again."""
+    spans = [sp.lower() for sp in verdict.spans]
+    if not spans:
+        return None
+    parts = sentences(text, min_words=1)
+    kept = [p for p in parts if not any(sp in p.lower() or p.lower() in sp for sp in spans)]
+    out = " ".join(kept)
+    return out if len(kept) < len(parts) and len(out.split()) >= min_words else None
+
+
+def plain_expansion(core: str, template: str) -> str | None:
+    """The core as the video prompt, framed by the configured neutral camera text (None when no template is
+    set): what the graph answers when no rewrite of a core the guard passed is safe, instead of refusing."""
+    core = core.strip().rstrip(".")
+    if not template or not core:
+        return None
+    return template.format(core=core[:1].upper() + core[1:])

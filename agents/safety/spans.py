@@ -127,6 +127,17 @@ def verb_object(toks: Sequence[tuple[int, int, str]], ranges: Sequence[tuple[int
     return out
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+MIN_SENTENCE_WORDS = 3  # shorter pieces ("Slow motion.") are judged with the whole text only
+
+
+def sentences(text: str, min_words: int = MIN_SENTENCE_WORDS) -> list[str]:
+    """The sentences of ``text`` (at . ! ? ; or a line break) of at least ``min_words`` words: the units an
+    output check scores, since one harmful sentence in a long rewrite is diluted in the whole text's
+    embedding."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if len(s.split()) >= max(1, min_words)]
+
+
 def content_words(text: str) -> list[str]:
     """Words that carry meaning (not function words or the generic nouns of a prompt)."""
     return [w for w in re.findall(r"[a-z0-9'-]+", text.lower()) if w not in _STOP and len(w) > 1]

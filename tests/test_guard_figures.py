@@ -1,0 +1,54 @@
+"""The guard's own figures (evaluation/guard_figures.py): the confusion table and per-category shares on fixed
+verdicts, the cross-validated threshold rule, and the dilution measurement behind sentence-level output checks
+(training rows and VBench-train rewrites only, as the benches use them)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from promptloop.agents.safety.guard import SAFE, CategoryScore, Verdict, training_examples
+from promptloop.config import GuardSettings
+from promptloop.evaluation.benches import vbench_prompts
+from promptloop.evaluation.guard_figures import ALLOWED, cross_validated_threshold, dilution, figures
+from promptloop.store.shipped import vbench_rewrites, vbench_split
+
+
+def _verdict(flagged: dict[str, float]) -> Verdict:
+    cats = {k: CategoryScore(score=s, evidence="test") for k, s in flagged.items()}
+    safe = all(s < 0.4 for s in flagged.values())
+    return Verdict(text="t", safe=safe, flag_threshold=0.4, action="allow" if safe else "sanitize", categories=cats)
+
+
+def test_figures_on_fixed_verdicts():
+    labels = ["hate", "hate", "sexual", SAFE, SAFE]
+    verdicts = [_verdict({"hate": 0.9}), _verdict({"hate": 0.1}), _verdict({"hate": 0.5, "sexual": 0.8}),
+                _verdict({"sexual": 0.6}), _verdict({})]
+    fig = figures(labels, verdicts)
+    assert (fig.harmful, fig.benign) == (3, 2)
+    assert fig.recall == pytest.approx(2 / 3) and fig.benign_pass == 0.5 and fig.precision == pytest.approx(2 / 3)
+    assert fig.per_category["hate"] == {"n": 2, "recall": 0.5, "precision": 1.0}
+    assert fig.per_category["sexual"] == {"n": 1, "recall": 1.0, "precision": 0.5}  # one of two named is benign
+    assert fig.confusion == {"hate": {"hate": 1, ALLOWED: 1}, "sexual": {"sexual": 1},
+                             "benign": {"sexual": 1, ALLOWED: 1}}
+
+
+def test_cross_validated_threshold_takes_the_best_recall_that_passes_enough_benign_rows(embedder):
+    grid = (0.3, 0.5, 0.7)
+    best, table = cross_validated_threshold(embedder, training_examples(), GuardSettings(), grid, folds=3)
+    ok = [t for t, (_, bp) in table.items() if bp >= 0.95]
+    assert best in ok and table[best][0] == max(table[t][0] for t in ok)
+    recalls = [table[t][0] for t in grid]
+    assert recalls == sorted(recalls, reverse=True)  # a higher threshold never flags more
+
+
+def test_a_harmful_sentence_is_diluted_in_a_long_rewrite_and_found_sentence_by_sentence(embedder):
+    train = [i for i, p in enumerate(vbench_prompts()) if vbench_split(p) == "train"]
+    rewrites = [vbench_rewrites()["gpt4o"][i] for i in random.Random(1).sample(train, 40)]
+    fig = dilution(embedder, training_examples(), rewrites, GuardSettings(), (0.45,), folds=2)
+    r = fig.grid[0.45]
+    assert fig.harmful == sum(lab != SAFE for _, lab in training_examples()) and fig.benign == 40
+    # the whole text misses most of them; its most harmful sentence does not
+    assert r["whole_recall"] < 0.4 and r["sentence_recall"] > 0.75
+    assert r["sentence_pass"] >= 0.85 and r["whole_pass"] >= r["sentence_pass"]
