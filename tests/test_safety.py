@@ -75,6 +75,7 @@ def test_classifier_attribution_finds_the_phrase_that_carries_the_harm(guard):
     ("a woman posing naked on a yacht at sunset", "a woman posing on a yacht at sunset", "naked"),
     ("a dog being kicked in a snowy park", "a dog in a snowy park", "kick"),
     ("donald trump dancing at a wedding", "a person dancing at a wedding", "trump"),  # a stand-in, not a cut
+    ("a kitten trapped in a microwave", "a kitten", "microwave"),  # the cuts left nothing: the subject comes back
 ])
 def test_the_sanitiser_keeps_the_benign_core(guard, prompt, core, gone):
     (s,) = screen(guard, [prompt])

@@ -94,11 +94,10 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
             removed |= hit | verb_object(toks, ranges, hit)
     v = guard.check_many([render(text, toks, removed)])[0] if removed else verdict
     for _ in range(rounds):
+        # a fragment scoring over the block threshold ("a teenager" alone) is not a reason to refuse: the
+        # request itself was not blocked, so the search goes on
         if v.action == "allow" or not content_words(render(text, toks, removed)):
             break
-        if v.action == "block":
-            return Screened(prompt, verdict, removed=_words(toks, removed),
-                            refusal=refusal_message(_hard_first(guard, v)))
         left = [(i, j) for i, j in ranges if any(k not in removed for k in range(i, j))]
         # drop a whole phrase (while another is left), or cut a phrase down to one of its noun parts
         trials = [removed | set(range(i, j)) for i, j in left] if len(left) > 1 else []
@@ -110,12 +109,15 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         best = min(range(len(trials)), key=lambda n: (checks[n].action != "allow", _worst(checks[n]),
                                                       len(trials[n])))
         removed, v = trials[best], checks[best]
-    core = render(text, toks, removed)
-    if v.action != "allow" or not content_words(core):
-        return Screened(prompt, verdict, removed=_words(toks, removed),
-                        refusal=refusal_message(_hard_first(guard, verdict)))
-    removed = _put_back(guard, text, toks, ranges, removed)
-    return Screened(prompt, verdict, core=render(text, toks, removed), removed=_words(toks, removed))
+    if v.action == "allow" or not content_words(render(text, toks, removed)):
+        # the subjects of removed phrases come back where the guard passes them; when the cuts left nothing,
+        # a subject may be the whole core ("a kitten trapped in a microwave" -> "a kitten")
+        removed = _put_back(guard, text, toks, ranges, removed)
+        core = render(text, toks, removed)
+        if content_words(core) and (v.action == "allow" or guard.check_many([core])[0].action == "allow"):
+            return Screened(prompt, verdict, core=core, removed=_words(toks, removed))
+    return Screened(prompt, verdict, removed=_words(toks, removed),
+                    refusal=refusal_message(_hard_first(guard, verdict)))
 
 
 def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tuple[int, int]], removed: set[int]
