@@ -254,10 +254,10 @@ class SafetyGuard:
         """Per text of two or more sentences, (classifier scores, sentence) for each; one pass for all texts.
 
         MiniLM's mean-pooled embedding of a 60-word rewrite dilutes one harmful
-        sentence: with a harmful request written into a benign VBench rewrite as
-        one sentence, the whole-text classifier flagged 5.9 % and the
-        sentence-level one 94.1 %, at 95.7 % of plain rewrites passed
-        (bench/output_guard_eval.py: out-of-fold on the training rows, and VBench-train rewrites)."""
+        sentence: with a harmful training request written into a benign
+        VBench-train rewrite as one sentence, at 0.45 the whole-text classifier
+        flagged 15.8 % and the sentence-level one 92.1 %, passing 95.7 % of
+        plain rewrites (bench/output_guard_eval.py, out of fold)."""
         from promptloop.agents.safety.spans import sentences
 
         parts = [sentences(t) for t in texts]
