@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from promptloop.agents.safety.guard import SafetyGuard, Verdict, refusal_message
 from promptloop.agents.safety.spans import (
     content_words,
+    names_something,
     noun_parts,
     phrase_ranges,
     render,
@@ -92,6 +93,9 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         if at >= 0:
             hit = {k for k, (a, b, _) in enumerate(toks) if a < at + len(span) and b > at}
             removed |= hit | verb_object(toks, ranges, hit)
+    # in a harmful request, what is done "with" something names the instrument ("with a razor", "with a
+    # stick"): it goes too, since the guard passes a weapon or a blade on its own
+    removed |= {k for i, j in ranges if toks[i][2].lower() == "with" for k in range(i, j)}
     v = guard.check_many([render(text, toks, removed)])[0] if removed else verdict
     for _ in range(rounds):
         # a fragment scoring over the block threshold ("a teenager" alone) is not a reason to refuse: the
@@ -114,7 +118,7 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         # a subject may be the whole core ("a kitten trapped in a microwave" -> "a kitten")
         removed = _put_back(guard, text, toks, ranges, removed)
         core = render(text, toks, removed)
-        if content_words(core) and (v.action == "allow" or guard.check_many([core])[0].action == "allow"):
+        if names_something(core) and (v.action == "allow" or guard.check_many([core])[0].action == "allow"):
             return Screened(prompt, verdict, core=core, removed=_words(toks, removed))
     return Screened(prompt, verdict, removed=_words(toks, removed),
                     refusal=refusal_message(_hard_first(guard, verdict)))

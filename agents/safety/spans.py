@@ -138,6 +138,15 @@ def sentences(text: str, min_words: int = MIN_SENTENCE_WORDS) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if len(s.split()) >= max(1, min_words)]
 
 
+_NOT_NOUN = frozenset("up out off down away everywhere should could would must can will".split())
+
+
+def names_something(text: str) -> bool:
+    """Whether ``text`` has a content word that can name a thing, not only verbs, adverbs and particles: a
+    core of "fully" or "spilling out" says nothing a rewriter could expand."""
+    return any(not _VERBISH.match(w) and not w.endswith("ly") and w not in _NOT_NOUN for w in content_words(text))
+
+
 def content_words(text: str) -> list[str]:
     """Words that carry meaning (not function words or the generic nouns of a prompt)."""
     return [w for w in re.findall(r"[a-z0-9'-]+", text.lower()) if w not in _STOP and len(w) > 1]
