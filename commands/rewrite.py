@@ -116,10 +116,12 @@ def guard(
     out.print(f"[{color}]{v.action}[/]  safe={v.safe}  {v.reason}")
     for k, c in sorted(v.categories.items(), key=lambda kv: -kv[1].score):
         out.print(f"  {k:16s} {c.score:.2f}  {c.evidence}")
+    for span in v.spans:  # what the sanitiser (a request) or the output guard (a rewrite) would cut
+        out.print(f"  [dim]carried by:[/] {span}")
 
 
 def _verdict_row(v: Verdict) -> dict:
     return {"text": v.text, "safe": v.safe, "action": v.action, "reason": v.reason, "categories": v.scores(),
-            "evidence": {k: c.evidence for k, c in v.categories.items()}}
+            "evidence": {k: c.evidence for k, c in v.categories.items()}, "spans": v.spans}
 
 
