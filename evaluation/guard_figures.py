@@ -83,8 +83,9 @@ def cross_validated_threshold(embedder: Embedder, examples: Sequence[tuple[str, 
 
 @dataclass
 class DilutionFigures:
-    """Per threshold: the share of harmful training requests flagged when written as one sentence into a benign
-    rewrite (whole text vs. its most harmful sentence), and the share of benign rewrites passed."""
+    """Per threshold t: the share of harmful training requests flagged when written as one sentence into a benign
+    rewrite, by the whole text at t, or as the guard decides (the whole text at its flag threshold, or its most
+    harmful sentence at t), and the share of benign rewrites each passes."""
 
     harmful: int
     benign: int
@@ -123,12 +124,15 @@ def dilution(embedder: Embedder, examples: Sequence[tuple[str, str]], rewrites: 
         if k == 0:  # benign rewrites are no fold's training rows: one guard scores them
             plain_whole = [top(s) for s in guard.harm_scores(rewrites)]
             plain_sentence = [max([top(s) for s, _ in ss], default=0.0) for ss in guard.sentence_scores(rewrites)]
+    def either(w: Sequence[float], s: Sequence[float], t: float) -> list[float]:
+        """The guard's rule: the whole text at the flag threshold, or one sentence at ``t`` (1.0 = flagged)."""
+        return [float(a >= config.flag_threshold or b >= t) for a, b in zip(w, s, strict=True)]
+
     table = {}
     for t in grid:
-        table[t] = {"whole_recall": _share(whole, t), "sentence_recall": _share([max(a, b) for a, b in
-                                                                                 zip(whole, by_sentence, strict=True)], t),
+        table[t] = {"whole_recall": _share(whole, t), "sentence_recall": _share(either(whole, by_sentence, t), 1.0),
                     "whole_pass": 1 - _share(plain_whole, t),
-                    "sentence_pass": 1 - _share([max(a, b) for a, b in zip(plain_whole, plain_sentence, strict=True)], t)}
+                    "sentence_pass": 1 - _share(either(plain_whole, plain_sentence, t), 1.0)}
     return DilutionFigures(len(whole), len(rewrites), table)
 
 

@@ -256,7 +256,7 @@ class SafetyGuard:
         MiniLM's mean-pooled embedding of a 60-word rewrite dilutes one harmful
         sentence: with a harmful training request written into a benign
         VBench-train rewrite as one sentence, at 0.45 the whole-text classifier
-        flagged 15.8 % and the sentence-level one 92.1 %, passing 95.7 % of
+        flagged 15.8 % and the sentence-level one 92.1 %, passing 95.3 % of
         plain rewrites (bench/output_guard_eval.py, out of fold)."""
         from promptloop.agents.safety.spans import sentences
 
