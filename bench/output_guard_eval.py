@@ -19,11 +19,11 @@ import json
 import random
 from dataclasses import asdict
 
-from promptloop.agents.embedder import Embedder
 from promptloop.agents.safety.guard import training_examples
 from promptloop.config import Settings
 from promptloop.evaluation.benches import vbench_prompts
 from promptloop.evaluation.guard_figures import dilution
+from promptloop.services import Services
 from promptloop.store.shipped import vbench_rewrites, vbench_split
 
 GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
@@ -36,13 +36,14 @@ def main() -> None:
     ap.add_argument("--min-benign-pass", type=float, default=0.95)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    settings = Settings()
+    rt = Services(Settings())
+    settings = rt.settings
     train = [i for i, p in enumerate(vbench_prompts()) if vbench_split(p) == "train"]
     sources = vbench_rewrites()
     rng = random.Random(args.seed)
     rewrites = [sources[rng.choice(sorted(sources))][i] for i in rng.sample(train, min(args.benign, len(train)))]
-    fig = dilution(Embedder(settings.embedder_model, device=settings.device), training_examples(), rewrites, settings.guard, GRID,
-                   folds=args.folds, seed=args.seed)
+    fig = dilution(rt.embedder, training_examples(), rewrites, settings.guard, GRID, folds=args.folds,
+                   seed=args.seed)
     ok = [t for t, r in fig.grid.items() if r["sentence_pass"] >= args.min_benign_pass]
     best = max(ok, key=lambda t: (fig.grid[t]["sentence_recall"], t)) if ok else None
     print(f"{fig.harmful} harmful training requests (out of fold) inside benign rewrites; {fig.benign} benign "

@@ -164,10 +164,12 @@ def score(deps: EvalDeps, prompts: Sequence[str], outputs: Sequence[str], *, poo
 
 
 def _system_rows(deps: EvalDeps, system: str):
-    from promptloop.store.versions import get_version
+    from promptloop.store.versions import ensure_base, get_version
 
     if system == "raw" or system.startswith("public:"):
         return system, None
+    if system in ("base", "champion"):  # the base model is registered on first use, as collection does
+        ensure_base(deps.engine, deps.settings.base_model)
     row = get_version(deps.engine, system)
     label = row.name if system == row.name else f"{system} ({row.name})"
     return label, row
@@ -289,10 +291,6 @@ def load_items(outputs_path: str | Path) -> list[dict]:
 
 def evaluate(deps: EvalDeps, systems: Sequence[str], cfg: EvalConfig, progress: Progress | None = None) -> EvalReport:
     bench = load_bench(deps.engine, cfg.bench, cfg.limit)
-    if "base" in systems:  # named on a fresh home, before any loop or default system list registered it
-        from promptloop.store.versions import ensure_base
-
-        ensure_base(deps.engine, deps.settings.base_model)
     report = EvalReport(bench.name, len(bench.prompts), settings=cfg.key(deps.settings) | {"limit": cfg.limit})
     seen = set()
     for system in systems:
@@ -309,9 +307,7 @@ def default_systems(deps: EvalDeps, bench: str) -> list[str]:
     from sqlmodel import select
 
     from promptloop.store.models import ModelVersion
-    from promptloop.store.versions import ensure_base
 
-    ensure_base(deps.engine, deps.settings.base_model)
     with Session(deps.engine) as s:
         trained = [v.name for v in s.exec(select(ModelVersion).where(ModelVersion.algorithm != "base")
                                           .order_by(ModelVersion.id))]
