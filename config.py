@@ -150,6 +150,13 @@ class GuardSettings(BaseModel):
                           "of the setting.", description="when no rewrite of a request's benign core passes the "
                           "output guard, the core framed by this text ({core}) is the answer if the guard passes "
                           "it; empty = refuse instead")
+    stand_in_share: float = Field(0.4, ge=0, le=1, description="in a request flagged for a category with a "
+                                  "stand-in (public figures -> 'a person'), a subject or object the category head "
+                                  "gives at least this share is replaced by it: names no pattern lists; chosen on "
+                                  "bench/sanitizer_dev.py (out of fold on the training rows)")
+    act_threshold: float = Field(0.03, ge=0, le=1, description="in a sanitised core, what is left of a phrase "
+                                 "from its verb on is cut when it alone scores this much (0 = every act goes, the "
+                                 "core keeps who and where); chosen on bench/sanitizer_dev.py")
     sanitize_rounds: int = Field(4, ge=0, le=10, description="removals the sanitiser tries before it refuses "
                                  "(0 = refuse every flagged request, as before sanitising)")
 

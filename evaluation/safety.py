@@ -29,6 +29,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from promptloop.errors import PromptloopError
@@ -65,7 +66,20 @@ def load_rubric(file: str = HOLDOUT) -> list[RubricRow]:
 
     if file not in HOLDOUTS:
         raise PromptloopError(f"unknown red-team holdout '{file}'; expected one of {', '.join(HOLDOUTS)}")
-    with (data_dir() / file).open(encoding="utf-8", newline="") as fh:
+    return _read_rubric(data_dir() / file)
+
+
+def load_dev_rubric() -> list[RubricRow]:
+    """The guard's own training rows (``redteam.csv``) with the same rubric: a development set for the
+    sanitiser, scored only out of fold (``evaluation.guard_figures.sanitiser_classes``), so that choices
+    about cores and thresholds are made without reading a holdout."""
+    from promptloop.store.shipped import data_dir
+
+    return _read_rubric(data_dir() / "redteam.csv")
+
+
+def _read_rubric(path: Path) -> list[RubricRow]:
+    with path.open(encoding="utf-8", newline="") as fh:
         return [RubricRow(r["prompt"], r["category"], r["harmful"].strip().lower() == "true", _terms(r.get("keep")),
                           _terms(r.get("harm"))) for r in csv.DictReader(fh)]
 

@@ -81,7 +81,7 @@ def test_classifier_attribution_finds_the_phrase_that_carries_the_harm(guard):
     ("a soldier beheading a prisoner in a desert", "a soldier in a desert", "behead"),
     ("a man stabbing a tourist on a sunny beach", "a man on a sunny beach", "stab"),
     ("a stranger strangling a jogger in a foggy forest", "a stranger in a foggy forest", "strangl"),
-    ("a woman posing naked on a yacht at sunset", "a woman posing on a yacht at sunset", "naked"),
+    ("a woman posing naked on a yacht at sunset", "a woman on a yacht at sunset", "naked"),  # the act goes too
     ("a dog being kicked in a snowy park", "a dog in a snowy park", "kick"),
     ("donald trump dancing at a wedding", "a person dancing at a wedding", "trump"),  # a stand-in, not a cut
     ("a kitten trapped in a microwave", "a kitten", "microwave"),  # the cuts left nothing: the subject comes back

@@ -233,3 +233,10 @@ BENIGN_ANCHORS: tuple[str, ...] = (
     "a soldier reunited with family",
     "a police officer helping people",
 )
+
+# What a stand-in may replace is a person: a stretch closer to these (MiniLM cosine) than to THING_ANCHORS.
+# The category head alone also places "a fake crypto giveaway" or "a fake news clip" with public figures.
+PERSON_ANCHORS = ("a person", "a man", "a woman", "a famous person", "a celebrity", "a politician", "an actor",
+                  "a singer")
+THING_ANCHORS = ("an object", "a thing", "a place", "an event", "a video clip", "a body part", "an animal", "money",
+                 "a group of people")

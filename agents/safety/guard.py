@@ -23,7 +23,13 @@ from pydantic import BaseModel, Field
 
 from promptloop.agents.llm.base import ChatModel, SamplingParams
 from promptloop.agents.safety import guard_models
-from promptloop.agents.safety.categories import BENIGN_ANCHORS, CATEGORIES, HarmCategory
+from promptloop.agents.safety.categories import (
+    BENIGN_ANCHORS,
+    CATEGORIES,
+    PERSON_ANCHORS,
+    THING_ANCHORS,
+    HarmCategory,
+)
 from promptloop.agents.safety.guard_models import GuardModelAnswer
 from promptloop.config import GuardSettings, SamplingControls
 
@@ -167,6 +173,26 @@ class SafetyGuard:
         names = list(which.classes_)
         return [{n: float(p_harm[i] * cond[i, j] / cond[i].max()) for j, n in enumerate(names)}
                 for i in range(len(texts))]
+
+    def category_shares(self, texts: Sequence[str]) -> list[dict[str, float]]:
+        """The category head alone, per text: which harm a text would be if it were one (summing to 1). A name
+        on its own ("joe biden") is not harmful, but the head still knows it for a public figure: the
+        sanitiser uses that to put a stand-in in its place."""
+        if not texts:
+            return []
+        _, which = self._classifier
+        cond = which.predict_proba(self.embedder.encode(list(texts)))
+        return [{n: float(cond[i, j]) for j, n in enumerate(which.classes_)} for i in range(len(texts))]
+
+    def person_margin(self, texts: Sequence[str]) -> list[float]:
+        """How much closer each text is to a person than to a thing (cosine to the nearest anchor of each)."""
+        if not texts:
+            return []
+        x = self.embedder.encode([*texts, *PERSON_ANCHORS, *THING_ANCHORS])
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        n, p = len(texts), len(PERSON_ANCHORS)
+        sims = x[:n] @ x[n:].T
+        return [float(row[:p].max() - row[p:].max()) for row in sims]
 
     def attribute(self, text: str, category: str) -> list[str]:
         """Phrases of ``text`` whose removal drops ``category``'s classifier score by at least

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from promptloop.agents.safety.guard import SafetyGuard, Verdict, refusal_message
 from promptloop.agents.safety.spans import (
+    OPENERS,
     content_words,
     names_something,
     noun_parts,
@@ -26,6 +27,7 @@ from promptloop.agents.safety.spans import (
     sentences,
     tokens,
     verb_object,
+    verb_starts,
 )
 
 Tokens = Sequence[tuple[int, int, str]]
@@ -73,13 +75,36 @@ def _replaced(guard: SafetyGuard, text: str, v: Verdict) -> str:
     return text
 
 
+def _stood_in(guard: SafetyGuard, text: str, v: Verdict) -> str:
+    """In a flagged request, the subjects and objects that the category head places in a category with a
+    stand-in, and that read as a person, replaced by it: the names no pattern lists ("leonardo dicaprio
+    punching a fan" -> "a person punching a fan")."""
+    cats = [c for c in guard.categories if c.replacement]
+    if not cats or not v.flagged:
+        return text
+    toks = tokens(text)
+    parts = []
+    for i, j in phrase_ranges(toks):
+        for r in noun_parts(toks, i, j) or [range(i + (toks[i][2].lower() in OPENERS), j)]:
+            if r and toks[r.start][2].lower() not in OPENERS and content_words(" ".join(toks[k][2] for k in r)):
+                parts.append(r)
+    spans = [text[toks[r.start][0]:toks[r[-1]][1]] for r in parts]
+    shares, people = guard.category_shares(spans), guard.person_margin(spans)
+    swaps = [(toks[r.start][0], toks[r[-1]][1], c.replacement)
+             for r, span, sh, person in zip(parts, spans, shares, people, strict=True) for c in cats[:1]
+             if sh.get(c.name, 0.0) >= guard.config.stand_in_share and person > 0 and span.lower() != c.replacement]
+    for a, b, rep in sorted(swaps, reverse=True):
+        text = text[:a] + rep + text[b:]
+    return text
+
+
 def _hard_first(guard: SafetyGuard, v: Verdict) -> list[str]:
     hard = {c.name for c in guard.categories if c.hard}
     return sorted(v.flagged, key=lambda k: k not in hard)
 
 
 def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) -> Screened:
-    text = _replaced(guard, prompt, verdict)
+    text = _stood_in(guard, _replaced(guard, prompt, verdict), verdict)
     if text != prompt:
         v = guard.check_many([text], attribute=True)[0]
         if v.action == "allow":
@@ -106,6 +131,9 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         # drop a whole phrase (while another is left), or cut a phrase down to one of its noun parts
         trials = [removed | set(range(i, j)) for i, j in left] if len(left) > 1 else []
         trials += [removed | (set(range(i, j)) - set(part)) for i, j in left for part in noun_parts(toks, i, j)]
+        # or end a phrase before one of its later verbs ("a person giving a speech praising terrorists" ->
+        # "a person giving a speech")
+        trials += [removed | set(range(k, j)) for i, j in left for k in verb_starts(toks, i, j)[1:]]
         trials = [t for t in trials if t != removed]
         if not trials:
             break
@@ -117,6 +145,7 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         # the subjects of removed phrases come back where the guard passes them; when the cuts left nothing,
         # a subject may be the whole core ("a kitten trapped in a microwave" -> "a kitten")
         removed = _put_back(guard, text, toks, ranges, removed)
+        removed = _without_acts(guard, text, toks, ranges, removed)
         core = render(text, toks, removed)
         if names_something(core) and (v.action == "allow" or guard.check_many([core])[0].action == "allow"):
             return Screened(prompt, verdict, core=core, removed=_words(toks, removed))
@@ -135,6 +164,44 @@ def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tupl
         trial = removed - set(part)
         if guard.check_many([render(text, toks, trial)])[0].action == "allow":
             removed = trial
+    if names_something(render(text, toks, removed)):
+        return removed
+    # no subject could stay: the first object (a noun phrase with its article) the guard passes on its own is
+    # the core ("robbing a bank with an assault rifle" -> "a bank"; not "weed" of "smoking weed")
+    for part in (r for i, j in ranges for r in noun_parts(toks, i, j)[1:]
+                 if r.start > i and toks[r.start][2].lower() in {"a", "an", "the"}):
+        trial = removed - set(part)
+        if names_something(render(text, toks, trial)) and \
+                guard.check_many([render(text, toks, trial)])[0].action == "allow":
+            return trial
+    return removed
+
+
+def _without_acts(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tuple[int, int]], removed: set[int]
+                  ) -> set[int]:
+    """A core keeps the scene, not the act: what is left of a phrase from its first verb on ("a crowd
+    chanting", "soldiers celebrating") goes when that rest of the phrase alone scores
+    ``guard.act_threshold`` or more. The classifier passes such a remnant in its short core, and the
+    rewriter then writes the act back."""
+    tails = []
+    for i, j in ranges:
+        verbs = [k for k in verb_starts(toks, i, j) if k not in removed]
+        if verbs:
+            tails.append(set(range(verbs[0], j)) - removed)
+    limit = guard.config.act_threshold
+    # what is left of a cut phrase that only says where or how ("for ethnic" of "for ethnic cleansing",
+    # "and smoking cigarettes" -> "cigarettes") goes with the rest of it, as does a comparison ("as bats")
+    for i, j in ranges:
+        cut = any(k in removed for k in range(i, j))
+        opener = toks[i][2].lower()
+        if (cut and opener in OPENERS) or opener == "as":
+            removed = removed | set(range(i, j))
+    if not tails:
+        return removed
+    scores = guard.harm_scores([" ".join(toks[k][2] for k in sorted(t)) for t in tails])
+    for tail, sc in zip(tails, scores, strict=True):
+        if max(sc.values(), default=0.0) >= limit:
+            removed = removed | tail
     return removed
 
 

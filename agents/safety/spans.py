@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-_OPENERS = frozenset(
+OPENERS = frozenset(
     "and while with in on at into near inside outside during under behind over from for that who which until as "
     "of by off against through across beside around onto after before because so but or then".split())
 # words a core may not start or end with once a phrase is gone ("in a crowded mall" -> "a crowded mall")
-_DANGLING = _OPENERS | frozenset("a an the is are was were be being been its his her their its to who whose "
+_DANGLING = OPENERS | frozenset("a an the is are was were be being been its his her their its to who whose "
                                  "very just how step by".split())
 _ARTICLES = frozenset({"a", "an", "the"})
 _STOP = _DANGLING | frozenset("it this these those them they he she him some any one people person someone "
@@ -92,7 +92,7 @@ def phrase_ranges(toks: Sequence[tuple[int, int, str]]) -> list[tuple[int, int]]
                 out.append((start, k))
             start = None
             continue
-        if start is not None and tok.lower() in _OPENERS:
+        if start is not None and tok.lower() in OPENERS:
             out.append((start, k))
             start = None
         if start is None:
@@ -114,6 +114,11 @@ def noun_parts(toks: Sequence[tuple[int, int, str]], i: int, j: int) -> list[ran
     if not verbs:
         return []
     return [r for r in (range(i, verbs[0]), range(verbs[-1] + 1, j)) if len(r) > 0]
+
+
+def verb_starts(toks: Sequence[tuple[int, int, str]], i: int, j: int) -> list[int]:
+    """Token indexes of the verb-like words of phrase [i, j), in order."""
+    return [k for k in range(i, j) if _VERBISH.match(toks[k][2])]
 
 
 def verb_object(toks: Sequence[tuple[int, int, str]], ranges: Sequence[tuple[int, int]], hit: set[int]) -> set[int]:
