@@ -148,8 +148,8 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         removed = _without_acts(guard, text, toks, ranges, removed)
         core = render(text, toks, removed)
         if names_something(core) and (v.action == "allow" or guard.check_many([core])[0].action == "allow"):
-            return Screened(prompt, verdict, core=core, removed=_words(toks, removed))
-    return Screened(prompt, verdict, removed=_words(toks, removed),
+            return Screened(prompt, verdict, core=core, removed=_gone(prompt, core))
+    return Screened(prompt, verdict, removed=_gone(prompt, render(text, toks, removed)),
                     refusal=refusal_message(_hard_first(guard, verdict)))
 
 
@@ -168,7 +168,7 @@ def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tupl
         return removed
     # no subject could stay: the first object (a noun phrase with its article) the guard passes on its own is
     # the core ("robbing a bank with an assault rifle" -> "a bank"; not "weed" of "smoking weed")
-    for part in (r for i, j in ranges for r in noun_parts(toks, i, j)[1:]
+    for part in (r for i, j in ranges for r in noun_parts(toks, i, j)
                  if r.start > i and toks[r.start][2].lower() in {"a", "an", "the"}):
         trial = removed - set(part)
         if names_something(render(text, toks, trial)) and \
@@ -183,11 +183,16 @@ def _without_acts(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[
     chanting", "soldiers celebrating") goes when that rest of the phrase alone scores
     ``guard.act_threshold`` or more. The classifier passes such a remnant in its short core, and the
     rewriter then writes the act back."""
-    tails = []
+    tails, broken = [], set()
     for i, j in ranges:
         verbs = [k for k in verb_starts(toks, i, j) if k not in removed]
         if verbs:
-            tails.append(set(range(verbs[0], j)) - removed)
+            tail = set(range(verbs[0], j))
+            if tail & removed:  # an act that lost its object ("celebrating a" of "celebrating a massacre")
+                broken |= tail
+            else:
+                tails.append(tail)
+    removed = removed | broken
     limit = guard.config.act_threshold
     # what is left of a cut phrase that only says where or how ("for ethnic" of "for ethnic cleansing",
     # "and smoking cigarettes" -> "cigarettes") goes with the rest of it, as does a comparison ("as bats")
@@ -209,18 +214,16 @@ def _worst(v: Verdict) -> float:
     return max((c.score for c in v.categories.values()), default=0.0)
 
 
-def _words(toks: Tokens, removed: set[int]) -> list[str]:
-    """The removed stretches as text, in order (for the trace)."""
-    out, run = [], []
-    for k, (_, _, tok) in enumerate(toks):
-        if k in removed:
-            run.append(tok)
-        elif run:
-            out.append(" ".join(run))
-            run = []
-    if run:
-        out.append(" ".join(run))
-    return [r for r in out if r not in {",", ";"}]
+def _gone(prompt: str, kept: str) -> list[str]:
+    """The stretches of ``prompt`` that ``kept`` leaves out, in order (for the trace); a name that a stand-in
+    replaced counts as gone."""
+    from difflib import SequenceMatcher
+
+    words = [w for _, _, w in tokens(prompt)]
+    ops = SequenceMatcher(None, [w.lower() for w in words], [w.lower() for _, _, w in tokens(kept)],
+                          autojunk=False).get_opcodes()
+    runs = (" ".join(words[a:b]).strip(" ,;") for op, a, b, _, _ in ops if op in ("delete", "replace"))
+    return [r for r in runs if r]
 
 
 def trim_output(text: str, verdict: Verdict, min_words: int) -> str | None:
