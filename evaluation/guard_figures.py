@@ -11,7 +11,7 @@ threshold on the out-of-fold verdicts only.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from promptloop.agents.embedder import Embedder
@@ -141,31 +141,39 @@ def _share(scores: Sequence[float], threshold: float) -> float:
     return sum(s >= threshold for s in scores) / max(1, len(scores))
 
 
-def sanitiser_outcomes(embedder: Embedder, examples: Sequence[tuple[str, str]], rubric: Sequence[RubricRow],
-                       config: GuardSettings, *, folds: int = 5, patterns: bool = True
-                       ) -> list[tuple[str | None, str]]:
-    """Per rubric row, in order: what the rewriter would be given (the core, None when refused) and its class
-    under the rubric, with the classifier refitted without the row's fold (``rubric`` rows are among
-    ``examples``). A development table: sanitiser choices are made here, not on a holdout.
-
-    ``patterns=False`` also drops the categories' patterns, which were written on these same rows and so
-    catch them all: with them the table is optimistic, without them pessimistic about a new request."""
+def fold_guards(embedder: Embedder, examples: Sequence[tuple[str, str]], rubric: Sequence[RubricRow],
+                config: GuardSettings, *, folds: int = 5, patterns: bool = True
+                ) -> Iterator[tuple[SafetyGuard, list[int]]]:
+    """Per fold: a guard whose classifier never saw the fold's rows, and the indexes of the ``rubric`` rows in
+    that fold (``rubric`` rows are among ``examples``). ``patterns=False`` also drops the categories'
+    patterns, which were written on the training rows and so catch them all: with them a table on those rows
+    is optimistic, without them pessimistic about a new request."""
     from dataclasses import replace
 
     from promptloop.agents.safety.categories import CATEGORIES
-    from promptloop.agents.safety.sanitizer import screen
-    from promptloop.evaluation.safety import classify
 
     categories = CATEGORIES if patterns else tuple(replace(c, patterns=()) for c in CATEGORIES)
     fold_of = {text: i % folds for i, (text, _) in enumerate(examples)}
     missing = [r.prompt for r in rubric if r.prompt not in fold_of]
     if missing:
         raise ValueError(f"rubric rows not among the training examples: {missing[:3]}")
-    out: list[tuple[str | None, str]] = [(None, "")] * len(rubric)
     for k in range(folds):
         guard = SafetyGuard(embedder, config, categories=categories,
                             examples=[e for i, e in enumerate(examples) if i % folds != k])
-        todo = [n for n, r in enumerate(rubric) if fold_of[r.prompt] == k]
+        yield guard, [n for n, r in enumerate(rubric) if fold_of[r.prompt] == k]
+
+
+def sanitiser_outcomes(embedder: Embedder, examples: Sequence[tuple[str, str]], rubric: Sequence[RubricRow],
+                       config: GuardSettings, *, folds: int = 5, patterns: bool = True
+                       ) -> list[tuple[str | None, str]]:
+    """Per rubric row, in order: what the rewriter would be given (the core, None when refused) and its class
+    under the rubric, judged by a guard that never saw the row (:func:`fold_guards`). A development table:
+    sanitiser choices are made here, not on a holdout."""
+    from promptloop.agents.safety.sanitizer import screen
+    from promptloop.evaluation.safety import classify
+
+    out: list[tuple[str | None, str]] = [(None, "")] * len(rubric)
+    for guard, todo in fold_guards(embedder, examples, rubric, config, folds=folds, patterns=patterns):
         for n, s in zip(todo, screen(guard, [rubric[n].prompt for n in todo]), strict=True):
             out[n] = (s.core, classify(rubric[n], s.core or s.refusal or "", s.refused))
     return out
