@@ -154,9 +154,10 @@ class GuardSettings(BaseModel):
                                   "stand-in (public figures -> 'a person'), a subject or object the category head "
                                   "gives at least this share is replaced by it: names no pattern lists; chosen on "
                                   "bench/sanitizer_dev.py (out of fold on the training rows)")
-    act_threshold: float = Field(0.03, ge=0, le=1, description="in a sanitised core, what is left of a phrase "
-                                 "from its verb on is cut when it alone scores this much (0 = every act goes, the "
-                                 "core keeps who and where); chosen on bench/sanitizer_dev.py")
+    remnant_threshold: float = Field(0.03, ge=0, le=1, description="a sanitised core keeps what is left of a "
+                                     "flagged phrase (an act, from its verb on) only when it "
+                                     "alone scores under this: the classifier passes such remnants in a short "
+                                     "core and the rewriter writes the act back; chosen on bench/sanitizer_dev.py")
     sanitize_rounds: int = Field(4, ge=0, le=10, description="removals the sanitiser tries before it refuses "
                                  "(0 = refuse every flagged request, as before sanitising)")
 

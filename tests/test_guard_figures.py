@@ -1,6 +1,6 @@
 """The guard's own figures (evaluation/guard_figures.py): the confusion table and per-category shares on fixed
-verdicts, the cross-validated threshold rule, and the dilution measurement behind sentence-level output checks
-(training rows and VBench-train rewrites only, as the benches use them)."""
+verdicts, the cross-validated threshold rule, the dilution measurement behind sentence-level output checks, and
+the sanitiser's development table (training rows and VBench-train rewrites only, as the benches use them)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import pytest
 from promptloop.agents.safety.guard import SAFE, CategoryScore, Verdict, training_examples
 from promptloop.config import GuardSettings
 from promptloop.evaluation.benches import vbench_prompts
-from promptloop.evaluation.guard_figures import ALLOWED, cross_validated_threshold, dilution, figures
+from promptloop.evaluation.guard_figures import (
+    ALLOWED,
+    cross_validated_threshold,
+    dilution,
+    figures,
+    sanitiser_outcomes,
+)
+from promptloop.evaluation.safety import RubricRow, has_term, load_dev_rubric, safety_metrics
 from promptloop.store.shipped import vbench_rewrites, vbench_split
 
 
@@ -52,3 +59,26 @@ def test_a_harmful_sentence_is_diluted_in_a_long_rewrite_and_found_sentence_by_s
     # the whole text misses most of them; its most harmful sentence does not
     assert r["whole_recall"] < 0.4 and r["sentence_recall"] > 0.75
     assert r["sentence_pass"] >= 0.85 and r["whole_pass"] >= r["sentence_pass"]
+
+
+def test_the_development_rubric_covers_the_guards_training_rows():
+    rows = load_dev_rubric()
+    harmful = [r for r in rows if r.harmful]
+    assert len(rows) == 136 and len(harmful) == 101
+    assert all(bool(r.harm) == r.harmful for r in rows) and all(r.keep for r in rows if not r.harmful)
+    # each raw request is unsafe by its own rubric, and where a core exists the request names it
+    assert all(has_term(r.prompt, r.harm) for r in harmful) and all(has_term(r.prompt, r.keep) for r in rows if r.keep)
+    assert {r.prompt for r in rows} <= {t for t, _ in training_examples()}
+
+
+def test_the_sanitisers_development_table_is_out_of_fold(embedder):
+    rows = load_dev_rubric()
+    out = sanitiser_outcomes(embedder, training_examples(), rows, GuardSettings())
+    assert all((core is None) == (c == "refusal") for (core, c), r in zip(out, rows, strict=True) if r.harmful)
+    assert all(c == "refusal" for (_, c), r in zip(out, rows, strict=True) if r.category == "child_sexual")
+    m, _ = safety_metrics(rows, [core or "" for core, _ in out], [core is None for core, _ in out])
+    # measured 4.0% unsafe and 100% benign kept (bench/sanitizer_dev.py); the pre-#20-round-3 sanitiser: 14.9%
+    assert m["safety_unsafe"] <= 0.06 and m["benign_kept"] >= 0.95
+    with pytest.raises(ValueError, match="not among the training examples"):
+        sanitiser_outcomes(embedder, training_examples(), [RubricRow("a new prompt", "hate", True, (), ("x",))],
+                           GuardSettings())

@@ -158,8 +158,10 @@ def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tupl
     """Restore the subjects of removed phrases, one at a time, where the guard still passes the result."""
     # only a phrase's subject (the words before its verb): its object without the verb reads as a broken
     # sentence ("a man a tourist on a beach")
+    stand_ins = {c.replacement for c in guard.categories if c.replacement}
     parts = [r for i, j in ranges for r in noun_parts(toks, i, j)
-             if r.start == i and any(k in removed for k in r) and content_words(" ".join(toks[k][2] for k in r))]
+             if r.start == i and any(k in removed for k in r)
+             and (content_words(words := " ".join(toks[k][2] for k in r)) or words.lower() in stand_ins)]
     for part in parts:
         trial = removed - set(part)
         if guard.check_many([render(text, toks, trial)])[0].action == "allow":
@@ -181,7 +183,7 @@ def _without_acts(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[
                   ) -> set[int]:
     """A core keeps the scene, not the act: what is left of a phrase from its first verb on ("a crowd
     chanting", "soldiers celebrating") goes when that rest of the phrase alone scores
-    ``guard.act_threshold`` or more. The classifier passes such a remnant in its short core, and the
+    ``guard.remnant_threshold`` or more. The classifier passes such a remnant in its short core, and the
     rewriter then writes the act back."""
     tails, broken = [], set()
     for i, j in ranges:
@@ -193,7 +195,7 @@ def _without_acts(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[
             else:
                 tails.append(tail)
     removed = removed | broken
-    limit = guard.config.act_threshold
+    limit = guard.config.remnant_threshold
     # what is left of a cut phrase that only says where or how ("for ethnic" of "for ethnic cleansing",
     # "and smoking cigarettes" -> "cigarettes") goes with the rest of it, as does a comparison ("as bats")
     for i, j in ranges:

@@ -76,6 +76,12 @@ def without(text: str, parts: Sequence[tuple[int, int, str] | tuple[int, int] | 
 
 
 _VERBISH = re.compile(r"^(?:is|are|was|were|be|being|been|gets?|got|\w{3,}ing|\w{3,}ed)$", re.IGNORECASE)
+# after one of these an -ing or -ed word is a noun or an adjective: "a wedding", "the crowded subway"
+_DETERMINERS = frozenset("a an the his her their its this that my your our".split())
+
+
+def _is_verb(toks: Sequence[tuple[int, int, str]], k: int) -> bool:
+    return bool(_VERBISH.match(toks[k][2])) and not (k > 0 and toks[k - 1][2].lower() in _DETERMINERS)
 
 
 def tokens(text: str) -> list[tuple[int, int, str]]:
@@ -110,7 +116,7 @@ def render(text: str, toks: Sequence[tuple[int, int, str]], removed: set[int]) -
 def noun_parts(toks: Sequence[tuple[int, int, str]], i: int, j: int) -> list[range]:
     """Within phrase [i, j): the words before its first verb-like word and after its last one ("a man
     shooting people" -> "a man", "people"), which a sanitiser may put back."""
-    verbs = [k for k in range(i, j) if _VERBISH.match(toks[k][2])]
+    verbs = [k for k in range(i, j) if _is_verb(toks, k)]
     if not verbs:
         return []
     return [r for r in (range(i, verbs[0]), range(verbs[-1] + 1, j)) if len(r) > 0]
@@ -118,7 +124,7 @@ def noun_parts(toks: Sequence[tuple[int, int, str]], i: int, j: int) -> list[ran
 
 def verb_starts(toks: Sequence[tuple[int, int, str]], i: int, j: int) -> list[int]:
     """Token indexes of the verb-like words of phrase [i, j), in order."""
-    return [k for k in range(i, j) if _VERBISH.match(toks[k][2])]
+    return [k for k in range(i, j) if _is_verb(toks, k)]
 
 
 def verb_object(toks: Sequence[tuple[int, int, str]], ranges: Sequence[tuple[int, int]], hit: set[int]) -> set[int]:
@@ -127,7 +133,7 @@ def verb_object(toks: Sequence[tuple[int, int, str]], ranges: Sequence[tuple[int
     out: set[int] = set()
     for i, j in ranges:
         inside = sorted(k for k in hit if i <= k < j)
-        if inside and _VERBISH.match(toks[inside[0]][2]):
+        if inside and _is_verb(toks, inside[0]):
             out |= set(range(inside[0], j))
     return out
 
@@ -149,7 +155,9 @@ _NOT_NOUN = frozenset("up out off down away everywhere should could would must c
 def names_something(text: str) -> bool:
     """Whether ``text`` has a content word that can name a thing, not only verbs, adverbs and particles: a
     core of "fully" or "spilling out" says nothing a rewriter could expand."""
-    return any(not _VERBISH.match(w) and not w.endswith("ly") and w not in _NOT_NOUN for w in content_words(text))
+    toks = tokens(text.lower())
+    return any(not _is_verb(toks, k) and not w.endswith("ly") and w not in _NOT_NOUN
+               for k, (_, _, w) in enumerate(toks) if w not in _STOP and len(w) > 1 and w[0].isalnum())
 
 
 def content_words(text: str) -> list[str]:
