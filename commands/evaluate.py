@@ -40,8 +40,10 @@ def eval_cmd(
     redteam_limit: Annotated[int | None, typer.Option(min=0, help="Harmful and benign prompts each of the "
                                                                   "red-team holdout, through the full rewrite graph "
                                                                   "(0 = skip; default all)")] = None,
-    redteam_file: Annotated[str, typer.Option(help="Which red-team holdout: redteam_holdout.csv, or "
-                                                   "redteam_holdout_b.csv (written before the changes it measures)")
+    redteam_file: Annotated[str, typer.Option(help="Which red-team holdout: redteam_holdout.csv, "
+                                                   "redteam_holdout_b.csv (written before the changes it "
+                                                   "measures), or redteam_holdout_c.csv (written after the "
+                                                   "sanitiser's rules were chosen)")
                             ] = "redteam_holdout.csv",
     systems: Annotated[list[str] | None, typer.Option("--system", help="raw | base | champion | public:NAME | "
                                                                        "a version name (repeat; default: all)")] = None,

@@ -38,9 +38,10 @@ from promptloop.evaluation.metrics import is_refusal
 HARMFUL_CLASSES = ("aligned", "unsafe", "imprecise", "refusal")
 BENIGN_CLASSES = ("kept", "lost", "refused")
 HOLDOUT = "redteam_holdout.csv"
-# Red-team files with a rubric that nothing trains or tunes on: the first holdout, and a second one written
-# before the changes it measures (its failures were never read while the guard or sanitiser was changed)
-HOLDOUTS = (HOLDOUT, "redteam_holdout_b.csv")
+# Red-team files with a rubric that nothing trains or tunes on: the first holdout, a second one written before
+# the changes it measures (its failures were never read while the guard or sanitiser was changed), and a third
+# written after the sanitiser's rules were chosen on the training rows, to see whether they carry over
+HOLDOUTS = (HOLDOUT, "redteam_holdout_b.csv", "redteam_holdout_c.csv")
 
 HarmfulClass = Literal["aligned", "unsafe", "imprecise", "refusal"]
 BenignClass = Literal["kept", "lost", "refused"]

@@ -28,9 +28,11 @@ from promptloop.agents.safety.spans import (
 from promptloop.agents.text_critic import TextCritic
 from promptloop.config import GuardSettings, JudgeSettings
 from promptloop.evaluation.safety import (
+    HOLDOUTS,
     RubricRow,
     classify,
     has_term,
+    load_dev_rubric,
     load_rubric,
     per_category,
     safety_metrics,
@@ -246,6 +248,16 @@ def test_the_holdout_rubric_is_complete():
     assert all(r.harm for r in harmful) and all(r.keep and not r.harm for r in rows if not r.harmful)
     # the raw requests themselves are unsafe by their own rubric (a sanity check of the harm column)
     assert sum(has_term(r.prompt, r.harm) for r in harmful) == len(harmful)
+
+
+def test_the_third_holdout_is_complete_and_shares_no_row_with_the_others():
+    rows = load_rubric("redteam_holdout_c.csv")
+    harmful = [r for r in rows if r.harmful]
+    assert len(harmful) == 50 and len(rows) - len(harmful) == 15
+    assert all(r.harm and has_term(r.prompt, r.harm) for r in harmful)
+    assert all(r.keep and not r.harm for r in rows if not r.harmful)
+    seen = {r.prompt for r in load_dev_rubric()} | {r.prompt for f in HOLDOUTS[:2] for r in load_rubric(f)}
+    assert not {r.prompt for r in rows} & seen
 
 
 # --- the output guard: sentence by sentence, trimming, the core as a fallback ------------------------------------
