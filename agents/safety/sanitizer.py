@@ -197,11 +197,16 @@ def _without_acts(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[
     removed = removed | broken
     limit = guard.config.remnant_threshold
     # what is left of a cut phrase that only says where or how ("for ethnic" of "for ethnic cleansing",
-    # "and smoking cigarettes" -> "cigarettes") goes with the rest of it, as does a comparison ("as bats")
+    # "and smoking cigarettes" -> "cigarettes") goes with the rest of it, as does a comparison the guard
+    # flags on its own ("as bats"; not "dressed as a pirate")
+    likes = [(i, j) for i, j in ranges if toks[i][2].lower() == "as" and not any(k in removed for k in range(i, j))]
+    flagged = guard.check_many([" ".join(toks[k][2] for k in range(i, j)) for i, j in likes])
     for i, j in ranges:
         cut = any(k in removed for k in range(i, j))
-        opener = toks[i][2].lower()
-        if (cut and opener in OPENERS) or opener == "as":
+        if cut and toks[i][2].lower() in OPENERS:
+            removed = removed | set(range(i, j))
+    for (i, j), v in zip(likes, flagged, strict=True):
+        if v.action != "allow":
             removed = removed | set(range(i, j))
     if not tails:
         return removed
