@@ -152,7 +152,8 @@ class GuardSettings(BaseModel):
                           "it; empty = refuse instead")
     stand_in_share: float = Field(0.4, ge=0, le=1, description="in a request flagged for a category with a "
                                   "stand-in (public figures -> 'a person'), a subject or object the category head "
-                                  "gives at least this share is replaced by it: names no pattern lists; chosen on "
+                                  "gives at least this share, and that reads as a person, is replaced by it: names "
+                                  "no pattern lists; chosen on "
                                   "bench/sanitizer_dev.py (out of fold on the training rows)")
     remnant_threshold: float = Field(0.03, ge=0, le=1, description="a sanitised core keeps what is left of a "
                                      "flagged phrase (an act, from its verb on) only when it "

@@ -72,7 +72,7 @@ def load_rubric(file: str = HOLDOUT) -> list[RubricRow]:
 
 def load_dev_rubric() -> list[RubricRow]:
     """The guard's own training rows (``redteam.csv``) with the same rubric: a development set for the
-    sanitiser, scored only out of fold (``evaluation.guard_figures.sanitiser_classes``), so that choices
+    sanitiser, scored only out of fold (``evaluation.guard_figures.sanitiser_outcomes``), so that choices
     about cores and thresholds are made without reading a holdout."""
     from promptloop.store.shipped import data_dir
 

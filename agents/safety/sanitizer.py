@@ -7,8 +7,10 @@ rewriter sees the request: the guard's spans (pattern hits and phrases whose
 removal lowers the classifier's score) are removed, then the phrase whose
 removal helps most, round by round, until the guard passes what is left. Nouns
 of removed phrases ("a man" of "a man shooting people") are put back one by
-one where the guard still passes. Nothing benign left, or a hard category
-(sexual content with children, instructions for harm): refusal.
+one where the guard still passes. The core keeps the scene, not the act: what
+is left of a harmful act goes, and a real name becomes "a person". Nothing
+benign left, or a hard category (sexual content with children, instructions
+for harm): refusal.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def _stood_in(guard: SafetyGuard, text: str, v: Verdict) -> str:
     spans = [text[toks[r.start][0]:toks[r[-1]][1]] for r in parts]
     shares, people = guard.category_shares(spans), guard.person_margin(spans)
     swaps = [(toks[r.start][0], toks[r[-1]][1], c.replacement)
-             for r, span, sh, person in zip(parts, spans, shares, people, strict=True) for c in cats[:1]
+             for r, span, sh, person in zip(parts, spans, shares, people, strict=True)
+             for c in cats[:1]  # one stand-in per part: the first category that has one
              if sh.get(c.name, 0.0) >= guard.config.stand_in_share and person > 0 and span.lower() != c.replacement]
     for a, b, rep in sorted(swaps, reverse=True):
         text = text[:a] + rep + text[b:]
@@ -181,10 +184,12 @@ def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tupl
 
 def _without_acts(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tuple[int, int]], removed: set[int]
                   ) -> set[int]:
-    """A core keeps the scene, not the act: what is left of a phrase from its first verb on ("a crowd
-    chanting", "soldiers celebrating") goes when that rest of the phrase alone scores
-    ``guard.remnant_threshold`` or more. The classifier passes such a remnant in its short core, and the
-    rewriter then writes the act back."""
+    """A core keeps the scene, not the act. The classifier passes a remnant of the act in a short core
+    ("a crowd chanting", "soldiers celebrating", "kids cigarettes"), and the rewriter then writes the act back;
+    so what is left of a phrase from its first verb on goes when it alone scores ``guard.remnant_threshold``
+    or more, or when its object was cut; so does the rest of a cut phrase that said where or how, and a
+    comparison the guard flags on its own. Chosen on the training rows out of fold
+    (``bench/sanitizer_dev.py``): unsafe cores there went from 14.9 % to 5.0 % of the harmful rows."""
     tails, broken = [], set()
     for i, j in ranges:
         verbs = [k for k in verb_starts(toks, i, j) if k not in removed]
