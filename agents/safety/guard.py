@@ -132,6 +132,7 @@ class SafetyGuard:
         self.categories = tuple(categories)
         # labelled prompts the classifier learns from; a cross-validation fold passes its own share
         self._classifier = self._fit_classifier(training_examples() if examples is None else examples)
+        self._anchors: np.ndarray | None = None  # PERSON_ANCHORS then THING_ANCHORS, unit length
 
     def _fit_classifier(self, examples: Sequence[tuple[str, str]]):  # noqa: ANN202 (two sklearn models)
         """Two logistic regressions on MiniLM embeddings: harmful vs. safe, and which category.
@@ -188,10 +189,12 @@ class SafetyGuard:
         """How much closer each text is to a person than to a thing (cosine to the nearest anchor of each)."""
         if not texts:
             return []
-        x = self.embedder.encode([*texts, *PERSON_ANCHORS, *THING_ANCHORS])
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        n, p = len(texts), len(PERSON_ANCHORS)
-        sims = x[:n] @ x[n:].T
+        if self._anchors is None:  # embedded once per guard, not per sanitised request
+            a = self.embedder.encode([*PERSON_ANCHORS, *THING_ANCHORS])
+            self._anchors = a / np.linalg.norm(a, axis=1, keepdims=True)
+        x = self.embedder.encode(list(texts))
+        sims = (x / np.linalg.norm(x, axis=1, keepdims=True)) @ self._anchors.T
+        p = len(PERSON_ANCHORS)
         return [float(row[:p].max() - row[p:].max()) for row in sims]
 
     def attribute(self, text: str, category: str) -> list[str]:

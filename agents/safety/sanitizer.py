@@ -173,13 +173,11 @@ def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tupl
         return removed
     # no subject could stay: the first object (a noun phrase with its article) the guard passes on its own is
     # the core ("robbing a bank with an assault rifle" -> "a bank"; not "weed" of "smoking weed")
-    for part in (r for i, j in ranges for r in noun_parts(toks, i, j)
-                 if r.start > i and toks[r.start][2].lower() in {"a", "an", "the"}):
-        trial = removed - set(part)
-        if names_something(render(text, toks, trial)) and \
-                guard.check_many([render(text, toks, trial)])[0].action == "allow":
-            return trial
-    return removed
+    trials = [removed - set(r) for i, j in ranges for r in noun_parts(toks, i, j)
+              if r.start > i and toks[r.start][2].lower() in {"a", "an", "the"}]
+    trials = [t for t in trials if names_something(render(text, toks, t))]
+    checks = guard.check_many([render(text, toks, t) for t in trials])  # one batch; the first that passes wins
+    return next((t for t, v in zip(trials, checks, strict=True) if v.action == "allow"), removed)
 
 
 def _without_acts(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tuple[int, int]], removed: set[int]
