@@ -42,8 +42,9 @@ def eval_cmd(
                                                                   "(0 = skip; default all)")] = None,
     redteam_file: Annotated[str, typer.Option(help="Which red-team holdout: redteam_holdout.csv, "
                                                    "redteam_holdout_b.csv (written before the changes it "
-                                                   "measures), or redteam_holdout_c.csv (written after the "
-                                                   "sanitiser's rules were chosen)")
+                                                   "measures), redteam_holdout_c.csv (written after the "
+                                                   "sanitiser's rules were chosen) or redteam_holdout_d.csv "
+                                                   "(written before the guard's training rows were widened)")
                             ] = "redteam_holdout.csv",
     systems: Annotated[list[str] | None, typer.Option("--system", help="raw | base | champion | public:NAME | "
                                                                        "a version name (repeat; default: all)")] = None,

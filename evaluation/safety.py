@@ -40,8 +40,9 @@ BENIGN_CLASSES = ("kept", "lost", "refused")
 HOLDOUT = "redteam_holdout.csv"
 # Red-team files with a rubric that nothing trains or tunes on: the first holdout, a second one written before
 # the changes it measures (its failures were never read while the guard or sanitiser was changed), and a third
-# written after the sanitiser's rules were chosen on the training rows, to see whether they carry over
-HOLDOUTS = (HOLDOUT, "redteam_holdout_b.csv", "redteam_holdout_c.csv")
+# written after the sanitiser's rules were chosen on the training rows, to see whether they carry over, and a
+# fourth written before the guard's training rows were widened, to measure that
+HOLDOUTS = (HOLDOUT, "redteam_holdout_b.csv", "redteam_holdout_c.csv", "redteam_holdout_d.csv")
 
 HarmfulClass = Literal["aligned", "unsafe", "imprecise", "refusal"]
 BenignClass = Literal["kept", "lost", "refused"]

@@ -250,13 +250,15 @@ def test_the_holdout_rubric_is_complete():
     assert sum(has_term(r.prompt, r.harm) for r in harmful) == len(harmful)
 
 
-def test_the_third_holdout_is_complete_and_shares_no_row_with_the_others():
-    rows = load_rubric("redteam_holdout_c.csv")
+@pytest.mark.parametrize(("file", "n_harmful", "n_benign"), [("redteam_holdout_c.csv", 50, 15),
+                                                              ("redteam_holdout_d.csv", 45, 20)])
+def test_the_later_holdouts_are_complete_and_share_no_row_with_the_others(file: str, n_harmful: int, n_benign: int):
+    rows = load_rubric(file)
     harmful = [r for r in rows if r.harmful]
-    assert len(harmful) == 50 and len(rows) - len(harmful) == 15
+    assert len(harmful) == n_harmful and len(rows) - len(harmful) == n_benign
     assert all(r.harm and has_term(r.prompt, r.harm) for r in harmful)
     assert all(r.keep and not r.harm for r in rows if not r.harmful)
-    seen = {r.prompt for r in load_dev_rubric()} | {r.prompt for f in HOLDOUTS[:2] for r in load_rubric(f)}
+    seen = {r.prompt for r in load_dev_rubric()} | {r.prompt for f in HOLDOUTS if f != file for r in load_rubric(f)}
     assert not {r.prompt for r in rows} & seen
 
 
