@@ -126,12 +126,14 @@ class RewriteSettings(BaseModel):
 class GuardSettings(BaseModel):
     """Thresholds of the layered safety guard (see agents/safety/guard.py)."""
 
-    flag_threshold: float = Field(0.4, ge=0, le=1, description="a category is flagged at this score; chosen by "
+    flag_threshold: float = Field(0.3, ge=0, le=1, description="a category is flagged at this score; chosen by "
                                   "bench/guard_eval.py: 5-fold cross-validation of the classifier on its training "
-                                  "rows, highest recall passing 95% of benign rows (never on the holdout)")
-    sentence_threshold: float = Field(0.45, ge=0, le=1, description="one sentence of a longer text (a rewrite) "
+                                  "rows, highest recall passing 95% of benign rows (never on a holdout); 0.4 for "
+                                  "detector=logreg")
+    sentence_threshold: float = Field(0.7, ge=0, le=1, description="one sentence of a longer text (a rewrite) "
                                       "counts at this score: chosen by bench/output_guard_eval.py, highest recall of "
-                                      "harm written into benign VBench-train rewrites passing 95% of plain ones")
+                                      "harm written into benign VBench-train rewrites passing 95% of plain ones "
+                                      "(0.45 before the training rows were widened)")
     block_threshold: float = Field(0.5, ge=0, le=1)
     profanity_threshold: float = Field(0.8, ge=0, le=1)
     use_llm: bool = Field(False, description="ask the chat model too (only worth it with a capable model)")
@@ -142,6 +144,15 @@ class GuardSettings(BaseModel):
                                       "(Granite Guardian 3.3 with thinking on needs several hundred)")
     pattern_score: float = Field(0.9, ge=0, le=1, description="score given by an explicit pattern match")
     classifier_c: float = Field(16.0, gt=0, description="inverse L2 strength of the embedding classifiers")
+    detector: Literal["logreg", "finetuned"] = Field("finetuned", description="the harmful-vs-safe layer: logreg = "
+                                                    "a logistic regression on frozen MiniLM embeddings (fitted in a "
+                                                    "second); finetuned = MiniLM fine-tuned on the same rows "
+                                                    "(about a minute on 2 CPU cores once, then cached)")
+    detector_epochs: int = Field(4, ge=1, le=50, description="epochs of the fine-tuned detector")
+    detector_learning_rate: float = Field(5e-5, gt=0, description="learning rate of the fine-tuned detector")
+    detector_seed: int = Field(0, description="seed of the fine-tuned detector's training")
+    detector_cache: Path = Field(Path("~/.cache/promptloop/guard-detectors"), description="where fine-tuned "
+                                 "detectors are kept, one folder per training set and settings")
     attribution_drop: float = Field(0.1, ge=0, le=1, description="a phrase carries a flagged category when "
                                     "removing it drops the classifier's score for it by this much")
     trim_min_words: int = Field(12, ge=1, description="a rewrite that fails the output guard loses its flagged "

@@ -131,30 +131,35 @@ class SafetyGuard:
         self.llm = llm if self.config.use_llm else None
         self.categories = tuple(categories)
         # labelled prompts the classifier learns from; a cross-validation fold passes its own share
-        self._classifier = self._fit_classifier(training_examples() if examples is None else examples)
+        rows = self._labelled_rows(training_examples() if examples is None else examples)
+        self._classifier = self._fit_classifier(rows)
+        self._detector = None  # the fine-tuned harmful-vs-safe layer, when configured (else the logistic one)
+        if self.config.detector == "finetuned":
+            from promptloop.agents.embedder import resolve_embedder
+            from promptloop.agents.safety.detector import FineTunedDetector
+
+            self._detector = FineTunedDetector.fit_or_load(resolve_embedder(embedder.reference),
+                                                           [(t, lab != SAFE) for t, lab in rows], self.config)
         self._anchors: np.ndarray | None = None  # PERSON_ANCHORS then THING_ANCHORS, unit length
 
-    def _fit_classifier(self, examples: Sequence[tuple[str, str]]):  # noqa: ANN202 (two sklearn models)
+    def _labelled_rows(self, examples: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """What the classifiers learn from: the category descriptions, the benign anchors, then ``examples``
+        (the shipped red-team prompts and the train split of the user prompts by default; no holdout and not
+        the eval split)."""
+        rows = [(d, c.name) for c in self.categories for d in c.descriptions]
+        return rows + [(b, SAFE) for b in BENIGN_ANCHORS] + list(examples)
+
+    def _fit_classifier(self, rows: Sequence[tuple[str, str]]):  # noqa: ANN202 (two sklearn models)
         """Two logistic regressions on MiniLM embeddings: harmful vs. safe, and which category.
 
         A pooled harmful/safe detector generalises better from ~100 harmful
         examples than one classifier per category (measured on the held-out
         red-team file); the category head only says which harm it is. Trained
-        at start-up (about a second) on the category descriptions, the benign
-        anchors, the shipped red-team prompts and the train split of the user
-        prompts. ``redteam_holdout.csv`` and the eval split are never seen.
+        at start-up (about a second).
         """
         from sklearn.linear_model import LogisticRegression
 
-        texts, labels = [], []
-        for c in self.categories:
-            texts += list(c.descriptions)
-            labels += [c.name] * len(c.descriptions)
-        texts += list(BENIGN_ANCHORS)
-        labels += [SAFE] * len(BENIGN_ANCHORS)
-        for text, label in examples:
-            texts.append(text)
-            labels.append(label)
+        texts, labels = [t for t, _ in rows], [lab for _, lab in rows]
         x = self.embedder.encode(texts)
         harmful = np.array([lab != SAFE for lab in labels])
         detector = LogisticRegression(C=self.config.classifier_c, max_iter=3000).fit(x, harmful)
@@ -162,14 +167,25 @@ class SafetyGuard:
             x[harmful], [lab for lab, h in zip(labels, harmful, strict=True) if h])
         return detector, which
 
-    def harm_scores(self, texts: Sequence[str]) -> list[dict[str, float]]:
+    def harm_scores(self, texts: Sequence[str], *, fine_tuned: bool = True) -> list[dict[str, float]]:
         """The classifier layer alone (no patterns, profanity or LLM), per text: the harm probability, shared out
-        over categories (the likeliest gets all of it). Phrase attribution and cross-validation perturb it."""
+        over categories (the likeliest gets all of it). Phrase attribution and cross-validation perturb it.
+
+        A fine-tuned detector scores what it was trained on, texts of one sentence (a request, a phrase, a
+        core); a rewrite of several sentences and the sentences of one (``fine_tuned=False``) keep the
+        logistic detector: on benign VBench rewrites the fine-tuned one flagged about half the sentences
+        (bench/output_guard_eval.py)."""
         if not texts:
             return []
+        from promptloop.agents.safety.spans import sentences
+
         detector, which = self._classifier
         x = self.embedder.encode(list(texts))
         p_harm = detector.predict_proba(x)[:, list(detector.classes_).index(True)]
+        if self._detector is not None and fine_tuned:
+            short = [i for i, t in enumerate(texts) if len(sentences(t)) <= 1]
+            if short:
+                p_harm[short] = self._detector.predict([texts[i] for i in short])
         cond = which.predict_proba(x)
         names = list(which.classes_)
         return [{n: float(p_harm[i] * cond[i, j] / cond[i].max()) for j, n in enumerate(names)}
@@ -291,7 +307,7 @@ class SafetyGuard:
 
         parts = [sentences(t) for t in texts]
         flat = [s for ps in parts if len(ps) > 1 for s in ps]
-        scores = iter(self.harm_scores(flat))
+        scores = iter(self.harm_scores(flat, fine_tuned=False))
         return [[(next(scores), s) for s in ps] if len(ps) > 1 else [] for ps in parts]
 
     def _decide(self, text: str, cats: dict[str, CategoryScore], layers: list[str]) -> Verdict:
