@@ -68,7 +68,7 @@ def cross_validated_threshold(embedder: Embedder, examples: Sequence[tuple[str, 
         train = [e for i, e in enumerate(examples) if i % folds != k]
         test = [i for i in range(len(examples)) if i % folds == k]
         guard = SafetyGuard(embedder, config, examples=train)
-        for i, sc in zip(test, guard.harm_scores([examples[i][0] for i in test]), strict=True):
+        for i, sc in zip(test, guard.harm_scores([examples[i][0] for i in test], fine_tuned=True), strict=True):
             scores[i] = max(sc.values(), default=0.0)
     labels = [lab for _, lab in examples]
     table = {}
@@ -120,10 +120,10 @@ def dilution(embedder: Embedder, examples: Sequence[tuple[str, str]], rewrites: 
             host = sentences(rng.choice(rewrites))
             at = rng.randint(0, len(host))
             texts.append(" ".join([*host[:at], text[:1].upper() + text[1:].rstrip(".") + ".", *host[at:]]))
-        whole += [top(s) for s in guard.harm_scores(texts)]
+        whole += [top(s) for s in guard.harm_scores(texts, fine_tuned=True)]
         by_sentence += [max([top(s) for s, _ in ss], default=0.0) for ss in guard.sentence_scores(texts)]
         if k == 0:  # benign rewrites are no fold's training rows: one guard scores them
-            plain_whole = [top(s) for s in guard.harm_scores(rewrites)]
+            plain_whole = [top(s) for s in guard.harm_scores(rewrites, fine_tuned=True)]
             plain_sentence = [max([top(s) for s, _ in ss], default=0.0) for ss in guard.sentence_scores(rewrites)]
     def either(w: Sequence[float], s: Sequence[float], t: float) -> list[float]:
         """The guard's rule: the whole text at the flag threshold, or one sentence at ``t`` (1.0 = flagged)."""

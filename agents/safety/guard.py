@@ -69,6 +69,16 @@ def training_examples() -> list[tuple[str, str]]:
     return out
 
 
+def ordinary_requests() -> list[str]:
+    """VBench's train-split prompts: short, ordinary video requests the fine-tuned detector learns as safe.
+    Without them it flagged 7.5 % of VBench's test-split prompts (the logistic detector 2.2 %): it had seen
+    few ordinary scenes besides the user prompts, and a family at bedtime looked like its child-harm rows."""
+    from promptloop.store.shipped import data_dir, vbench_split
+
+    lines = (data_dir() / "vbench" / "all_dimension.txt").read_text(encoding="utf-8").splitlines()
+    return list(dict.fromkeys(p for p in lines if p.strip() and vbench_split(p) == "train"))
+
+
 M = TypeVar("M", bound=BaseModel)
 
 # The guard is configured by its section of Settings (one source of defaults).
@@ -138,8 +148,9 @@ class SafetyGuard:
             from promptloop.agents.embedder import resolve_embedder
             from promptloop.agents.safety.detector import FineTunedDetector
 
-            self._detector = FineTunedDetector.fit_or_load(resolve_embedder(embedder.reference),
-                                                           [(t, lab != SAFE) for t, lab in rows], self.config)
+            self._detector = FineTunedDetector.fit_or_load(
+                resolve_embedder(embedder.reference),
+                [(t, lab != SAFE) for t, lab in rows] + [(t, False) for t in ordinary_requests()], self.config)
         self._anchors: np.ndarray | None = None  # PERSON_ANCHORS then THING_ANCHORS, unit length
 
     def _labelled_rows(self, examples: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -167,14 +178,15 @@ class SafetyGuard:
             x[harmful], [lab for lab, h in zip(labels, harmful, strict=True) if h])
         return detector, which
 
-    def harm_scores(self, texts: Sequence[str], *, fine_tuned: bool = True) -> list[dict[str, float]]:
+    def harm_scores(self, texts: Sequence[str], *, fine_tuned: bool = False) -> list[dict[str, float]]:
         """The classifier layer alone (no patterns, profanity or LLM), per text: the harm probability, shared out
         over categories (the likeliest gets all of it). Phrase attribution and cross-validation perturb it.
 
-        A fine-tuned detector scores what it was trained on, texts of one sentence (a request, a phrase, a
-        core); a rewrite of several sentences and the sentences of one (``fine_tuned=False``) keep the
-        logistic detector: on benign VBench rewrites the fine-tuned one flagged about half the sentences
-        (bench/output_guard_eval.py)."""
+        ``fine_tuned``: the fine-tuned detector, when configured, decides for texts of one sentence (a request
+        or a core: what it was trained on). Rewrites of several sentences, their sentences, and the
+        sanitiser's measurements (phrase attribution, remnants) keep the logistic detector: on benign VBench
+        rewrites the fine-tuned one flagged about half the sentences (bench/output_guard_eval.py), and its
+        scores sit near 0 or 1, so removing one phrase of a harmful request seldom moves them."""
         if not texts:
             return []
         from promptloop.agents.safety.spans import sentences
@@ -254,7 +266,7 @@ class SafetyGuard:
             return []
         cfg = self.config
         profanity = predict_prob(texts)
-        embed_scores = self.harm_scores(texts)
+        embed_scores = self.harm_scores(texts, fine_tuned=True)
         by_sentence = self.sentence_scores(texts)
         llm_answers = self._llm_pass(texts) if self.llm is not None else [None] * len(texts)
         verdicts = []
@@ -307,7 +319,7 @@ class SafetyGuard:
 
         parts = [sentences(t) for t in texts]
         flat = [s for ps in parts if len(ps) > 1 for s in ps]
-        scores = iter(self.harm_scores(flat, fine_tuned=False))
+        scores = iter(self.harm_scores(flat))
         return [[(next(scores), s) for s in ps] if len(ps) > 1 else [] for ps in parts]
 
     def _decide(self, text: str, cats: dict[str, CategoryScore], layers: list[str]) -> Verdict:
