@@ -126,11 +126,11 @@ class RewriteSettings(BaseModel):
 class GuardSettings(BaseModel):
     """Thresholds of the layered safety guard (see agents/safety/guard.py)."""
 
-    flag_threshold: float = Field(0.3, ge=0, le=1, description="a category is flagged at this score; chosen by "
+    flag_threshold: float = Field(0.5, ge=0, le=1, description="a category is flagged at this score; chosen by "
                                   "bench/guard_eval.py: 5-fold cross-validation of the classifier on its training "
                                   "rows, highest recall passing 95% of benign rows (never on a holdout); 0.4 for "
                                   "detector=logreg")
-    sentence_threshold: float = Field(0.7, ge=0, le=1, description="one sentence of a longer text (a rewrite) "
+    sentence_threshold: float = Field(0.6, ge=0, le=1, description="one sentence of a longer text (a rewrite) "
                                       "counts at this score: chosen by bench/output_guard_eval.py, highest recall of "
                                       "harm written into benign VBench-train rewrites passing 95% of plain ones "
                                       "(0.45 before the training rows were widened)")

@@ -1,13 +1,14 @@
 """The guard's harmful-vs-safe detector fine-tuned end to end (``guard.detector = "finetuned"``).
 
 Why: a logistic regression on frozen MiniLM sentence embeddings mostly learns
-the *topic* of a request ("a boxer", "a church"), so a harmful act on a topic
-it has seen benign ("a boxer beating his opponent to death") passes. Out of
+the *topic* of a request, so harm in a scene it has seen benign ("a man holding
+a pillow over his sleeping wife's face until she stops moving") passes. Out of
 fold on the guard's training rows, the same MiniLM fine-tuned as a sequence
-classifier flagged more harmful rows at the same benign pass (README, "The
-guard"). It is trained once per training set and cached on disk by a hash of
-its rows and settings, so a guard built again (a fold, a test, a new process)
-loads it in about a second instead of training for half a minute.
+classifier flagged 93.4 % of harmful rows at 96.4 % benign pass, the logistic
+one 86.3 % at 95.8 % (README, "The fourth pass"). It is trained once per set of
+rows and settings and cached on disk by a hash of both, so a guard built again
+(a fold, a test, a new process) loads it in about a second instead of training
+for a minute.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,10 +105,31 @@ def _train(base: str, examples: Sequence[tuple[str, bool]], config: GuardSetting
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer))
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        with _step_bar(trainer, f"training the guard's request detector once ({len(examples)} rows; cached in "
+                                f"{Path(config.detector_cache).expanduser()})"):
+            trainer.train()
         shutil.rmtree(out / "run", ignore_errors=True)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+
+
+@contextmanager
+def _step_bar(trainer: Any, description: str) -> Iterator[None]:
+    """A bar of optimizer steps on stderr (stdout is for results), in place of the trainer's own."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from transformers import TrainerCallback
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=None)
+
+        class Steps(TrainerCallback):
+            def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+                bar.update(task, completed=state.global_step, total=state.max_steps)
+
+        trainer.add_callback(Steps())
+        yield
 
 
 @contextmanager

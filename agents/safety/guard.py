@@ -71,7 +71,7 @@ def training_examples() -> list[tuple[str, str]]:
 
 def ordinary_requests() -> list[str]:
     """VBench's train-split prompts: short, ordinary video requests the fine-tuned detector learns as safe.
-    Without them it flagged 7.5 % of VBench's test-split prompts (the logistic detector 2.2 %): it had seen
+    Without them the guard flagged 7.5 % of VBench's test-split prompts (2.2 % with the logistic one): it had seen
     few ordinary scenes besides the user prompts, and a family at bedtime looked like its child-harm rows."""
     from promptloop.store.shipped import data_dir, vbench_split
 
