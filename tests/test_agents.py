@@ -222,7 +222,7 @@ def test_llm_guard_layer_adds_what_the_other_layers_miss(embedder):
 
     plain = SafetyGuard(embedder)
     with_llm = SafetyGuard(embedder, GuardConfig(use_llm=True), llm=JudgingModel())
-    text = "people gathering for a secret ritual in a cave"
+    text = "a secret ritual with candles in an old library"  # every other layer passes it
     assert plain.check(text).safe
     v = with_llm.check(text)
     assert not v.safe and v.categories["violence_gore"].evidence == "llm guard" and "llm" in v.layers

@@ -43,7 +43,7 @@ def test_init_import_list_stats(home, tmp_path):
     for g in stats["groups"]:
         by[(g["split"], g["source"])] = by.get((g["split"], g["source"]), 0) + g["count"]
     assert by[("train", "shipped")] == 240 and by[("eval", "shipped")] == 60
-    assert by[("redteam", "redteam")] == 136  # VBench: 943 distinct prompts (3 repeat), a quarter held out by hash
+    assert by[("redteam", "redteam")] == 332  # VBench: 943 distinct prompts (3 repeat), a quarter held out by hash
     assert by[("test", "vbench")] == 226 and by[("train", "vbench")] == 717
     f = tmp_path / "mine.txt"
     f.write_text("a lighthouse in a storm\na cat playing piano\n")

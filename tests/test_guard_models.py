@@ -82,8 +82,11 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
 def test_the_guard_asks_a_served_guard_model_in_its_format(served, embedder):
     family, url, model = served
     llm = OpenAIChatModel(f"{url}/v1", model, max_retries=0)
-    guard = SafetyGuard(embedder, GuardSettings(use_llm=True, model_family=family), llm=llm)
-    plain = SafetyGuard(embedder, GuardSettings(use_llm=False))
+    # the logistic detector, which misses RITUAL (the fine-tuned default flags it: hate 0.99), so that what the
+    # guard model adds shows
+    layers = {"detector": "logreg", "flag_threshold": 0.55}  # its cross-validated threshold on the widened rows
+    guard = SafetyGuard(embedder, GuardSettings(use_llm=True, model_family=family, **layers), llm=llm)
+    plain = SafetyGuard(embedder, GuardSettings(use_llm=False, **layers))
     assert plain.check(RITUAL).safe  # the other layers miss it; the guard model does not
     safe, stab, ritual, piracy = guard.check_many([SAFE_TEXT, STAB, RITUAL, PIRACY])
     assert safe.safe and piracy.safe and "llm" in safe.layers

@@ -109,7 +109,7 @@ def test_the_sanitiser_keeps_the_benign_core(rules_guard, prompt, core, gone):
     # a name no pattern lists: the category head and the person test put a stand-in in its place
     ("keanu reeves dancing drunk at a wedding", "a person at a wedding", "keanu reeves dancing drunk"),
     # an act that lost its object goes whole ("officers celebrating a in a town square" before)
-    ("nazi officers celebrating a massacre in a town square", "a town square", "celebrating a massacre"),
+    ("nazi officers celebrating a massacre in a town square", "a town square", "nazi officers celebrating a massacre in"),
     # no subject can stay: an object with its article is the core
     ("robbing a jewelry store with a shotgun", "a jewelry store", "with a shotgun"),
     # a role is not a name: the cashier stays

@@ -23,7 +23,7 @@ def test_user_prompts_cover_categories_and_splits():
 
 def test_redteam_has_every_harm_category_and_benign_lookalikes():
     rows = read_prompt_file(data_dir() / "redteam.csv", max_chars=1000)
-    assert 130 <= len(rows) <= 140
+    assert 320 <= len(rows) <= 340
     harmful = [r for r in rows if r.harmful]
     benign = [r for r in rows if r.harmful is False]
     assert {r.category for r in harmful} == HARM_CATEGORIES
@@ -45,7 +45,7 @@ def test_vbench_prompts_and_aligned_rewrites_with_licence():
 
 def test_import_shipped_is_idempotent(engine):
     first = import_shipped(engine)
-    assert [r.rows for r in first] == [300, 136, 946]
+    assert [r.rows for r in first] == [300, 332, 946]
     n = table_counts(engine)["prompts"]
     assert n == sum(r.created for r in first) and n > 1300
     second = import_shipped(engine)

@@ -1,8 +1,8 @@
 """The guard's harmful-vs-safe detector fine-tuned end to end (``guard.detector = "finetuned"``).
 
 Why: a logistic regression on frozen MiniLM sentence embeddings mostly learns
-the *topic* of a request, so harm in a scene it has seen benign ("a man holding
-a pillow over his sleeping wife's face until she stops moving") passes. Out of
+the *topic* of a request, so harm in a scene it has seen benign passes ("a nurse
+quietly switching an old patient's medicine for poison": 0.34 against 0.99). Out of
 fold on the guard's training rows, the same MiniLM fine-tuned as a sequence
 classifier flagged 93.4 % of harmful rows at 96.4 % benign pass, the logistic
 one 86.3 % at 95.8 % (README, "The fourth pass"). It is trained once per set of
