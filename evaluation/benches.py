@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from promptloop.errors import PromptloopError
 from promptloop.evaluation.safety import HOLDOUT, RubricRow
 from promptloop.store.repository import spaced
-from promptloop.store.shipped import data_dir, vbench_rewrites, vbench_split
+from promptloop.store.shipped import vbench_prompts, vbench_rewrites, vbench_split  # noqa: F401 (vbench_prompts: re-exported)
 
 VBENCH_PARTS = {"vbench": "test", "vbench-test": "test", "vbench-train": "train", "vbench-all": None}
 BENCHES = ("eval", *VBENCH_PARTS)
@@ -35,10 +35,6 @@ class Bench:
     prompts: list[str]
     public: dict[str, list[str]] = field(default_factory=dict)  # baseline name -> rewrites aligned with prompts
     pool: list[str] = field(default_factory=list)  # distractors for intent retrieval (see distractor_pool)
-
-
-def vbench_prompts() -> list[str]:
-    return (data_dir() / "vbench" / "all_dimension.txt").read_text(encoding="utf-8").splitlines()
 
 
 def distractor_pool(engine: Engine) -> list[str]:

@@ -46,6 +46,11 @@ SHIPPED = (
 )
 
 
+def vbench_prompts() -> list[str]:
+    """The 946 VBench prompts of all_dimension.txt, in file order (the public rewrites align with them)."""
+    return (data_dir() / "vbench" / "all_dimension.txt").read_text(encoding="utf-8").splitlines()
+
+
 def vbench_split(text: str) -> str:
     """'test' or 'train' for a VBench prompt, from its normalised text's hash.
 

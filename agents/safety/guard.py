@@ -73,10 +73,9 @@ def ordinary_requests() -> list[str]:
     """VBench's train-split prompts: short, ordinary video requests the fine-tuned detector learns as safe.
     Without them the guard flagged 7.5 % of VBench's test-split prompts (2.2 % with the logistic one): it had seen
     few ordinary scenes besides the user prompts, and a family at bedtime looked like its child-harm rows."""
-    from promptloop.store.shipped import data_dir, vbench_split
+    from promptloop.store.shipped import vbench_prompts, vbench_split
 
-    lines = (data_dir() / "vbench" / "all_dimension.txt").read_text(encoding="utf-8").splitlines()
-    return list(dict.fromkeys(p for p in lines if p.strip() and vbench_split(p) == "train"))
+    return list(dict.fromkeys(p for p in vbench_prompts() if p.strip() and vbench_split(p) == "train"))
 
 
 M = TypeVar("M", bound=BaseModel)
