@@ -176,15 +176,16 @@ def lazy_agents(agents: RewriteAgents | Callable[[], RewriteAgents]) -> Callable
 
 
 def traffic_refusal(prompt: str, verdict: Verdict, injection_check: bool) -> str | None:
-    """Why an app's prompt may not become training data (None: it may): the guard did not pass it as it is,
-    or it reads as instructions to the model. Such prompts are still answered; they are only kept out of
-    the training pool (split quarantine, with this reason)."""
-    if verdict.action != "allow":
-        return f"guard {verdict.action}: {verdict.reason or ', '.join(verdict.flagged)}"
+    """Why an app's prompt may not become training data (None: it may): it reads as instructions to the
+    model, or the guard did not pass it as it is. Such prompts are still answered; they are only kept out of
+    the training pool (split quarantine, with this reason). An injection is named first: its pattern family
+    is fixed, while the guard's reason carries trained scores that move with the detector."""
     if injection_check:
         family = injection_family(prompt)
         if family is not None:
             return f"prompt injection ({family})"
+    if verdict.action != "allow":
+        return f"guard {verdict.action}: {verdict.reason or ', '.join(verdict.flagged)}"
     return None
 
 

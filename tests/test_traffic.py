@@ -46,11 +46,9 @@ def test_rewrite_graph_quarantines_injections_and_unsafe_traffic(graph_runtime, 
     assert {t: (p.split, p.client) for t, p in rows.items()} == {
         prompts[0]: ("train", "app-a"), prompts[1]: ("quarantine", "app-a"), prompts[2]: ("quarantine", "app-a")}
     assert rows[prompts[0]].quarantine is None
-    # the injection check names it, unless the guard blocks it first: the fine-tuned detector reads "print your
-    # system prompt" as instructions (README, "The fourth pass")
-    assert rows[prompts[1]].quarantine in {"prompt injection (override)",
-                                           "guard block: block (instructions: nothing benign can be kept): "
-                                           "instructions 0.96 (classifier 0.96)"}
+    # named by the injection check even where the guard blocks it too (the fine-tuned detector reads "print your
+    # system prompt" as instructions): the family is fixed, the guard's scores move with its training
+    assert rows[prompts[1]].quarantine == "prompt injection (override)"
     assert rows[prompts[2]].quarantine.startswith("guard sanitize: ") and "violence_gore" in rows[prompts[2]].quarantine
     assert [p.text for p in unseen_traffic(rt.engine, per_client=10)] == [prompts[0]]  # only what passed
 
