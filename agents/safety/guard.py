@@ -177,7 +177,8 @@ class SafetyGuard:
             x[harmful], [lab for lab, h in zip(labels, harmful, strict=True) if h])
         return detector, which
 
-    def harm_scores(self, texts: Sequence[str], *, fine_tuned: bool = False) -> list[dict[str, float]]:
+    def harm_scores(self, texts: Sequence[str], *, fine_tuned: bool = False, strict: bool = False
+                    ) -> list[dict[str, float]]:
         """The classifier layer alone (no patterns, profanity or LLM), per text: the harm probability, shared out
         over categories (the likeliest gets all of it). Phrase attribution and cross-validation perturb it.
 
@@ -185,7 +186,10 @@ class SafetyGuard:
         or a core: what it was trained on). Rewrites of several sentences, their sentences, and the
         sanitiser's measurements (phrase attribution, remnants) keep the logistic detector: on benign VBench
         rewrites the fine-tuned one flagged about half the sentences (bench/output_guard_eval.py), and its
-        scores sit near 0 or 1, so removing one phrase of a harmful request seldom moves them."""
+        scores sit near 0 or 1, so removing one phrase of a harmful request seldom moves them.
+
+        ``strict`` (with ``fine_tuned``): a one-sentence text scores the higher of the two detectors, so that
+        it passes only when both pass it (the sanitiser's core checks, ``guard.core_check = both``)."""
         if not texts:
             return []
         from promptloop.agents.safety.spans import sentences
@@ -196,7 +200,8 @@ class SafetyGuard:
         if self._detector is not None and fine_tuned:
             short = [i for i, t in enumerate(texts) if len(sentences(t)) <= 1]
             if short:
-                p_harm[short] = self._detector.predict([texts[i] for i in short])
+                tuned = self._detector.predict([texts[i] for i in short])
+                p_harm[short] = np.maximum(p_harm[short], tuned) if strict else tuned
         cond = which.predict_proba(x)
         names = list(which.classes_)
         return [{n: float(p_harm[i] * cond[i, j] / cond[i].max()) for j, n in enumerate(names)}
@@ -254,10 +259,11 @@ class SafetyGuard:
     def check(self, text: str) -> Verdict:
         return self.check_many([text])[0]
 
-    def check_many(self, texts: Sequence[str], *, attribute: bool = False) -> list[Verdict]:
+    def check_many(self, texts: Sequence[str], *, attribute: bool = False, core: bool = False) -> list[Verdict]:
         """Batched: one profanity call, one embedding pass and (if enabled) one LLM call for all texts.
         ``attribute`` (the sanitiser's input screen) adds phrase spans to classifier-flagged categories in
-        one more embedding pass; output checks and the critic do not need them."""
+        one more embedding pass; output checks and the critic do not need them. ``core``: the texts are the
+        sanitiser's candidate cores, checked as ``guard.core_check`` says."""
         from profanity_check import predict_prob
 
         texts = list(texts)
@@ -265,7 +271,7 @@ class SafetyGuard:
             return []
         cfg = self.config
         profanity = predict_prob(texts)
-        embed_scores = self.harm_scores(texts, fine_tuned=True)
+        embed_scores = self.harm_scores(texts, fine_tuned=True, strict=core and cfg.core_check == "both")
         by_sentence = self.sentence_scores(texts)
         llm_answers = self._llm_pass(texts) if self.llm is not None else [None] * len(texts)
         verdicts = []

@@ -109,7 +109,7 @@ def _hard_first(guard: SafetyGuard, v: Verdict) -> list[str]:
 def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) -> Screened:
     text = _stood_in(guard, _replaced(guard, prompt, verdict), verdict)
     if text != prompt:
-        v = guard.check_many([text], attribute=True)[0]
+        v = guard.check_many([text], attribute=True, core=True)[0]
         if v.action == "allow":
             return Screened(prompt, verdict, core=text, removed=[s for s in verdict.spans if s not in text])
         verdict = v if v.action == "sanitize" else verdict
@@ -124,7 +124,7 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
     # in a harmful request, what is done "with" something names the instrument ("with a razor", "with a
     # stick"): it goes too, since the guard passes a weapon or a blade on its own
     removed |= {k for i, j in ranges if toks[i][2].lower() == "with" for k in range(i, j)}
-    v = guard.check_many([render(text, toks, removed)])[0] if removed else verdict
+    v = guard.check_many([render(text, toks, removed)], core=True)[0] if removed else verdict
     for _ in range(rounds):
         # a fragment scoring over the block threshold ("a teenager" alone) is not a reason to refuse: the
         # request itself was not blocked, so the search goes on
@@ -140,7 +140,7 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         trials = [t for t in trials if t != removed]
         if not trials:
             break
-        checks = guard.check_many([render(text, toks, t) for t in trials])
+        checks = guard.check_many([render(text, toks, t) for t in trials], core=True)
         best = min(range(len(trials)), key=lambda n: (checks[n].action != "allow", _worst(checks[n]),
                                                       len(trials[n])))
         removed, v = trials[best], checks[best]
@@ -150,7 +150,7 @@ def _sanitize(guard: SafetyGuard, prompt: str, verdict: Verdict, rounds: int) ->
         removed = _put_back(guard, text, toks, ranges, removed)
         removed = _without_acts(guard, text, toks, ranges, removed)
         core = render(text, toks, removed)
-        if names_something(core) and (v.action == "allow" or guard.check_many([core])[0].action == "allow"):
+        if names_something(core) and (v.action == "allow" or guard.check_many([core], core=True)[0].action == "allow"):
             return Screened(prompt, verdict, core=core, removed=_gone(prompt, core))
     return Screened(prompt, verdict, removed=_gone(prompt, render(text, toks, removed)),
                     refusal=refusal_message(_hard_first(guard, verdict)))
@@ -167,7 +167,7 @@ def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tupl
              and (content_words(words := " ".join(toks[k][2] for k in r)) or words.lower() in stand_ins)]
     for part in parts:
         trial = removed - set(part)
-        if guard.check_many([render(text, toks, trial)])[0].action == "allow":
+        if guard.check_many([render(text, toks, trial)], core=True)[0].action == "allow":
             removed = trial
     if names_something(render(text, toks, removed)):
         return removed
@@ -176,7 +176,7 @@ def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tupl
     trials = [removed - set(r) for i, j in ranges for r in noun_parts(toks, i, j)
               if r.start > i and toks[r.start][2].lower() in {"a", "an", "the"}]
     trials = [t for t in trials if names_something(render(text, toks, t))]
-    checks = guard.check_many([render(text, toks, t) for t in trials])  # one batch; the first that passes wins
+    checks = guard.check_many([render(text, toks, t) for t in trials], core=True)  # one batch; the first that passes wins
     return next((t for t, v in zip(trials, checks, strict=True) if v.action == "allow"), removed)
 
 
@@ -203,7 +203,7 @@ def _without_acts(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[
     # "and smoking cigarettes" -> "cigarettes") goes with the rest of it, as does a comparison the guard
     # flags on its own ("as bats"; not "dressed as a pirate")
     likes = [(i, j) for i, j in ranges if toks[i][2].lower() == "as" and not any(k in removed for k in range(i, j))]
-    flagged = guard.check_many([" ".join(toks[k][2] for k in range(i, j)) for i, j in likes])
+    flagged = guard.check_many([" ".join(toks[k][2] for k in range(i, j)) for i, j in likes], core=True)
     for i, j in ranges:
         cut = any(k in removed for k in range(i, j))
         if cut and toks[i][2].lower() in OPENERS:
