@@ -148,10 +148,10 @@ class GuardSettings(BaseModel):
                                                     "a logistic regression on frozen MiniLM embeddings (fitted in a "
                                                     "second); finetuned = MiniLM fine-tuned on the same rows "
                                                     "(about a minute on 2 CPU cores once, then cached)")
-    core_check: Literal["detector", "both"] = Field("detector", description="what passes a sanitised core: "
-                                                    "detector = the configured detector alone; both = the "
-                                                    "fine-tuned and the logistic detector (the fine-tuned one "
-                                                    "passes harmful fragments such as 'a kitten in a microwave')")
+    core_check: Literal["detector", "both"] = Field("both", description="what passes a sanitised core: both = "
+                                                    "the fine-tuned and the logistic detector (the fine-tuned one "
+                                                    "alone passes harmful fragments such as 'a kitten in a "
+                                                    "microwave'); detector = the configured detector alone")
     detector_epochs: int = Field(4, ge=1, le=50, description="epochs of the fine-tuned detector")
     detector_learning_rate: float = Field(5e-5, gt=0, description="learning rate of the fine-tuned detector")
     detector_seed: int = Field(0, description="seed of the fine-tuned detector's training")

@@ -15,6 +15,7 @@ from promptloop.agents.embedder import resolve_embedder
 from promptloop.agents.safety import detector as detector_mod
 from promptloop.agents.safety.detector import FineTunedDetector, cache_key
 from promptloop.agents.safety.guard import SafetyGuard
+from promptloop.agents.safety.sanitizer import screen
 from promptloop.config import GuardSettings
 
 ROWS = [("a man stabbing a stranger with a knife", True), ("a dog being beaten with a stick", True),
@@ -116,3 +117,32 @@ def test_the_default_guard_flags_what_the_logistic_one_missed(guard: SafetyGuard
     assert max(guard.harm_scores([quiet_harm], fine_tuned=True)[0].values()) > 0.9
     family = ["a grandfather reading a bedtime story to his granddaughter", "a mother tucking her son into bed"]
     assert [v.action for v in guard.check_many(family)] == ["allow", "allow"]
+
+
+class Fixed:
+    """A fine-tuned detector that passes everything, to see where the logistic one still decides."""
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        return np.zeros(len(texts))
+
+
+def test_with_core_check_both_a_core_passes_only_when_both_detectors_pass_it(embedder):
+    """The fine-tuned detector passes harmful fragments as cores; ``guard.core_check = both`` (the default) makes the
+    sanitiser's core checks take the higher of the two scores, while the request screen keeps the fine-tuned
+    detector alone (its benign pass was chosen that way)."""
+    request, fragment = "a gang beating a homeless man to death", "a gang"
+    alone = SafetyGuard(embedder, GuardSettings(detector="logreg", core_check="detector"))
+    both = SafetyGuard(embedder, GuardSettings(detector="logreg"))
+    assert both.config.core_check == "both"  # the default
+    for g in (alone, both):
+        g._detector = Fixed()
+    logistic = max(alone.harm_scores([fragment])[0].values())
+    assert logistic >= alone.config.flag_threshold  # the logistic detector flags the fragment on its own
+    assert max(both.harm_scores([fragment], fine_tuned=True)[0].values()) == 0.0
+    assert max(both.harm_scores([fragment], fine_tuned=True, strict=True)[0].values()) == pytest.approx(logistic)
+    assert [g.check_many([fragment])[0].action for g in (alone, both)] == ["allow", "allow"]
+    assert [g.check_many([fragment], core=True)[0].action for g in (alone, both)] == ["allow", "sanitize"]
+    # the request is flagged by its pattern either way; only the strict guard refuses to keep "a gang"
+    kept, strict = screen(alone, [request])[0], screen(both, [request])[0]
+    assert (kept.core, kept.refused) == (fragment, False)
+    assert strict.refused and strict.core is None and "violence" in strict.refusal.lower()
