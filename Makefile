@@ -49,7 +49,7 @@ system-deps:
 test: install system-deps
 	@$(call PYTEST,-m "not slow")
 
-# Everything, slow tests included (~30 min on 2 cores): what CI runs.
+# Everything, slow tests included (~33 min on 2 cores): what CI runs.
 test-all: install system-deps
 	@$(call PYTEST,)
 
