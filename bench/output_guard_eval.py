@@ -21,10 +21,9 @@ from dataclasses import asdict
 
 from promptloop.agents.safety.guard import training_examples
 from promptloop.config import Settings
-from promptloop.evaluation.benches import vbench_prompts
 from promptloop.evaluation.guard_figures import dilution
 from promptloop.services import Services
-from promptloop.store.shipped import vbench_rewrites, vbench_split
+from promptloop.store.shipped import vbench_prompts, vbench_rewrites, vbench_split
 
 GRID = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
 

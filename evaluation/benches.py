@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from promptloop.errors import PromptloopError
 from promptloop.evaluation.safety import HOLDOUT, RubricRow
 from promptloop.store.repository import spaced
-from promptloop.store.shipped import vbench_prompts, vbench_rewrites, vbench_split  # noqa: F401 (vbench_prompts: re-exported)
+from promptloop.store.shipped import vbench_prompts, vbench_rewrites, vbench_split
 
 VBENCH_PARTS = {"vbench": "test", "vbench-test": "test", "vbench-train": "train", "vbench-all": None}
 BENCHES = ("eval", *VBENCH_PARTS)

@@ -9,12 +9,12 @@ from rich.console import Console
 
 from promptloop.agents.safety.guard import refusal_message
 from promptloop.config import Settings
-from promptloop.evaluation.benches import load_bench, load_redteam, spaced, vbench_prompts
+from promptloop.evaluation.benches import load_bench, load_redteam, spaced
 from promptloop.evaluation.metrics import is_refusal, per_item, recall_at_1
 from promptloop.evaluation.report import plot_rounds, table, write_json
 from promptloop.evaluation.runner import EvalConfig, SystemResult
 from promptloop.services import Services
-from promptloop.store.shipped import import_shipped, vbench_rewrites
+from promptloop.store.shipped import import_shipped, vbench_prompts, vbench_rewrites
 
 
 def test_recall_at_1_counts_duplicates_as_hits(embedder):

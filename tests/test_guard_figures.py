@@ -10,7 +10,6 @@ import pytest
 
 from promptloop.agents.safety.guard import SAFE, CategoryScore, Verdict, training_examples
 from promptloop.config import GuardSettings
-from promptloop.evaluation.benches import vbench_prompts
 from promptloop.evaluation.guard_figures import (
     ALLOWED,
     cross_validated_threshold,
@@ -19,7 +18,7 @@ from promptloop.evaluation.guard_figures import (
     sanitiser_outcomes,
 )
 from promptloop.evaluation.safety import RubricRow, has_term, load_dev_rubric, safety_metrics
-from promptloop.store.shipped import vbench_rewrites, vbench_split
+from promptloop.store.shipped import vbench_prompts, vbench_rewrites, vbench_split
 
 
 def _verdict(flagged: dict[str, float]) -> Verdict:

@@ -11,14 +11,14 @@ from sqlmodel import Session, select
 
 from promptloop.config import Settings
 from promptloop.errors import PromptloopError
-from promptloop.evaluation.benches import load_bench, vbench_prompts
+from promptloop.evaluation.benches import load_bench
 from promptloop.graphs.collect_pairs import select_pairs
 from promptloop.graphs.loop import LoopConfig
 from promptloop.store import repository as repo
 from promptloop.store.engine import session_scope
 from promptloop.store.hashing import prompt_hash
 from promptloop.store.models import Candidate, Prompt, SFTExample
-from promptloop.store.shipped import import_shipped, vbench_rewrites, vbench_split
+from promptloop.store.shipped import import_shipped, vbench_prompts, vbench_rewrites, vbench_split
 from promptloop.store.teachers import import_teacher, shipped_teacher_rows, teacher_rewrites, teacher_sets
 
 

@@ -176,7 +176,8 @@ def _put_back(guard: SafetyGuard, text: str, toks: Tokens, ranges: Sequence[tupl
     trials = [removed - set(r) for i, j in ranges for r in noun_parts(toks, i, j)
               if r.start > i and toks[r.start][2].lower() in {"a", "an", "the"}]
     trials = [t for t in trials if names_something(render(text, toks, t))]
-    checks = guard.check_many([render(text, toks, t) for t in trials], core=True)  # one batch; the first that passes wins
+    # one batch; the first that passes wins
+    checks = guard.check_many([render(text, toks, t) for t in trials], core=True)
     return next((t for t, v in zip(trials, checks, strict=True) if v.action == "allow"), removed)
 
 
